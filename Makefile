@@ -1,0 +1,18 @@
+# Each target creates .venv and installs what it needs on a fresh machine.
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+.PHONY: install run test
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/warren node
+
+test: $(STAMP)
+	$(VENV)/bin/pytest

@@ -1,0 +1,377 @@
+"""Commands, replies and effects of the broker state machine, and their log encoding.
+
+Commands are imperative verbs; every value that is not a pure function of the log (names the
+server invents, password hashes, the proposer's identity) is filled in by the proposer, so that
+`apply` stays deterministic. Replies go back to the proposer only; effects are carried out by the
+node that owns them (DESIGN.md §2, step 5 and 6).
+
+Log encoding (version 1), one entry = a batch of commands:
+    u8 version | u32 command count | per command:
+        u8 tag | u32 json length | json array of the non-bytes fields | per bytes field: u32 length, raw
+Bodies and content properties stay raw bytes: orjson handles only the metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import typing
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = [
+    "ENCODING_VERSION",
+    "AddUser",
+    "AddVhost",
+    "BindExchange",
+    "BindQueue",
+    "Cancel",
+    "ChannelRef",
+    "CloseChannel",
+    "Command",
+    "Consume",
+    "DeclareExchange",
+    "DeclareQueue",
+    "DeleteExchange",
+    "DeleteQueue",
+    "Get",
+    "NodeUp",
+    "Publish",
+    "PurgeQueue",
+    "Qos",
+    "Recover",
+    "Reject",
+    "SessionClosed",
+    "Settle",
+    "UnbindExchange",
+    "UnbindQueue",
+    "decode_entry",
+    "encode_entry",
+]
+
+ENCODING_VERSION = 1
+
+Arguments = dict[str, typing.Any]
+"""Declare/bind arguments and routing headers, as plain JSON-compatible values."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRef:
+    """Where a command comes from and who owns an effect: one channel of one connection."""
+
+    node: str  # node id of the node holding the client connection
+    incarnation: int  # that node process's start number; a restart makes a new one
+    connection: int  # connection serial, unique within the incarnation
+    channel: int  # channel serial, unique within the connection (not the wire number)
+
+    @property
+    def connection_ref(self) -> tuple[str, int, int]:
+        return (self.node, self.incarnation, self.connection)
+
+
+# --- membership and identity -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeUp:
+    """A node started as `incarnation`: everything its earlier incarnations held is released."""
+
+    node: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddVhost:
+    vhost: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddUser:
+    user: str
+    password_hash: str  # "sha256$<salt hex>$<digest hex>", computed by the proposer
+    tags: tuple[str, ...]
+
+
+# --- exchange and queue topology --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeclareExchange:
+    channel: ChannelRef
+    vhost: str
+    exchange: str
+    type: str
+    passive: bool
+    durable: bool
+    auto_delete: bool
+    internal: bool
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteExchange:
+    channel: ChannelRef
+    vhost: str
+    exchange: str
+    if_unused: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindExchange:
+    channel: ChannelRef
+    vhost: str
+    destination: str
+    source: str
+    routing_key: str
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnbindExchange:
+    channel: ChannelRef
+    vhost: str
+    destination: str
+    source: str
+    routing_key: str
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeclareQueue:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    server_named: bool  # the proposer chose an amq.gen-… name: the amq. prefix is allowed
+    passive: bool
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BindQueue:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    exchange: str
+    routing_key: str
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnbindQueue:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    exchange: str
+    routing_key: str
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeQueue:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteQueue:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    if_unused: bool
+    if_empty: bool
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    channel: ChannelRef
+    seq: int  # per-channel publish sequence number, from the proposer
+    vhost: str
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    headers: Arguments | None  # the message's headers table, plain, for headers-exchange routing
+    properties: bytes  # the content header's encoded property flags and list, as received
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Consume:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    consumer_tag: str  # already generated by the proposer when the client sent none
+    no_ack: bool
+    exclusive: bool
+    arguments: Arguments
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    channel: ChannelRef
+    consumer_tag: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Qos:
+    channel: ChannelRef
+    prefetch_count: int
+    global_: bool  # AMQP 'global': RabbitMQ reads it as "shared by the whole channel"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Get:
+    channel: ChannelRef
+    vhost: str
+    queue: str
+    no_ack: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settle:
+    """basic.ack"""
+
+    channel: ChannelRef
+    delivery_tag: int
+    multiple: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reject:
+    """basic.nack and basic.reject"""
+
+    channel: ChannelRef
+    delivery_tag: int
+    multiple: bool
+    requeue: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recover:
+    """basic.recover with requeue=true: every unacked message of the channel goes back."""
+
+    channel: ChannelRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseChannel:
+    channel: ChannelRef
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed:
+    """A client connection ended, however it ended."""
+
+    node: str
+    incarnation: int
+    connection: int
+
+
+Command = (
+    NodeUp
+    | AddVhost
+    | AddUser
+    | DeclareExchange
+    | DeleteExchange
+    | BindExchange
+    | UnbindExchange
+    | DeclareQueue
+    | BindQueue
+    | UnbindQueue
+    | PurgeQueue
+    | DeleteQueue
+    | Publish
+    | Consume
+    | Cancel
+    | Qos
+    | Get
+    | Settle
+    | Reject
+    | Recover
+    | CloseChannel
+    | SessionClosed
+)
+
+# The tag of each command is its position here: append only, never reorder (log compatibility).
+_COMMAND_TYPES: tuple[type, ...] = typing.get_args(Command)
+_TAG_OF = {command_type: tag for tag, command_type in enumerate(_COMMAND_TYPES)}
+
+
+class _Layout(typing.NamedTuple):
+    plain: tuple[str, ...]  # field names carried in the json array, in order
+    channel_fields: frozenset[str]  # plain fields that hold a ChannelRef
+    tuple_fields: frozenset[str]  # plain fields that hold a tuple
+    raw: tuple[str, ...]  # bytes fields, appended raw
+
+
+def _layout(command_type: type) -> _Layout:
+    hints = typing.get_type_hints(command_type)
+    names = [field.name for field in dataclasses.fields(command_type)]
+    raw = tuple(name for name in names if hints[name] is bytes)
+    plain = tuple(name for name in names if hints[name] is not bytes)
+    channel_fields = frozenset(name for name in plain if hints[name] is ChannelRef)
+    tuple_fields = frozenset(
+        name for name in plain if typing.get_origin(hints[name]) is tuple
+    )
+    return _Layout(plain, channel_fields, tuple_fields, raw)
+
+
+_LAYOUTS = {command_type: _layout(command_type) for command_type in _COMMAND_TYPES}
+_U32 = struct.Struct(">I")
+_HEAD = struct.Struct(">BI")
+
+
+def _plain_value(value: object) -> object:
+    if isinstance(value, ChannelRef):
+        return [value.node, value.incarnation, value.connection, value.channel]
+    return value
+
+
+def encode_entry(commands: typing.Sequence[Command]) -> bytes:
+    parts = [struct.pack(">BI", ENCODING_VERSION, len(commands))]
+    for command in commands:
+        layout = _LAYOUTS[type(command)]
+        metadata = orjson.dumps([_plain_value(getattr(command, name)) for name in layout.plain])
+        parts.append(_HEAD.pack(_TAG_OF[type(command)], len(metadata)))
+        parts.append(metadata)
+        for name in layout.raw:
+            raw = getattr(command, name)
+            parts.append(_U32.pack(len(raw)))
+            parts.append(raw)
+    return b"".join(parts)
+
+
+def decode_entry(data: bytes) -> list[Command]:
+    version, count = struct.unpack_from(">BI", data, 0)
+    if version != ENCODING_VERSION:
+        raise ValueError(f"log entry version {version} is not {ENCODING_VERSION}")
+    offset = 5
+    commands: list[Command] = []
+    for _ in range(count):
+        tag, length = _HEAD.unpack_from(data, offset)
+        offset += _HEAD.size
+        command_type = _COMMAND_TYPES[tag]
+        layout = _LAYOUTS[command_type]
+        values = orjson.loads(data[offset : offset + length])
+        offset += length
+        fields: dict[str, object] = {}
+        for name, value in zip(layout.plain, values, strict=True):
+            if name in layout.channel_fields:
+                value = ChannelRef(*value)
+            elif name in layout.tuple_fields:
+                value = tuple(value)
+            fields[name] = value
+        for name in layout.raw:
+            (length,) = _U32.unpack_from(data, offset)
+            offset += _U32.size
+            fields[name] = data[offset : offset + length]
+            offset += length
+        commands.append(command_type(**fields))
+    return commands

@@ -1,0 +1,966 @@
+"""The broker as one deterministic state machine: `Broker.apply(meta, command) -> Applied`.
+
+Theory of operation
+-------------------
+Every node applies the same commands in the same log order and so holds the same broker: vhosts,
+users, exchanges with their bindings, queues with their messages, and every channel that consumes
+or holds unacknowledged messages. `apply` reads no clock, no randomness, no environment and does
+not know which node runs it; whatever is not a function of the log arrives inside the command.
+
+`apply` never raises on client input: a broken rule becomes `Refused(code, text)` with RabbitMQ's
+reply code. A refusal with a channel-level code (4xx, AMQP 0-9-1 §1.2 "soft errors") marks that
+channel failed; a connection-level code marks the whole connection failed. Commands that were
+already in flight from a failed channel or connection are `Ignored`, as RabbitMQ ignores what a
+closed channel sent after its error, until `CloseChannel` / `SessionClosed` clears the mark.
+
+Queues dispatch round-robin among their consumers within prefetch credit (per consumer, and per
+channel when basic.qos was global). Delivery tags are counted per channel here, so acks, nacks
+and "multiple" resolve against replicated state. Messages returned to a queue keep their position
+(they sort back in by their sequence number) and come back `redelivered`.
+
+Deliveries are effects that name their owning channel; only the node that holds that channel's
+connection sends them, so replaying the log sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import typing
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.replies import (
+    Applied,
+    CancelConsumer,
+    Deliver,
+    Effect,
+    GetEmpty,
+    GetOk,
+    Ignored,
+    MessageCount,
+    Ok,
+    QueueDeclared,
+    Refused,
+    Reply,
+    Routed,
+)
+from warrenmq.replication.routing import headers_match, topic_matches
+
+__all__ = ["EXCHANGE_TYPES", "Broker", "Meta", "ReplyCode", "User"]
+
+
+class ReplyCode(enum.IntEnum):
+    """The AMQP 0-9-1 reply codes that broker rules produce (the protocol layer has the rest)."""
+
+    ACCESS_REFUSED = 403
+    NOT_FOUND = 404
+    RESOURCE_LOCKED = 405
+    PRECONDITION_FAILED = 406
+    COMMAND_INVALID = 503
+    NOT_ALLOWED = 530
+    NOT_IMPLEMENTED = 540
+
+    @property
+    def is_connection_error(self) -> bool:
+        return self >= 500
+
+
+EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+QUEUE_TYPES = ("classic", "quorum")
+
+# Arguments that take part in the equivalence check on redeclare (RabbitMQ compares these and
+# ignores the rest).
+_QUEUE_EQUIVALENCE_ARGUMENTS = (
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-delivery-limit",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-message-ttl",
+    "x-overflow",
+    "x-queue-type",
+    "x-single-active-consumer",
+)
+_EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange",)
+
+# The exchanges every vhost has (RabbitMQ docs: exchanges, "pre-declared exchanges").
+_STANDARD_EXCHANGES = (
+    ("", "direct", False),
+    ("amq.direct", "direct", False),
+    ("amq.fanout", "fanout", False),
+    ("amq.topic", "topic", False),
+    ("amq.headers", "headers", False),
+    ("amq.match", "headers", False),
+    ("amq.rabbitmq.trace", "topic", True),
+)
+
+
+def _refuse(code: ReplyCode, text: str) -> Refused:
+    return Refused(int(code), f"{code.name} - {text}")
+
+
+def _not_found(kind: str, name: str, vhost: str) -> Refused:
+    return _refuse(ReplyCode.NOT_FOUND, f"no {kind} '{name}' in vhost '{vhost}'")
+
+
+def _locked(queue: "Queue") -> Refused:
+    return _refuse(
+        ReplyCode.RESOURCE_LOCKED,
+        f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost '{queue.vhost}'. "
+        "It could be originally declared on another connection or the exclusive property value "
+        "does not match that of the original declaration.",
+    )
+
+
+def _default_exchange_refused() -> _Refusal:
+    return _Refusal(
+        _refuse(ReplyCode.ACCESS_REFUSED, "operation not permitted on the default exchange")
+    )
+
+
+def _amqp_type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, str):
+        return "longstr"
+    return "table" if isinstance(value, dict) else "array"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "none"
+    return f"the value '{value}' of type '{_amqp_type_name(value)}'"
+
+
+def _arguments_key(arguments: c.Arguments) -> bytes:
+    return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    index: int  # position of the command's entry in the log
+
+
+@dataclass(slots=True)
+class User:
+    password_hash: str  # "sha256$<salt hex>$<digest hex>"
+    tags: tuple[str, ...]  # administrator, management, monitoring …
+
+
+@dataclass(slots=True)
+class Message:
+    exchange: str  # exchange the publisher named
+    routing_key: str  # routing key the publisher gave
+    properties: bytes  # encoded content properties, delivered as received
+    body: bytes
+
+
+@dataclass(slots=True)
+class Entry:
+    """One message's place in one queue."""
+
+    seq: int  # position in the queue; a requeued entry sorts back to it
+    message: Message
+    redelivered: bool  # has been delivered before
+    delivery_count: int  # times it was returned to the queue
+
+
+@dataclass(slots=True)
+class Binding:
+    destination_kind: str  # "queue" or "exchange"
+    destination: str  # queue or exchange name in the same vhost
+    routing_key: str  # the binding key
+    arguments: c.Arguments  # plain binding arguments (headers exchange rules)
+
+
+@dataclass(slots=True)
+class Exchange:
+    name: str
+    type: str  # one of EXCHANGE_TYPES
+    durable: bool
+    auto_delete: bool  # deleted when its last binding as a source goes
+    internal: bool  # clients may not publish to it
+    arguments: c.Arguments
+    bindings: dict[tuple[str, str, str, bytes], Binding] = field(default_factory=dict)
+    # direct exchanges route by an index on the binding key
+    by_routing_key: dict[str, list[Binding]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Consumer:
+    channel: c.ChannelRef  # who receives the deliveries
+    consumer_tag: str
+    no_ack: bool  # deliveries count as acknowledged when sent
+    exclusive: bool  # no other consumer may share the queue
+    prefetch_count: int  # 0 means unlimited
+    unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
+
+
+@dataclass(slots=True)
+class Queue:
+    vhost: str
+    name: str
+    durable: bool
+    exclusive_owner: tuple[str, int, int] | None  # connection of an exclusive queue
+    auto_delete: bool  # deleted when its last consumer goes
+    arguments: c.Arguments
+    queue_type: str  # one of QUEUE_TYPES
+    ready: deque[Entry] = field(default_factory=deque)  # never-delivered, in seq order
+    returned: list[tuple[int, Entry]] = field(default_factory=list)  # heap of requeued entries
+    next_seq: int = 0  # seq of the next enqueued message
+    consumers: list[Consumer] = field(default_factory=list)  # in round-robin order
+    next_consumer: int = 0  # index into consumers of the next one to try
+    had_consumer: bool = False  # auto-delete only applies after a first consumer
+    unacked_count: int = 0  # entries delivered and not yet settled
+    deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
+
+    @property
+    def ready_count(self) -> int:
+        return len(self.ready) + len(self.returned)
+
+    def take(self) -> Entry:
+        if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
+            return heapq.heappop(self.returned)[1]
+        return self.ready.popleft()
+
+    def give_back(self, entry: Entry) -> None:
+        entry.redelivered = True
+        entry.delivery_count += 1
+        heapq.heappush(self.returned, (entry.seq, entry))
+
+
+@dataclass(slots=True)
+class Unacked:
+    queue: Queue
+    entry: Entry
+    consumer: Consumer | None  # None for basic.get
+
+
+@dataclass(slots=True)
+class Channel:
+    ref: c.ChannelRef
+    next_delivery_tag: int = 1
+    unacked: dict[int, Unacked] = field(default_factory=dict)  # by delivery tag, ascending
+    prefetch_count: int = 0  # for consumers started after basic.qos(global=false)
+    global_prefetch_count: int = 0  # shared by the channel, from basic.qos(global=true)
+    consumers: dict[str, Queue] = field(default_factory=dict)  # consumer tag -> its queue
+
+
+@dataclass(slots=True)
+class Vhost:
+    exchanges: dict[str, Exchange] = field(default_factory=dict)
+    queues: dict[str, Queue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BrokerState:
+    users: dict[str, User] = field(default_factory=dict)
+    vhosts: dict[str, Vhost] = field(default_factory=dict)
+    channels: dict[c.ChannelRef, Channel] = field(default_factory=dict)  # consuming or holding
+    failed_channels: set[c.ChannelRef] = field(default_factory=set)  # refused, not yet closed
+    failed_connections: set[tuple[str, int, int]] = field(default_factory=set)
+    incarnations: dict[str, int] = field(default_factory=dict)  # newest incarnation per node
+    last_index: int = 0  # index of the last applied log entry
+
+
+class _Refusal(Exception):
+    """Raised inside a handler to return a refusal; never leaves `apply`."""
+
+    def __init__(self, refused: Refused) -> None:
+        self.refused = refused
+
+
+class Broker:
+    def __init__(self, state: BrokerState | None = None) -> None:
+        self.state = state or BrokerState()
+        self._effects: list[Effect] = []
+        self._handlers: dict[type, typing.Callable[[typing.Any], Reply]] = {
+            c.NodeUp: self._node_up,
+            c.AddVhost: self._add_vhost,
+            c.AddUser: self._add_user,
+            c.DeclareExchange: self._declare_exchange,
+            c.DeleteExchange: self._delete_exchange,
+            c.BindExchange: self._bind_exchange,
+            c.UnbindExchange: self._unbind_exchange,
+            c.DeclareQueue: self._declare_queue,
+            c.BindQueue: self._bind_queue,
+            c.UnbindQueue: self._unbind_queue,
+            c.PurgeQueue: self._purge_queue,
+            c.DeleteQueue: self._delete_queue,
+            c.Publish: self._publish,
+            c.Consume: self._consume,
+            c.Cancel: self._cancel,
+            c.Qos: self._qos,
+            c.Get: self._get,
+            c.Settle: self._settle,
+            c.Reject: self._reject,
+            c.Recover: self._recover,
+            c.CloseChannel: self._close_channel,
+            c.SessionClosed: self._session_closed,
+        }
+
+    # --- the one entry point ----------------------------------------------------------
+
+    def apply(self, meta: Meta, command: c.Command) -> Applied:
+        self.state.last_index = meta.index
+        self._effects = []
+        channel = getattr(command, "channel", None)
+        if channel is not None and not isinstance(command, c.CloseChannel) and (
+            channel in self.state.failed_channels
+            or channel.connection_ref in self.state.failed_connections
+        ):
+            return Applied(Ignored())
+        try:
+            reply = self._handlers[type(command)](command)
+        except _Refusal as refusal:
+            reply = refusal.refused
+            self._mark_failed(channel, reply)
+        return Applied(reply, self._effects)
+
+    def _mark_failed(self, channel: c.ChannelRef | None, refused: Refused) -> None:
+        if channel is None:
+            return
+        if ReplyCode(refused.reply_code).is_connection_error:
+            self.state.failed_connections.add(channel.connection_ref)
+        else:
+            self.state.failed_channels.add(channel)
+
+    # --- queries (local reads, never through the log) ---------------------------------
+
+    def query_user(self, user: str) -> User | None:
+        return self.state.users.get(user)
+
+    def query_vhost_exists(self, vhost: str) -> bool:
+        return vhost in self.state.vhosts
+
+    def query_queue(self, vhost: str, queue: str) -> Queue | None:
+        return self.state.vhosts[vhost].queues.get(queue) if vhost in self.state.vhosts else None
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _vhost(self, name: str) -> Vhost:
+        vhost = self.state.vhosts.get(name)
+        if vhost is None:
+            raise _Refusal(_refuse(ReplyCode.NOT_ALLOWED, f"vhost '{name}' not found"))
+        return vhost
+
+    def _exchange(self, vhost: str, name: str) -> Exchange:
+        exchange = self._vhost(vhost).exchanges.get(name)
+        if exchange is None:
+            raise _Refusal(_not_found("exchange", name, vhost))
+        return exchange
+
+    def _queue(self, channel: c.ChannelRef, vhost: str, name: str) -> Queue:
+        queue = self._vhost(vhost).queues.get(name)
+        if queue is None:
+            raise _Refusal(_not_found("queue", name, vhost))
+        self._check_exclusive_access(channel, queue)
+        return queue
+
+    @staticmethod
+    def _check_exclusive_access(channel: c.ChannelRef, queue: Queue) -> None:
+        if queue.exclusive_owner is not None and queue.exclusive_owner != channel.connection_ref:
+            raise _Refusal(_locked(queue))
+
+    def _channel(self, ref: c.ChannelRef) -> Channel:
+        channel = self.state.channels.get(ref)
+        if channel is None:
+            channel = self.state.channels[ref] = Channel(ref)
+        return channel
+
+    # --- membership and identity --------------------------------------------------------
+
+    def _node_up(self, command: c.NodeUp) -> Reply:
+        self.state.incarnations[command.node] = command.incarnation
+        for ref in [ref for ref in self.state.channels if ref.node == command.node
+                    and ref.incarnation != command.incarnation]:
+            self._release_channel(ref)
+        for vhost in self.state.vhosts.values():
+            for queue in list(vhost.queues.values()):
+                owner = queue.exclusive_owner
+                if owner is not None and owner[0] == command.node and owner[1] != command.incarnation:
+                    self._remove_queue(vhost, queue)
+        self.state.failed_channels = {
+            ref for ref in self.state.failed_channels
+            if ref.node != command.node or ref.incarnation == command.incarnation
+        }
+        self.state.failed_connections = {
+            ref for ref in self.state.failed_connections
+            if ref[0] != command.node or ref[1] == command.incarnation
+        }
+        return Ok()
+
+    def _add_vhost(self, command: c.AddVhost) -> Reply:
+        if command.vhost not in self.state.vhosts:
+            vhost = self.state.vhosts[command.vhost] = Vhost()
+            for name, exchange_type, internal in _STANDARD_EXCHANGES:
+                vhost.exchanges[name] = Exchange(name, exchange_type, True, False, internal, {})
+        return Ok()
+
+    def _add_user(self, command: c.AddUser) -> Reply:
+        self.state.users[command.user] = User(command.password_hash, command.tags)
+        return Ok()
+
+    # --- exchanges ----------------------------------------------------------------------
+
+    def _declare_exchange(self, command: c.DeclareExchange) -> Reply:
+        vhost = self._vhost(command.vhost)
+        name = command.exchange
+        if name == "" and not command.passive:
+            raise _default_exchange_refused()
+        existing = vhost.exchanges.get(name)
+        if command.passive:
+            if existing is None:
+                raise _Refusal(_not_found("exchange", name, command.vhost))
+            return Ok()
+        if command.type not in EXCHANGE_TYPES:
+            raise _Refusal(
+                _refuse(ReplyCode.COMMAND_INVALID, f"unknown exchange type '{command.type}'")
+            )
+        if existing is not None:
+            self._check_exchange_equivalence(existing, command)
+            return Ok()
+        if name.startswith("amq."):
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.ACCESS_REFUSED,
+                    f"exchange name '{name}' contains reserved prefix 'amq.*'",
+                )
+            )
+        vhost.exchanges[name] = Exchange(
+            name, command.type, command.durable, command.auto_delete, command.internal,
+            command.arguments,
+        )
+        return Ok()
+
+    @staticmethod
+    def _check_exchange_equivalence(existing: Exchange, command: c.DeclareExchange) -> None:
+        received_current = [
+            ("type", command.type, existing.type),
+            ("durable", command.durable, existing.durable),
+            ("auto_delete", command.auto_delete, existing.auto_delete),
+            ("internal", command.internal, existing.internal),
+        ]
+        for name, received, current in received_current:
+            if received != current:
+                raise _Refusal(
+                    _refuse(
+                        ReplyCode.PRECONDITION_FAILED,
+                        f"inequivalent arg '{name}' for exchange '{existing.name}' in vhost "
+                        f"'{command.vhost}': received '{str(received).lower()}' but current is "
+                        f"'{str(current).lower()}'",
+                    )
+                )
+        _check_arguments_equivalence(
+            "exchange", existing.name, command.vhost, _EXCHANGE_EQUIVALENCE_ARGUMENTS,
+            command.arguments, existing.arguments,
+        )
+
+    def _delete_exchange(self, command: c.DeleteExchange) -> Reply:
+        vhost = self._vhost(command.vhost)
+        name = command.exchange
+        if name == "":
+            raise _default_exchange_refused()
+        if name.startswith("amq."):
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.ACCESS_REFUSED,
+                    f"deletion of system exchange '{name}' in vhost '{command.vhost}' not allowed",
+                )
+            )
+        exchange = vhost.exchanges.get(name)
+        if exchange is None:
+            return Ok()  # RabbitMQ: deleting a missing exchange succeeds
+        if command.if_unused and exchange.bindings:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"exchange '{name}' in vhost '{command.vhost}' in use",
+                )
+            )
+        self._remove_exchange(vhost, exchange)
+        return Ok()
+
+    def _remove_exchange(self, vhost: Vhost, exchange: Exchange) -> None:
+        del vhost.exchanges[exchange.name]
+        self._remove_bindings_to(vhost, "exchange", exchange.name)
+
+    def _remove_bindings_to(self, vhost: Vhost, kind: str, name: str) -> None:
+        for source in list(vhost.exchanges.values()):
+            for key, binding in list(source.bindings.items()):
+                if binding.destination_kind == kind and binding.destination == name:
+                    self._drop_binding(vhost, source, key)
+
+    def _drop_binding(self, vhost: Vhost, source: Exchange, key: tuple[str, str, str, bytes]) -> None:
+        binding = source.bindings.pop(key)
+        if source.type == "direct":
+            same_key = source.by_routing_key[binding.routing_key]
+            same_key.remove(binding)
+            if not same_key:
+                del source.by_routing_key[binding.routing_key]
+        if source.auto_delete and not source.bindings and vhost.exchanges.get(source.name) is source:
+            self._remove_exchange(vhost, source)
+
+    def _add_binding(self, source: Exchange, binding: Binding) -> None:
+        key = (binding.destination_kind, binding.destination, binding.routing_key,
+               _arguments_key(binding.arguments))
+        if key in source.bindings:
+            return
+        source.bindings[key] = binding
+        if source.type == "direct":
+            source.by_routing_key.setdefault(binding.routing_key, []).append(binding)
+
+    def _bind_exchange(self, command: c.BindExchange) -> Reply:
+        if "" in (command.source, command.destination):
+            raise _default_exchange_refused()
+        self._exchange(command.vhost, command.destination)
+        source = self._exchange(command.vhost, command.source)
+        self._add_binding(
+            source, Binding("exchange", command.destination, command.routing_key, command.arguments)
+        )
+        return Ok()
+
+    def _unbind_exchange(self, command: c.UnbindExchange) -> Reply:
+        if "" in (command.source, command.destination):
+            raise _default_exchange_refused()
+        vhost = self._vhost(command.vhost)
+        source = vhost.exchanges.get(command.source)
+        key = ("exchange", command.destination, command.routing_key,
+               _arguments_key(command.arguments))
+        if source is not None and key in source.bindings:
+            self._drop_binding(vhost, source, key)
+        return Ok()
+
+    # --- queues -------------------------------------------------------------------------
+
+    def _declare_queue(self, command: c.DeclareQueue) -> Reply:
+        vhost = self._vhost(command.vhost)
+        existing = vhost.queues.get(command.queue)
+        if command.passive:
+            if existing is None:
+                raise _Refusal(_not_found("queue", command.queue, command.vhost))
+            self._check_exclusive_access(command.channel, existing)
+            return QueueDeclared(existing.name, existing.ready_count, len(existing.consumers))
+        if existing is not None:
+            self._check_exclusive_access(command.channel, existing)
+            self._check_queue_equivalence(existing, command)
+            return QueueDeclared(existing.name, existing.ready_count, len(existing.consumers))
+        if command.queue.startswith("amq.") and not command.server_named:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.ACCESS_REFUSED,
+                    f"queue name '{command.queue}' contains reserved prefix 'amq.*'",
+                )
+            )
+        queue_type = self._check_queue_type(command)
+        vhost.queues[command.queue] = Queue(
+            command.vhost, command.queue, command.durable,
+            command.channel.connection_ref if command.exclusive else None,
+            command.auto_delete, command.arguments, queue_type,
+        )
+        return QueueDeclared(command.queue, 0, 0)
+
+    @staticmethod
+    def _check_queue_type(command: c.DeclareQueue) -> str:
+        queue_type = command.arguments.get("x-queue-type", "classic")
+        if queue_type not in QUEUE_TYPES:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"invalid arg 'x-queue-type' for queue '{command.queue}' in vhost "
+                    f"'{command.vhost}': unsupported queue type '{queue_type}'",
+                )
+            )
+        if queue_type == "quorum":
+            # RabbitMQ docs: quorum queues are always durable, never exclusive or auto-delete.
+            for wrong, name in ((not command.durable, "non-durable"),
+                                (command.exclusive, "exclusive-owner"),
+                                (command.auto_delete, "auto-delete")):
+                if wrong:
+                    raise _Refusal(
+                        _refuse(
+                            ReplyCode.PRECONDITION_FAILED,
+                            f"invalid property '{name}' for queue '{command.queue}' in vhost "
+                            f"'{command.vhost}'",
+                        )
+                    )
+        return typing.cast(str, queue_type)
+
+    @staticmethod
+    def _check_queue_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
+        for name, received, current in (("durable", command.durable, existing.durable),
+                                        ("auto_delete", command.auto_delete, existing.auto_delete)):
+            if received != current:
+                raise _Refusal(
+                    _refuse(
+                        ReplyCode.PRECONDITION_FAILED,
+                        f"inequivalent arg '{name}' for queue '{existing.name}' in vhost "
+                        f"'{command.vhost}': received '{str(received).lower()}' but current is "
+                        f"'{str(current).lower()}'",
+                    )
+                )
+        if command.exclusive and existing.exclusive_owner is None:
+            raise _Refusal(_locked(existing))
+        received_arguments = dict(command.arguments)
+        # RabbitMQ 3.13+: a redeclare that leaves out x-queue-type matches any type.
+        received_arguments.setdefault("x-queue-type", existing.queue_type)
+        current_arguments = dict(existing.arguments)
+        current_arguments.setdefault("x-queue-type", existing.queue_type)
+        _check_arguments_equivalence(
+            "queue", existing.name, command.vhost, _QUEUE_EQUIVALENCE_ARGUMENTS,
+            received_arguments, current_arguments,
+        )
+
+    def _bind_queue(self, command: c.BindQueue) -> Reply:
+        if command.exchange == "":
+            raise _default_exchange_refused()
+        self._queue(command.channel, command.vhost, command.queue)
+        source = self._exchange(command.vhost, command.exchange)
+        self._add_binding(
+            source, Binding("queue", command.queue, command.routing_key, command.arguments)
+        )
+        return Ok()
+
+    def _unbind_queue(self, command: c.UnbindQueue) -> Reply:
+        if command.exchange == "":
+            raise _default_exchange_refused()
+        vhost = self._vhost(command.vhost)
+        queue = vhost.queues.get(command.queue)
+        if queue is not None:
+            self._check_exclusive_access(command.channel, queue)
+        source = vhost.exchanges.get(command.exchange)
+        key = ("queue", command.queue, command.routing_key, _arguments_key(command.arguments))
+        if source is not None and key in source.bindings:
+            self._drop_binding(vhost, source, key)
+        return Ok()
+
+    def _purge_queue(self, command: c.PurgeQueue) -> Reply:
+        queue = self._queue(command.channel, command.vhost, command.queue)
+        count = queue.ready_count
+        queue.ready.clear()
+        queue.returned.clear()
+        return MessageCount(count)
+
+    def _delete_queue(self, command: c.DeleteQueue) -> Reply:
+        vhost = self._vhost(command.vhost)
+        queue = vhost.queues.get(command.queue)
+        if queue is None:
+            return MessageCount(0)  # RabbitMQ: deleting a missing queue succeeds
+        self._check_exclusive_access(command.channel, queue)
+        where = f"queue '{queue.name}' in vhost '{queue.vhost}'"
+        if command.if_unused and queue.consumers:
+            raise _Refusal(_refuse(ReplyCode.PRECONDITION_FAILED, f"{where} in use"))
+        if command.if_empty and queue.ready_count:
+            raise _Refusal(_refuse(ReplyCode.PRECONDITION_FAILED, f"{where} is not empty"))
+        count = queue.ready_count
+        self._remove_queue(vhost, queue)
+        return MessageCount(count)
+
+    def _remove_queue(self, vhost: Vhost, queue: Queue) -> None:
+        del vhost.queues[queue.name]
+        queue.deleted = True
+        queue.ready.clear()
+        queue.returned.clear()
+        for consumer in queue.consumers:
+            channel = self.state.channels.get(consumer.channel)
+            if channel is not None:
+                channel.consumers.pop(consumer.consumer_tag, None)
+            self._effects.append(CancelConsumer(consumer.channel, consumer.consumer_tag))
+        queue.consumers.clear()
+        self._remove_bindings_to(vhost, "queue", queue.name)
+
+    # --- publishing and routing --------------------------------------------------------
+
+    def _publish(self, command: c.Publish) -> Reply:
+        exchange = self._exchange(command.vhost, command.exchange)
+        if exchange.internal:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.ACCESS_REFUSED,
+                    f"cannot publish to internal exchange '{exchange.name}' in vhost "
+                    f"'{command.vhost}'",
+                )
+            )
+        queues = self._route(self.state.vhosts[command.vhost], exchange, command)
+        message = Message(command.exchange, command.routing_key, command.properties, command.body)
+        for queue in queues:
+            queue.ready.append(Entry(queue.next_seq, message, False, 0))
+            queue.next_seq += 1
+            self._dispatch(queue)
+        return Routed(len(queues))
+
+    def _route(self, vhost: Vhost, exchange: Exchange, command: c.Publish) -> list[Queue]:
+        found: dict[str, Queue] = {}
+        visited: set[str] = set()
+
+        def walk(source: Exchange) -> bool:
+            if source.name in visited:
+                return False
+            visited.add(source.name)
+            routed = False
+            if source.name == "":
+                queue = vhost.queues.get(command.routing_key)
+                if queue is not None:
+                    found[queue.name] = queue
+                    routed = True
+            for binding in _matching_bindings(source, command):
+                if binding.destination_kind == "queue":
+                    queue = vhost.queues.get(binding.destination)
+                    if queue is not None:
+                        found[queue.name] = queue
+                        routed = True
+                else:
+                    destination = vhost.exchanges.get(binding.destination)
+                    if destination is not None:
+                        routed = walk(destination) or routed
+            alternate = source.arguments.get("alternate-exchange")
+            if not routed and isinstance(alternate, str) and alternate in vhost.exchanges:
+                routed = walk(vhost.exchanges[alternate])
+            return routed
+
+        walk(exchange)
+        return list(found.values())
+
+    # --- consuming -----------------------------------------------------------------------
+
+    def _consume(self, command: c.Consume) -> Reply:
+        queue = self._queue(command.channel, command.vhost, command.queue)
+        channel = self._channel(command.channel)
+        if command.consumer_tag in channel.consumers:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.NOT_ALLOWED,
+                    f"attempt to reuse consumer tag '{command.consumer_tag}'",
+                )
+            )
+        if queue.consumers and (command.exclusive or queue.consumers[0].exclusive):
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.ACCESS_REFUSED,
+                    f"queue '{queue.name}' in vhost '{queue.vhost}' in exclusive use",
+                )
+            )
+        consumer = Consumer(
+            command.channel, command.consumer_tag, command.no_ack, command.exclusive,
+            channel.prefetch_count,
+        )
+        queue.consumers.append(consumer)
+        queue.had_consumer = True
+        channel.consumers[command.consumer_tag] = queue
+        self._dispatch(queue)
+        return Ok()
+
+    def _cancel(self, command: c.Cancel) -> Reply:
+        channel = self.state.channels.get(command.channel)
+        if channel is not None and command.consumer_tag in channel.consumers:
+            self._remove_consumer(channel, command.consumer_tag)
+        return Ok()  # AMQP 0-9-1: cancelling an unknown consumer is not an error
+
+    def _remove_consumer(self, channel: Channel, consumer_tag: str) -> None:
+        queue = channel.consumers.pop(consumer_tag)
+        queue.consumers = [
+            consumer for consumer in queue.consumers
+            if not (consumer.channel == channel.ref and consumer.consumer_tag == consumer_tag)
+        ]
+        queue.next_consumer = 0
+        if queue.auto_delete and not queue.consumers and queue.had_consumer and not queue.deleted:
+            self._remove_queue(self.state.vhosts[queue.vhost], queue)
+
+    def _qos(self, command: c.Qos) -> Reply:
+        channel = self._channel(command.channel)
+        if command.global_:
+            channel.global_prefetch_count = command.prefetch_count
+            for queue in {id(queue): queue for queue in channel.consumers.values()}.values():
+                self._dispatch(queue)
+        else:
+            channel.prefetch_count = command.prefetch_count
+        return Ok()
+
+    def _get(self, command: c.Get) -> Reply:
+        queue = self._queue(command.channel, command.vhost, command.queue)
+        if not queue.ready_count:
+            return GetEmpty()
+        channel = self._channel(command.channel)
+        entry = queue.take()
+        delivery_tag = self._hand_out(channel, queue, entry, None, command.no_ack)
+        message = entry.message
+        return GetOk(
+            delivery_tag, entry.redelivered, message.exchange, message.routing_key,
+            queue.ready_count, message.properties, message.body,
+        )
+
+    def _hand_out(self, channel: Channel, queue: Queue, entry: Entry,
+                  consumer: Consumer | None, no_ack: bool) -> int:
+        delivery_tag = channel.next_delivery_tag
+        channel.next_delivery_tag += 1
+        if not no_ack:
+            channel.unacked[delivery_tag] = Unacked(queue, entry, consumer)
+            queue.unacked_count += 1
+            if consumer is not None:
+                consumer.unacked_count += 1
+        return delivery_tag
+
+    def _has_credit(self, consumer: Consumer) -> bool:
+        if consumer.no_ack:
+            return True
+        if consumer.prefetch_count and consumer.unacked_count >= consumer.prefetch_count:
+            return False
+        channel = self.state.channels[consumer.channel]
+        return not (channel.global_prefetch_count
+                    and len(channel.unacked) >= channel.global_prefetch_count)
+
+    def _dispatch(self, queue: Queue) -> None:
+        """Round-robin the ready messages over the consumers that have credit."""
+        idle = 0
+        while queue.ready_count and queue.consumers and idle < len(queue.consumers):
+            position = queue.next_consumer % len(queue.consumers)
+            queue.next_consumer = (position + 1) % len(queue.consumers)
+            consumer = queue.consumers[position]
+            if not self._has_credit(consumer):
+                idle += 1
+                continue
+            idle = 0
+            entry = queue.take()
+            channel = self.state.channels[consumer.channel]
+            delivery_tag = self._hand_out(channel, queue, entry, consumer, consumer.no_ack)
+            message = entry.message
+            self._effects.append(
+                Deliver(
+                    consumer.channel, consumer.consumer_tag, delivery_tag, entry.redelivered,
+                    message.exchange, message.routing_key, message.properties, message.body,
+                )
+            )
+
+    # --- acknowledgements ----------------------------------------------------------------
+
+    def _take_unacked(self, command: c.Settle | c.Reject) -> list[Unacked]:
+        channel = self.state.channels.get(command.channel)
+        unacked = channel.unacked if channel is not None else {}
+        if command.multiple:
+            tags = [tag for tag in unacked if command.delivery_tag == 0 or tag <= command.delivery_tag]
+            if not tags and command.delivery_tag not in unacked and command.delivery_tag != 0:
+                raise _Refusal(self._unknown_tag(command.delivery_tag))
+        elif command.delivery_tag in unacked:
+            tags = [command.delivery_tag]
+        else:
+            raise _Refusal(self._unknown_tag(command.delivery_tag))
+        return [self._settle_one(unacked.pop(tag)) for tag in tags]
+
+    @staticmethod
+    def _unknown_tag(delivery_tag: int) -> Refused:
+        return _refuse(ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+
+    @staticmethod
+    def _settle_one(unacked: Unacked) -> Unacked:
+        unacked.queue.unacked_count -= 1
+        if unacked.consumer is not None:
+            unacked.consumer.unacked_count -= 1
+        return unacked
+
+    def _settle(self, command: c.Settle) -> Reply:
+        settled = self._take_unacked(command)
+        self._redispatch(settled)
+        return Ok()
+
+    def _reject(self, command: c.Reject) -> Reply:
+        settled = self._take_unacked(command)
+        if command.requeue:
+            for unacked in settled:
+                if not unacked.queue.deleted:
+                    unacked.queue.give_back(unacked.entry)
+        self._redispatch(settled)
+        return Ok()
+
+    def _redispatch(self, settled: list[Unacked]) -> None:
+        """Settling frees credit: dispatch every queue it may unblock, each once, in order."""
+        queues: dict[int, Queue] = {}
+        for unacked in settled:
+            queues.setdefault(id(unacked.queue), unacked.queue)
+            if unacked.consumer is not None:
+                channel = self.state.channels.get(unacked.consumer.channel)
+                for queue in channel.consumers.values() if channel is not None else ():
+                    queues.setdefault(id(queue), queue)
+        for queue in queues.values():
+            if not queue.deleted:
+                self._dispatch(queue)
+
+    def _recover(self, command: c.Recover) -> Reply:
+        channel = self.state.channels.get(command.channel)
+        if channel is not None:
+            self._requeue_all(channel)
+        return Ok()
+
+    def _requeue_all(self, channel: Channel) -> None:
+        settled = [self._settle_one(unacked) for unacked in channel.unacked.values()]
+        channel.unacked.clear()
+        for unacked in settled:
+            if not unacked.queue.deleted:
+                unacked.queue.give_back(unacked.entry)
+        self._redispatch(settled)
+
+    # --- endings -------------------------------------------------------------------------
+
+    def _close_channel(self, command: c.CloseChannel) -> Reply:
+        self.state.failed_channels.discard(command.channel)
+        self._release_channel(command.channel)
+        return Ok()
+
+    def _release_channel(self, ref: c.ChannelRef) -> None:
+        """Cancel the channel's consumers, then return its unacked messages to their queues."""
+        channel = self.state.channels.pop(ref, None)
+        if channel is None:
+            return
+        for consumer_tag in list(channel.consumers):
+            self._remove_consumer(channel, consumer_tag)
+        self._requeue_all(channel)
+
+    def _session_closed(self, command: c.SessionClosed) -> Reply:
+        connection = (command.node, command.incarnation, command.connection)
+        self.state.failed_connections.discard(connection)
+        self.state.failed_channels = {
+            ref for ref in self.state.failed_channels if ref.connection_ref != connection
+        }
+        for ref in [ref for ref in self.state.channels if ref.connection_ref == connection]:
+            self._release_channel(ref)
+        for vhost in self.state.vhosts.values():
+            for queue in [queue for queue in vhost.queues.values()
+                          if queue.exclusive_owner == connection]:
+                self._remove_queue(vhost, queue)
+        return Ok()
+
+
+def _matching_bindings(exchange: Exchange, command: c.Publish) -> typing.Iterable[Binding]:
+    if exchange.type == "direct":
+        return exchange.by_routing_key.get(command.routing_key, ())
+    if exchange.type == "fanout":
+        return exchange.bindings.values()
+    if exchange.type == "topic":
+        return [binding for binding in exchange.bindings.values()
+                if topic_matches(binding.routing_key, command.routing_key)]
+    return [binding for binding in exchange.bindings.values()
+            if headers_match(binding.arguments, command.headers)]
+
+
+def _check_arguments_equivalence(kind: str, name: str, vhost: str, compared: tuple[str, ...],
+                                 received: c.Arguments, current: c.Arguments) -> None:
+    for argument in compared:
+        if received.get(argument) != current.get(argument):
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"inequivalent arg '{argument}' for {kind} '{name}' in vhost '{vhost}': "
+                    f"received {_describe(received.get(argument))} but current is "
+                    f"{_describe(current.get(argument))}",
+                )
+            )
