@@ -103,7 +103,7 @@ _STANDARD_EXCHANGES = (
 
 
 def _refuse(code: ReplyCode, text: str) -> Refused:
-    return Refused(int(code), f"{code.name} - {text}")
+    return Refused(int(code), text)
 
 
 def _not_found(kind: str, name: str, vhost: str) -> Refused:

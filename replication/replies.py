@@ -33,7 +33,7 @@ class Refused:
     """The command broke a rule; the proposer closes the channel or connection with this."""
 
     reply_code: int
-    reply_text: str
+    reply_text: str  # the explanation; the protocol layer prefixes the code's name
 
 
 @dataclass(frozen=True, slots=True)

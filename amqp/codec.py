@@ -1,0 +1,187 @@
+"""AMQP 0-9-1 frames to and from bytes (§4.2.3), over pamqp's method and table codecs.
+
+Reading is bounded: a frame larger than the negotiated frame_max is refused before its payload is
+buffered. Writing skips pamqp's name validation, because RabbitMQ accepts any UTF-8 queue or
+exchange name up to 255 bytes and must be able to echo it back in declare-ok and deliver.
+"""
+
+from __future__ import annotations
+
+import struct
+import typing
+from dataclasses import dataclass
+
+from pamqp import base, commands, encode, header
+from pamqp import exceptions as pamqp_exceptions
+
+from warrenmq.amqp.spec import CLASS_BASIC, FRAME_END, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES
+
+__all__ = [
+    "BodyFrame",
+    "FrameError",
+    "FrameReader",
+    "HeaderFrame",
+    "HeartbeatFrame",
+    "MethodFrame",
+    "decode_properties",
+    "encode_content",
+    "encode_method",
+    "HEARTBEAT",
+]
+
+FRAME_METHOD = 1
+FRAME_HEADER = 2
+FRAME_BODY = 3
+FRAME_HEARTBEAT = 8
+
+_FRAME_HEADER = struct.Struct(">BHI")
+_METHOD_INDEX = struct.Struct(">I")
+_CONTENT_HEADER = struct.Struct(">HHQ")
+
+HEARTBEAT = _FRAME_HEADER.pack(FRAME_HEARTBEAT, 0, 0) + bytes([FRAME_END])
+
+
+class FrameError(Exception):
+    """The byte stream broke framing or a method could not be decoded (reply 501 or 502)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MethodFrame:
+    channel: int
+    method: base.Frame
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFrame:
+    channel: int
+    class_id: int
+    body_size: int
+    properties: bytes  # property flags and list, exactly as received
+
+
+@dataclass(frozen=True, slots=True)
+class BodyFrame:
+    channel: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatFrame:
+    channel: int
+
+
+Frame = MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame
+
+
+class FrameReader:
+    """Splits a byte stream into frames; `frame_max_bytes` bounds every frame it buffers."""
+
+    def __init__(self, frame_max_bytes: int) -> None:
+        self.frame_max_bytes = frame_max_bytes
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, None when more bytes are needed; FrameError on bad input."""
+        buffer = self._buffer
+        if len(buffer) < FRAME_HEADER_BYTES:
+            return None
+        frame_type, channel, size = _FRAME_HEADER.unpack_from(buffer)
+        if size + FRAME_OVERHEAD_BYTES > self.frame_max_bytes:
+            raise FrameError(
+                f"frame size {size + FRAME_OVERHEAD_BYTES} exceeds negotiated frame_max "
+                f"{self.frame_max_bytes}"
+            )
+        end = FRAME_HEADER_BYTES + size
+        if len(buffer) < end + 1:
+            return None
+        if buffer[end] != FRAME_END:
+            raise FrameError(f"frame end octet is {buffer[end]:#04x}, expected 0xce")
+        payload = bytes(buffer[FRAME_HEADER_BYTES:end])
+        del buffer[: end + 1]
+        return _decode(frame_type, channel, payload)
+
+
+def _decode(frame_type: int, channel: int, payload: bytes) -> Frame:
+    if frame_type == FRAME_METHOD:
+        return MethodFrame(channel, _decode_method(payload))
+    if frame_type == FRAME_HEADER:
+        if len(payload) < _CONTENT_HEADER.size + 2:
+            raise FrameError("content header frame is truncated")
+        class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
+        return HeaderFrame(channel, class_id, body_size, payload[_CONTENT_HEADER.size :])
+    if frame_type == FRAME_BODY:
+        return BodyFrame(channel, payload)
+    if frame_type == FRAME_HEARTBEAT:
+        return HeartbeatFrame(channel)
+    raise FrameError(f"unknown frame type {frame_type}")
+
+
+def _decode_method(payload: bytes) -> base.Frame:
+    if len(payload) < _METHOD_INDEX.size:
+        raise FrameError("method frame is truncated")
+    (index,) = _METHOD_INDEX.unpack_from(payload)
+    method_type = commands.INDEX_MAPPING.get(index)
+    if method_type is None:
+        raise FrameError(f"unknown method: class {index >> 16}, method {index & 0xFFFF}")
+    method = method_type()
+    try:
+        method.unmarshal(payload[_METHOD_INDEX.size :])
+    except (struct.error, ValueError, TypeError, IndexError, KeyError,
+            UnicodeDecodeError, pamqp_exceptions.PAMQPException) as error:
+        raise FrameError(f"cannot decode {method_type.name}: {error}") from error
+    return method
+
+
+def decode_properties(properties: bytes) -> commands.Basic.Properties:
+    """Decode a content header's property list; FrameError when it is malformed."""
+    content_header = header.ContentHeader()
+    try:
+        content_header.unmarshal(_CONTENT_HEADER.pack(CLASS_BASIC, 0, 0) + properties)
+    except (struct.error, ValueError, TypeError, IndexError, KeyError,
+            UnicodeDecodeError, pamqp_exceptions.PAMQPException) as error:
+        raise FrameError(f"cannot decode content properties: {error}") from error
+    return content_header.properties
+
+
+def _frame(frame_type: int, channel: int, payload: bytes) -> bytes:
+    return b"".join((_FRAME_HEADER.pack(frame_type, channel, len(payload)), payload, b"\xce"))
+
+
+def encode_method(channel: int, method: base.Frame) -> bytes:
+    """A method frame, encoded field by field (AMQP 0-9-1 §4.2.5: bits pack into octets)."""
+    parts = [_METHOD_INDEX.pack(method.index)]
+    bits, bit_count = 0, 0
+    for name in method.__slots__:
+        data_type = method.amqp_type(name)
+        value = getattr(method, name)
+        if data_type == "bit":
+            bits |= bool(value) << bit_count
+            bit_count += 1
+            if bit_count == 8:
+                parts.append(bytes([bits]))
+                bits, bit_count = 0, 0
+            continue
+        if bit_count:
+            parts.append(bytes([bits]))
+            bits, bit_count = 0, 0
+        parts.append(encode.by_type(typing.cast(typing.Any, value), data_type))
+    if bit_count:
+        parts.append(bytes([bits]))
+    return _frame(FRAME_METHOD, channel, b"".join(parts))
+
+
+def encode_content(channel: int, method: base.Frame, properties: bytes, body: bytes,
+                   frame_max_bytes: int) -> bytes:
+    """Method, content header and as many body frames as frame_max requires (§4.2.6)."""
+    parts = [
+        encode_method(channel, method),
+        _frame(FRAME_HEADER, channel,
+               _CONTENT_HEADER.pack(CLASS_BASIC, 0, len(body)) + properties),
+    ]
+    chunk = frame_max_bytes - FRAME_OVERHEAD_BYTES
+    for start in range(0, len(body), chunk):
+        parts.append(_frame(FRAME_BODY, channel, body[start : start + chunk]))
+    return b"".join(parts)

@@ -1,0 +1,547 @@
+"""One AMQP 0-9-1 connection as a sans-IO state machine: bytes in, events and bytes out.
+
+Theory of operation
+-------------------
+`receive_data(bytes)` parses every complete frame and returns the events the layer above acts on;
+whatever the machine answers by itself (handshake, channel open/close, heartbeats' absence of a
+reply) is queued and taken with `data_to_send()`. The layer above answers broker methods with
+`send_method`, `send_content`, `close_channel` and `close`.
+
+The handshake runs AWAITING_HEADER → AWAITING_START_OK → AWAITING_TUNE_OK → AWAITING_OPEN → OPEN
+(AMQP 0-9-1 §2.2.4). Either side may close: after the server sends connection.close it ignores
+everything but close-ok (§4.2.2 "closing"), as a channel that the server closed ignores everything
+but channel.close-ok. A client mistake never raises out of this module: it becomes channel.close
+(soft errors) or connection.close (hard errors) with RabbitMQ's reply code and the failing method's
+class and method ids. Only a transition the table below does not allow raises, and leaves the
+state as it was: that is a bug in the caller, not bad input.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing
+from dataclasses import dataclass, field
+
+from pamqp import base, commands, decode
+
+from warrenmq.amqp.codec import (
+    BodyFrame,
+    FrameError,
+    FrameReader,
+    HeaderFrame,
+    HeartbeatFrame,
+    MethodFrame,
+    decode_properties,
+    encode_content,
+    encode_method,
+)
+from warrenmq.amqp.events import (
+    ChannelClosed,
+    ChannelOpened,
+    ConnectionClosed,
+    ConnectionOpened,
+    ContentReceived,
+    Event,
+    MethodReceived,
+)
+from warrenmq.amqp.spec import (
+    CLASS_BASIC,
+    FRAME_MIN_SIZE_BYTES,
+    PROTOCOL_HEADER,
+    ReplyCode,
+    reply_text,
+)
+
+__all__ = ["Authenticator", "Connection", "ConnectionState", "Settings"]
+
+_HEADERS_FLAG = 0x2000  # Basic.Properties flag bit of the headers table
+
+
+class ConnectionState(enum.Enum):
+    AWAITING_HEADER = "awaiting protocol header"
+    AWAITING_START_OK = "awaiting connection.start-ok"
+    AWAITING_TUNE_OK = "awaiting connection.tune-ok"
+    AWAITING_OPEN = "awaiting connection.open"
+    OPEN = "open"
+    CLOSING = "closing"  # we sent connection.close and wait for close-ok
+    CLOSED = "closed"
+
+
+_S = ConnectionState
+TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    _S.AWAITING_HEADER: frozenset({_S.AWAITING_START_OK, _S.CLOSED}),
+    _S.AWAITING_START_OK: frozenset({_S.AWAITING_TUNE_OK, _S.CLOSING, _S.CLOSED}),
+    _S.AWAITING_TUNE_OK: frozenset({_S.AWAITING_OPEN, _S.CLOSING, _S.CLOSED}),
+    _S.AWAITING_OPEN: frozenset({_S.OPEN, _S.CLOSING, _S.CLOSED}),
+    _S.OPEN: frozenset({_S.CLOSING, _S.CLOSED}),
+    _S.CLOSING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
+}
+
+
+class ChannelState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  # we sent channel.close and wait for close-ok
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the server offers in connection.tune and enforces (RabbitMQ's defaults)."""
+
+    channel_max: int = 2047
+    frame_max_bytes: int = 131072
+    heartbeat_s: int = 60
+    message_size_max_bytes: int = 16 * 1024 * 1024  # RabbitMQ 4.x max_message_size
+    server_properties: dict[str, typing.Any] = field(default_factory=dict)
+
+
+class Authenticator(typing.Protocol):
+    """The node's answer to who may log in and where; local reads, no I/O."""
+
+    def authenticate(self, username: str, password: str) -> bool: ...
+
+    def vhost_exists(self, vhost: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class _Channel:
+    state: ChannelState = ChannelState.OPEN
+    publish: commands.Basic.Publish | None = None  # content being assembled
+    header: HeaderFrame | None = None
+    body_parts: list[bytes] = field(default_factory=list)
+    body_received_bytes: int = 0
+
+
+class _ConnectionError(Exception):
+    """A hard error: close the connection with this code."""
+
+    def __init__(self, code: ReplyCode, text: str, method: base.Frame | None = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.method = method
+
+
+def _ids(method: base.Frame | None) -> tuple[int, int]:
+    if method is None:
+        return 0, 0
+    return method.index >> 16, method.index & 0xFFFF
+
+
+class Connection:
+    def __init__(self, settings: Settings, authenticator: Authenticator) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.state = ConnectionState.AWAITING_HEADER
+        self.user = ""
+        self.vhost = ""
+        self.client_properties: dict[str, typing.Any] = {}
+        # negotiated in connection.tune-ok
+        self.channel_max = settings.channel_max
+        self.frame_max_bytes = settings.frame_max_bytes
+        self.heartbeat_s = settings.heartbeat_s
+        self.close_reason = ""
+        self._header = bytearray()
+        self._reader = FrameReader(settings.frame_max_bytes)
+        self._channels: dict[int, _Channel] = {}
+        self._outgoing: list[bytes] = []
+        self._events: list[Event] = []
+
+    # --- state table --------------------------------------------------------------------
+
+    def _move(self, state: ConnectionState) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"connection cannot go from {self.state.value} to {state.value}")
+        self.state = state
+
+    # --- input --------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.state is ConnectionState.CLOSED:
+            return []
+        if self.state is ConnectionState.AWAITING_HEADER:
+            data = self._receive_header(data)
+        self._reader.feed(data)
+        try:
+            while self.state is not ConnectionState.CLOSED:
+                frame = self._reader.next_frame()
+                if frame is None:
+                    break
+                self._receive_frame(frame)
+        except FrameError as error:
+            self._fail(_ConnectionError(ReplyCode.FRAME_ERROR, str(error)))
+        except _ConnectionError as error:
+            self._fail(error)
+        events, self._events = self._events, []
+        return events
+
+    def _receive_header(self, data: bytes) -> bytes:
+        needed = len(PROTOCOL_HEADER) - len(self._header)
+        self._header += data[:needed]
+        if len(self._header) < len(PROTOCOL_HEADER):
+            return b""
+        if bytes(self._header) != PROTOCOL_HEADER:
+            # AMQP 0-9-1 §4.2.2: answer with the header we speak, then close the socket.
+            self._outgoing.append(PROTOCOL_HEADER)
+            self._finish("unsupported protocol header")
+            return b""
+        self._move(ConnectionState.AWAITING_START_OK)
+        self.send_method(
+            0,
+            commands.Connection.Start(
+                version_major=0,
+                version_minor=9,
+                server_properties=self.settings.server_properties,
+                mechanisms="PLAIN AMQPLAIN",
+                locales="en_US",
+            ),
+        )
+        return data[needed:]
+
+    def _receive_frame(self, frame: MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame) -> None:
+        if isinstance(frame, HeartbeatFrame):
+            if frame.channel != 0:
+                raise _ConnectionError(ReplyCode.FRAME_ERROR, "heartbeat frame on a non-zero channel")
+            return
+        if self.state is ConnectionState.CLOSING:
+            if isinstance(frame, MethodFrame) and isinstance(
+                frame.method, (commands.Connection.CloseOk, commands.Connection.Close)
+            ):
+                if isinstance(frame.method, commands.Connection.Close):
+                    self._outgoing.append(encode_method(0, commands.Connection.CloseOk()))
+                self._finish(self.close_reason)
+            return
+        if frame.channel == 0:
+            if not isinstance(frame, MethodFrame):
+                raise _ConnectionError(ReplyCode.UNEXPECTED_FRAME, "content frame on channel 0")
+            self._receive_connection_method(frame.method)
+            return
+        if self.state is not ConnectionState.OPEN:
+            raise _ConnectionError(
+                ReplyCode.CHANNEL_ERROR, f"frame on channel {frame.channel} before connection.open"
+            )
+        self._receive_channel_frame(frame)
+
+    # --- channel 0: the connection class ------------------------------------------------
+
+    def _receive_connection_method(self, method: base.Frame) -> None:
+        expected: dict[ConnectionState, type] = {
+            ConnectionState.AWAITING_START_OK: commands.Connection.StartOk,
+            ConnectionState.AWAITING_TUNE_OK: commands.Connection.TuneOk,
+            ConnectionState.AWAITING_OPEN: commands.Connection.Open,
+        }
+        if isinstance(method, commands.Connection.Close):
+            self._outgoing.append(encode_method(0, commands.Connection.CloseOk()))
+            self._finish(f"closed by client: {method.reply_code} {method.reply_text}")
+            return
+        wanted = expected.get(self.state)
+        if wanted is not None and not isinstance(method, wanted):
+            raise _ConnectionError(
+                ReplyCode.COMMAND_INVALID,
+                f"expected '{wanted.name.lower()}', got '{method.name.lower()}'",
+                method,
+            )
+        if isinstance(method, commands.Connection.StartOk):
+            self._on_start_ok(method)
+        elif isinstance(method, commands.Connection.TuneOk):
+            self._on_tune_ok(method)
+        elif isinstance(method, commands.Connection.Open):
+            self._on_open(method)
+        elif isinstance(method, commands.Connection.UpdateSecret):
+            raise _ConnectionError(
+                ReplyCode.NOT_IMPLEMENTED, "connection.update-secret is not supported", method
+            )
+        else:
+            raise _ConnectionError(
+                ReplyCode.COMMAND_INVALID,
+                f"unexpected method '{method.name.lower()}' on channel 0",
+                method,
+            )
+
+    def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
+        self.client_properties = dict(method.client_properties or {})
+        mechanism = method.mechanism
+        credentials = _credentials(mechanism, method.response)
+        if credentials is None:
+            raise _ConnectionError(
+                ReplyCode.COMMAND_INVALID,
+                f"unknown authentication mechanism '{mechanism}'" if mechanism not in
+                ("PLAIN", "AMQPLAIN") else f"malformed {mechanism} response",
+                method,
+            )
+        username, password = credentials
+        if not self.authenticator.authenticate(username, password):
+            # RabbitMQ's authentication_failure_close capability: a 403 close, not a bare drop.
+            raise _ConnectionError(
+                ReplyCode.ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile.",
+                method,
+            )
+        self.user = username
+        self._move(ConnectionState.AWAITING_TUNE_OK)
+        self.send_method(
+            0,
+            commands.Connection.Tune(
+                channel_max=self.settings.channel_max,
+                frame_max=self.settings.frame_max_bytes,
+                heartbeat=self.settings.heartbeat_s,
+            ),
+        )
+
+    def _on_tune_ok(self, method: commands.Connection.TuneOk) -> None:
+        offered = self.settings
+        if method.frame_max and method.frame_max < FRAME_MIN_SIZE_BYTES:
+            raise _ConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                f"frame_max={method.frame_max} < {FRAME_MIN_SIZE_BYTES} min size",
+                method,
+            )
+        if method.frame_max > offered.frame_max_bytes or method.channel_max > offered.channel_max:
+            raise _ConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                "negotiated frame_max or channel_max is higher than the maximum allowed value",
+                method,
+            )
+        self.channel_max = method.channel_max or offered.channel_max
+        self.frame_max_bytes = method.frame_max or offered.frame_max_bytes
+        self.heartbeat_s = method.heartbeat
+        self._reader.frame_max_bytes = self.frame_max_bytes
+        self._move(ConnectionState.AWAITING_OPEN)
+
+    def _on_open(self, method: commands.Connection.Open) -> None:
+        if not self.authenticator.vhost_exists(method.virtual_host):
+            raise _ConnectionError(
+                ReplyCode.NOT_ALLOWED, f"vhost {method.virtual_host} not found", method
+            )
+        self.vhost = method.virtual_host
+        self._move(ConnectionState.OPEN)
+        self.send_method(0, commands.Connection.OpenOk())
+        self._events.append(ConnectionOpened(self.user, self.vhost, self.client_properties))
+
+    # --- channels -------------------------------------------------------------------------
+
+    def _receive_channel_frame(self, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
+        number = frame.channel
+        channel = self._channels.get(number)
+        if channel is None:
+            if isinstance(frame, MethodFrame) and isinstance(frame.method, commands.Channel.Open):
+                self._open_channel(number, frame.method)
+                return
+            raise _ConnectionError(
+                ReplyCode.CHANNEL_ERROR, "expected 'channel.open'", _method_of(frame)
+            )
+        if channel.state is ChannelState.CLOSING:
+            self._receive_on_closing_channel(number, frame)
+            return
+        if channel.publish is not None:
+            self._receive_content(number, channel, frame)
+            return
+        if not isinstance(frame, MethodFrame):
+            raise _ConnectionError(
+                ReplyCode.UNEXPECTED_FRAME,
+                f"expected method frame, got non method frame instead on channel {number}",
+            )
+        self._receive_channel_method(number, frame.method)
+
+    def _open_channel(self, number: int, method: commands.Channel.Open) -> None:
+        if number > self.channel_max:
+            raise _ConnectionError(
+                ReplyCode.NOT_ALLOWED,
+                f"channel number {number} exceeds the negotiated channel_max ({self.channel_max})",
+                method,
+            )
+        self._channels[number] = _Channel()
+        self.send_method(number, commands.Channel.OpenOk())
+        self._events.append(ChannelOpened(number))
+
+    def _receive_on_closing_channel(self, number: int, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
+        if not isinstance(frame, MethodFrame):
+            return
+        if isinstance(frame.method, commands.Channel.CloseOk):
+            del self._channels[number]
+        elif isinstance(frame.method, commands.Channel.Close):
+            self._outgoing.append(encode_method(number, commands.Channel.CloseOk()))
+
+    def _receive_channel_method(self, number: int, method: base.Frame) -> None:
+        if isinstance(method, commands.Channel.Open):
+            raise _ConnectionError(ReplyCode.CHANNEL_ERROR, "second 'channel.open' seen", method)
+        if isinstance(method, commands.Channel.Close):
+            del self._channels[number]
+            self.send_method(number, commands.Channel.CloseOk())
+            self._events.append(ChannelClosed(number))
+        elif isinstance(method, commands.Channel.CloseOk):
+            return  # a close-ok for a close we never sent: nothing to do
+        elif isinstance(method, commands.Channel.Flow):
+            if not method.active:
+                # RabbitMQ: channel.flow(active=false) from a client is not supported.
+                raise _ConnectionError(ReplyCode.NOT_IMPLEMENTED, "active=false", method)
+            self.send_method(number, commands.Channel.FlowOk(active=True))
+        elif isinstance(method, commands.Basic.Publish):
+            self._channels[number].publish = method
+        elif method.index >> 16 == commands.Connection.frame_id:
+            raise _ConnectionError(
+                ReplyCode.COMMAND_INVALID,
+                f"connection method '{method.name.lower()}' on channel {number}",
+                method,
+            )
+        else:
+            self._events.append(MethodReceived(number, method))
+
+    def _receive_content(self, number: int, channel: _Channel, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
+        publish = channel.publish
+        assert publish is not None
+        if channel.header is None:
+            if not isinstance(frame, HeaderFrame):
+                raise _ConnectionError(
+                    ReplyCode.UNEXPECTED_FRAME,
+                    f"expected content header for class {CLASS_BASIC}, got non content header "
+                    "frame instead",
+                    publish,
+                )
+            if frame.class_id != CLASS_BASIC:
+                raise _ConnectionError(
+                    ReplyCode.UNEXPECTED_FRAME,
+                    f"expected content header for class {CLASS_BASIC}, got one for class "
+                    f"{frame.class_id} instead",
+                    publish,
+                )
+            channel.header = frame
+            if frame.body_size > self.settings.message_size_max_bytes:
+                self._reset_content(channel)
+                self.close_channel(
+                    number, ReplyCode.PRECONDITION_FAILED,
+                    f"message size {frame.body_size} is larger than configured max size "
+                    f"{self.settings.message_size_max_bytes}",
+                    publish,
+                )
+                self._events.append(ChannelClosed(number))
+                return
+        elif isinstance(frame, BodyFrame):
+            channel.body_parts.append(frame.payload)
+            channel.body_received_bytes += len(frame.payload)
+            if channel.body_received_bytes > channel.header.body_size:
+                raise _ConnectionError(
+                    ReplyCode.FRAME_ERROR,
+                    f"content body of {channel.body_received_bytes} bytes exceeds the declared "
+                    f"body size {channel.header.body_size}",
+                    publish,
+                )
+        else:
+            raise _ConnectionError(
+                ReplyCode.UNEXPECTED_FRAME,
+                f"expected content body, got non content body frame instead on channel {number}",
+                publish,
+            )
+        if channel.body_received_bytes == channel.header.body_size:
+            self._complete_content(number, channel, publish, channel.header)
+
+    def _complete_content(self, number: int, channel: _Channel, publish: commands.Basic.Publish,
+                          header: HeaderFrame) -> None:
+        body = b"".join(channel.body_parts)
+        self._reset_content(channel)
+        headers = None
+        if len(header.properties) >= 2 and int.from_bytes(header.properties[:2]) & _HEADERS_FLAG:
+            try:
+                headers = decode_properties(header.properties).headers
+            except FrameError as error:
+                raise _ConnectionError(ReplyCode.FRAME_ERROR, str(error), publish) from error
+        self._events.append(ContentReceived(number, publish, header.properties, headers, body))
+
+    @staticmethod
+    def _reset_content(channel: _Channel) -> None:
+        channel.publish = None
+        channel.header = None
+        channel.body_parts = []
+        channel.body_received_bytes = 0
+
+    # --- output ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def is_channel_open(self, number: int) -> bool:
+        channel = self._channels.get(number)
+        return (self.state is ConnectionState.OPEN and channel is not None
+                and channel.state is ChannelState.OPEN)
+
+    def send_method(self, number: int, method: base.Frame) -> None:
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        self._outgoing.append(encode_method(number, method))
+
+    def send_content(self, number: int, method: base.Frame, properties: bytes, body: bytes) -> None:
+        if self.is_channel_open(number):
+            self._outgoing.append(
+                encode_content(number, method, properties, body, self.frame_max_bytes)
+            )
+
+    def close_channel(self, number: int, code: ReplyCode, text: str,
+                      method: base.Frame | None = None) -> None:
+        """Close one channel for a soft error; the channel ignores all but close-ok after this."""
+        channel = self._channels.get(number)
+        if channel is None or channel.state is ChannelState.CLOSING:
+            return
+        class_id, method_id = _ids(method)
+        self.send_method(
+            number,
+            commands.Channel.Close(
+                reply_code=int(code), reply_text=reply_text(code, text),
+                class_id=class_id, method_id=method_id,
+            ),
+        )
+        channel.state = ChannelState.CLOSING
+        self._reset_content(channel)
+
+    def close(self, code: ReplyCode, text: str, method: base.Frame | None = None) -> None:
+        """Close the connection; after this only connection.close-ok is read."""
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return
+        class_id, method_id = _ids(method)
+        self.send_method(
+            0,
+            commands.Connection.Close(
+                reply_code=int(code), reply_text=reply_text(code, text),
+                class_id=class_id, method_id=method_id,
+            ),
+        )
+        self.close_reason = reply_text(code, text)
+        self._move(ConnectionState.CLOSING)
+
+    def _fail(self, error: _ConnectionError) -> None:
+        if self.state is ConnectionState.AWAITING_HEADER:
+            self._finish(error.text)
+            return
+        self.close(error.code, error.text, error.method)
+
+    def _finish(self, reason: str) -> None:
+        self._move(ConnectionState.CLOSED)
+        self._channels.clear()
+        self._events.append(ConnectionClosed(reason))
+
+
+def _method_of(frame: MethodFrame | HeaderFrame | BodyFrame) -> base.Frame | None:
+    return frame.method if isinstance(frame, MethodFrame) else None
+
+
+def _credentials(mechanism: str, response: str | bytes) -> tuple[str, str] | None:
+    """SASL PLAIN (RFC 4616: authzid NUL authcid NUL passwd) or RabbitMQ's AMQPLAIN table."""
+    raw = response.encode() if isinstance(response, str) else bytes(response)
+    if mechanism == "PLAIN":
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            return None
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    if mechanism == "AMQPLAIN":
+        try:
+            _, table = decode.field_table(len(raw).to_bytes(4, "big") + raw)
+        except (ValueError, IndexError, KeyError, UnicodeDecodeError):
+            return None
+        login, password = table.get("LOGIN"), table.get("PASSWORD")
+        if not isinstance(login, (str, bytes)) or not isinstance(password, (str, bytes)):
+            return None
+        return (login.decode() if isinstance(login, bytes) else login,
+                password.decode() if isinstance(password, bytes) else password)
+    return None

@@ -1,0 +1,72 @@
+"""What the connection machine reports to the layer above (the node's session)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pamqp import base, commands
+
+__all__ = [
+    "ChannelClosed",
+    "ChannelOpened",
+    "ConnectionClosed",
+    "ConnectionOpened",
+    "ContentReceived",
+    "Event",
+    "MethodReceived",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOpened:
+    user: str
+    vhost: str
+    client_properties: dict  # the client's Connection.StartOk properties table
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOpened:
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class MethodReceived:
+    """A method without content, for the broker (not connection.* or channel.*)."""
+
+    channel: int
+    method: base.Frame
+
+
+@dataclass(frozen=True, slots=True)
+class ContentReceived:
+    """basic.publish with its content header and the whole body, joined from its frames."""
+
+    channel: int
+    method: commands.Basic.Publish
+    properties: bytes  # encoded property list, as received
+    headers: dict | None  # the decoded headers property (for headers-exchange routing)
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClosed:
+    """A channel left the open state, by the client's close or by an error we sent."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The connection is over: the transport should be closed once pending bytes are written."""
+
+    reason: str
+
+
+Event = (
+    ConnectionOpened
+    | ChannelOpened
+    | MethodReceived
+    | ContentReceived
+    | ChannelClosed
+    | ConnectionClosed
+)

@@ -1,0 +1,1 @@
+"""A Warren node: configuration, sessions, effect dispatch and the `warren` command."""

@@ -1,0 +1,538 @@
+"""One client connection on this node: AMQP events in, broker commands out, replies back.
+
+Each broker method becomes exactly one command, carrying what `apply` must not invent (generated
+names, the proposer's identity); existence, equivalence and exclusivity are checked by `apply` on
+committed state (DESIGN.md §2 step 2). Replies arrive in log order, which for one channel is the
+order the client sent its methods in, so ok-frames and confirms go out in that order too.
+
+What is purely about this channel's conversation stays here and never reaches the log: publisher
+confirm numbering, the transaction buffer (tx.select/commit/rollback), the "last declared queue"
+shortcut of AMQP 0-9-1 §1.8.3.2 (queue.declare's 'queue' field), and checks RabbitMQ makes in the
+channel process (immediate=true, prefetch_size, recover with requeue=false, tx versus confirm).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import os
+import typing
+
+from pamqp import base, commands
+
+from warrenmq.amqp.events import (
+    ChannelClosed,
+    ChannelOpened,
+    ConnectionClosed,
+    ConnectionOpened,
+    ContentReceived,
+    Event,
+    MethodReceived,
+)
+from warrenmq.amqp.spec import ReplyCode
+from warrenmq.cluster.passwords import verify_password
+from warrenmq.cluster.plain import plain_table
+from warrenmq.replication import commands as c
+from warrenmq.replication.replies import (
+    CancelConsumer,
+    Deliver,
+    GetEmpty,
+    GetOk,
+    Ignored,
+    MessageCount,
+    QueueDeclared,
+    Refused,
+    Reply,
+    Routed,
+)
+
+if typing.TYPE_CHECKING:
+    from warrenmq.amqp.server import AmqpServerProtocol
+    from warrenmq.cluster.node import Node
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+OnReply = typing.Callable[[Reply], None]
+
+
+def _generated_name(prefix: str) -> str:
+    """RabbitMQ's form for server-generated names: prefix, dash, 22 url-safe base64 characters."""
+    return f"{prefix}-{base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip('=')}"
+
+
+class ChannelSession:
+    __slots__ = ("confirm", "confirm_tag", "last_queue", "number", "publish_count", "ref", "tx")
+
+    def __init__(self, number: int, ref: c.ChannelRef) -> None:
+        self.number = number  # the wire channel number
+        self.ref = ref  # the channel's identity in the broker
+        self.confirm = False  # confirm.select was sent
+        self.confirm_tag = 0  # delivery tag of the last publish since confirm.select
+        self.publish_count = 0  # every publish on the channel: the command's seq
+        self.tx: list[tuple[c.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
+        self.last_queue = ""  # the queue this channel declared last
+
+
+class _ChannelError(Exception):
+    def __init__(self, code: ReplyCode, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class Session:
+    def __init__(self, node: Node, protocol: AmqpServerProtocol) -> None:
+        self.node = node
+        self.protocol = protocol
+        self.serial = node.next_connection_serial()
+        self.user = ""
+        self.vhost = ""
+        self.cancel_notify = False  # the client understands a server-sent basic.cancel
+        self.channels: dict[int, ChannelSession] = {}
+        self._by_serial: dict[int, ChannelSession] = {}
+        self._next_channel_serial = 1
+        self._in_flight = 0
+        self._reading_paused = False
+        self._ended = False
+        self._handlers: dict[type, typing.Callable[[ChannelSession, typing.Any], None]] = {
+            commands.Exchange.Declare: self.on_exchange_declare,
+            commands.Exchange.Delete: self.on_exchange_delete,
+            commands.Exchange.Bind: self.on_exchange_bind,
+            commands.Exchange.Unbind: self.on_exchange_unbind,
+            commands.Queue.Declare: self.on_queue_declare,
+            commands.Queue.Bind: self.on_queue_bind,
+            commands.Queue.Unbind: self.on_queue_unbind,
+            commands.Queue.Purge: self.on_queue_purge,
+            commands.Queue.Delete: self.on_queue_delete,
+            commands.Basic.Qos: self.on_basic_qos,
+            commands.Basic.Consume: self.on_basic_consume,
+            commands.Basic.Cancel: self.on_basic_cancel,
+            commands.Basic.Get: self.on_basic_get,
+            commands.Basic.Ack: self.on_basic_ack,
+            commands.Basic.Nack: self.on_basic_nack,
+            commands.Basic.Reject: self.on_basic_reject,
+            commands.Basic.Recover: self.on_basic_recover,
+            commands.Basic.RecoverAsync: self.on_basic_recover,
+            commands.Confirm.Select: self.on_confirm_select,
+            commands.Tx.Select: self.on_tx_select,
+            commands.Tx.Commit: self.on_tx_commit,
+            commands.Tx.Rollback: self.on_tx_rollback,
+        }
+
+    @property
+    def connection(self):  # the protocol machine; set by the transport before any event
+        return self.protocol.connection
+
+    # --- Authenticator ------------------------------------------------------------------
+
+    def authenticate(self, username: str, password: str) -> bool:
+        if username in self.node.config.loopback_users and not _is_loopback(self.protocol.peer[0]):
+            log.warning("login refused: user %r may only connect over loopback, peer %s",
+                        username, self.protocol.peer)
+            return False
+        user = self.node.broker.query_user(username)
+        if user is None or not verify_password(password, user.password_hash):
+            log.warning("login refused: user %r from %s", username, self.protocol.peer)
+            return False
+        return True
+
+    def vhost_exists(self, vhost: str) -> bool:
+        return self.node.broker.query_vhost_exists(vhost)
+
+    # --- events from the connection machine --------------------------------------------------
+
+    def events_received(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ContentReceived):
+                self._on_content(event)
+            elif isinstance(event, MethodReceived):
+                self._on_method(event)
+            elif isinstance(event, ChannelOpened):
+                self._open_channel(event.channel)
+            elif isinstance(event, ChannelClosed):
+                self._end_channel(event.channel)
+            elif isinstance(event, ConnectionOpened):
+                self.user, self.vhost = event.user, event.vhost
+                capabilities = event.client_properties.get("capabilities") or {}
+                self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+                log.info("connection %s opened: user %r, vhost %r, peer %s",
+                         self.serial, self.user, self.vhost, self.protocol.peer)
+            elif isinstance(event, ConnectionClosed):
+                log.info("connection %s closed: %s", self.serial, event.reason)
+                self.connection_lost()
+
+    def connection_lost(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.node.sessions.pop(self.serial, None)
+        self.node.log.propose(
+            c.SessionClosed(node=self.node.config.node_id, incarnation=self.node.incarnation,
+                            connection=self.serial)
+        )
+
+    def _open_channel(self, number: int) -> None:
+        ref = c.ChannelRef(self.node.config.node_id, self.node.incarnation, self.serial,
+                           self._next_channel_serial)
+        self._next_channel_serial += 1
+        channel = ChannelSession(number, ref)
+        self.channels[number] = channel
+        self._by_serial[ref.channel] = channel
+
+    def _end_channel(self, number: int) -> None:
+        channel = self.channels.pop(number, None)
+        if channel is not None:
+            del self._by_serial[channel.ref.channel]
+            self.node.log.propose(c.CloseChannel(channel=channel.ref))
+
+    def _on_method(self, event: MethodReceived) -> None:
+        channel = self.channels[event.channel]
+        handler = self._handlers.get(type(event.method))
+        try:
+            if handler is None:
+                raise _ChannelError(
+                    ReplyCode.NOT_IMPLEMENTED, f"method '{event.method.name.lower()}' is not supported"
+                )
+            handler(channel, event.method)
+        except _ChannelError as error:
+            self._fail(channel, error.code, error.text, event.method)
+
+    # --- proposing and replying ---------------------------------------------------------------
+
+    def _propose(self, channel: ChannelSession, command: c.Command, method: base.Frame,
+                 on_reply: OnReply) -> None:
+        if channel.tx is not None and isinstance(command, (c.Publish, c.Settle, c.Reject)):
+            channel.tx.append((command, method, on_reply))
+            return
+        self._in_flight += 1
+        if self._in_flight >= self.node.config.proposals_in_flight_max and not self._reading_paused:
+            self._reading_paused = True
+            self.protocol.pause_reading()
+
+        def reply(result: Reply) -> None:
+            self._in_flight -= 1
+            if self._reading_paused and self._in_flight <= self.node.config.proposals_in_flight_max // 2:
+                self._reading_paused = False
+                self.protocol.resume_reading()
+            if self.channels.get(channel.number) is not channel or isinstance(result, Ignored):
+                return  # the channel ended meanwhile: nobody is waiting for this reply
+            if isinstance(result, Refused):
+                self._fail(channel, ReplyCode(result.reply_code), result.reply_text, method)
+            else:
+                on_reply(result)
+            self.protocol.flush_soon()
+
+        self.node.log.propose(command, reply)
+
+    def _send(self, channel: ChannelSession, method: base.Frame) -> None:
+        self.connection.send_method(channel.number, method)
+
+    def _reply_ok(self, channel: ChannelSession, method: base.Frame, ok: base.Frame) -> OnReply:
+        def on_reply(_: Reply) -> None:
+            if not getattr(method, "nowait", False):
+                self._send(channel, ok)
+        return on_reply
+
+    def _fail(self, channel: ChannelSession, code: ReplyCode, text: str, method: base.Frame) -> None:
+        if code.is_connection_error:
+            self.connection.close(code, text, method)
+        else:
+            self.connection.close_channel(channel.number, code, text, method)
+            self._end_channel(channel.number)
+        self.protocol.flush_soon()
+
+    def _queue_name(self, channel: ChannelSession, queue: str) -> str:
+        """AMQP 0-9-1: an empty queue name means the queue this channel declared last."""
+        if queue:
+            return queue
+        if not channel.last_queue:
+            raise _ChannelError(ReplyCode.NOT_FOUND, "no previously declared queue")
+        return channel.last_queue
+
+    # --- exchange class -----------------------------------------------------------------------
+
+    def on_exchange_declare(self, channel: ChannelSession, method: commands.Exchange.Declare) -> None:
+        command = c.DeclareExchange(
+            channel=channel.ref, vhost=self.vhost, exchange=method.exchange,
+            type=method.exchange_type, passive=method.passive, durable=method.durable,
+            auto_delete=method.auto_delete, internal=method.internal,
+            arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Exchange.DeclareOk()))
+
+    def on_exchange_delete(self, channel: ChannelSession, method: commands.Exchange.Delete) -> None:
+        command = c.DeleteExchange(channel=channel.ref, vhost=self.vhost, exchange=method.exchange,
+                                   if_unused=method.if_unused)
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Exchange.DeleteOk()))
+
+    def on_exchange_bind(self, channel: ChannelSession, method: commands.Exchange.Bind) -> None:
+        command = c.BindExchange(
+            channel=channel.ref, vhost=self.vhost, destination=method.destination,
+            source=method.source, routing_key=method.routing_key,
+            arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Exchange.BindOk()))
+
+    def on_exchange_unbind(self, channel: ChannelSession, method: commands.Exchange.Unbind) -> None:
+        command = c.UnbindExchange(
+            channel=channel.ref, vhost=self.vhost, destination=method.destination,
+            source=method.source, routing_key=method.routing_key,
+            arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Exchange.UnbindOk()))
+
+    # --- queue class --------------------------------------------------------------------------
+
+    def on_queue_declare(self, channel: ChannelSession, method: commands.Queue.Declare) -> None:
+        server_named = not method.queue and not method.passive
+        queue = _generated_name("amq.gen") if server_named else self._queue_name(channel, method.queue)
+        command = c.DeclareQueue(
+            channel=channel.ref, vhost=self.vhost, queue=queue, server_named=server_named,
+            passive=method.passive, durable=method.durable, exclusive=method.exclusive,
+            auto_delete=method.auto_delete, arguments=plain_table(method.arguments),
+        )
+
+        def on_reply(result: Reply) -> None:
+            assert isinstance(result, QueueDeclared)
+            channel.last_queue = result.queue
+            if not method.nowait:
+                self._send(channel, commands.Queue.DeclareOk(
+                    queue=result.queue, message_count=result.message_count,
+                    consumer_count=result.consumer_count,
+                ))
+
+        self._propose(channel, command, method, on_reply)
+
+    def on_queue_bind(self, channel: ChannelSession, method: commands.Queue.Bind) -> None:
+        queue = self._queue_name(channel, method.queue)
+        routing_key = method.routing_key if method.queue or method.routing_key else queue
+        command = c.BindQueue(
+            channel=channel.ref, vhost=self.vhost, queue=queue, exchange=method.exchange,
+            routing_key=routing_key, arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Queue.BindOk()))
+
+    def on_queue_unbind(self, channel: ChannelSession, method: commands.Queue.Unbind) -> None:
+        queue = self._queue_name(channel, method.queue)
+        routing_key = method.routing_key if method.queue or method.routing_key else queue
+        command = c.UnbindQueue(
+            channel=channel.ref, vhost=self.vhost, queue=queue, exchange=method.exchange,
+            routing_key=routing_key, arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Queue.UnbindOk()))
+
+    def on_queue_purge(self, channel: ChannelSession, method: commands.Queue.Purge) -> None:
+        command = c.PurgeQueue(channel=channel.ref, vhost=self.vhost,
+                               queue=self._queue_name(channel, method.queue))
+
+        def on_reply(result: Reply) -> None:
+            assert isinstance(result, MessageCount)
+            if not method.nowait:
+                self._send(channel, commands.Queue.PurgeOk(message_count=result.message_count))
+
+        self._propose(channel, command, method, on_reply)
+
+    def on_queue_delete(self, channel: ChannelSession, method: commands.Queue.Delete) -> None:
+        command = c.DeleteQueue(
+            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue),
+            if_unused=method.if_unused, if_empty=method.if_empty,
+        )
+
+        def on_reply(result: Reply) -> None:
+            assert isinstance(result, MessageCount)
+            if not method.nowait:
+                self._send(channel, commands.Queue.DeleteOk(message_count=result.message_count))
+
+        self._propose(channel, command, method, on_reply)
+
+    # --- basic class ----------------------------------------------------------------------------
+
+    def _on_content(self, event: ContentReceived) -> None:
+        channel = self.channels[event.channel]
+        method = event.method
+        if method.immediate:
+            self.connection.close(ReplyCode.NOT_IMPLEMENTED, "immediate=true", method)
+            self.protocol.flush_soon()
+            return
+        channel.publish_count += 1
+        confirm_tag = 0
+        if channel.confirm:
+            channel.confirm_tag += 1
+            confirm_tag = channel.confirm_tag
+        command = c.Publish(
+            channel=channel.ref, seq=channel.publish_count, vhost=self.vhost,
+            exchange=method.exchange, routing_key=method.routing_key, mandatory=method.mandatory,
+            headers=plain_table(event.headers) if event.headers else None,
+            properties=event.properties, body=event.body,
+        )
+
+        def on_reply(result: Reply) -> None:
+            assert isinstance(result, Routed)
+            if not result.queue_count and method.mandatory:
+                self.connection.send_content(
+                    channel.number,
+                    commands.Basic.Return(reply_code=int(ReplyCode.NO_ROUTE), reply_text="NO_ROUTE",
+                                          exchange=method.exchange, routing_key=method.routing_key),
+                    event.properties, event.body,
+                )
+            if confirm_tag:
+                self._send(channel, commands.Basic.Ack(delivery_tag=confirm_tag))
+
+        self._propose(channel, command, method, on_reply)
+
+    def on_basic_qos(self, channel: ChannelSession, method: commands.Basic.Qos) -> None:
+        if method.prefetch_size:
+            raise _ChannelError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
+        command = c.Qos(channel=channel.ref, prefetch_count=method.prefetch_count,
+                        global_=method.global_)
+        self._propose(channel, command, method,
+                      self._reply_ok(channel, method, commands.Basic.QosOk()))
+
+    def on_basic_consume(self, channel: ChannelSession, method: commands.Basic.Consume) -> None:
+        consumer_tag = method.consumer_tag or _generated_name("amq.ctag")
+        command = c.Consume(
+            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue),
+            consumer_tag=consumer_tag, no_ack=method.no_ack, exclusive=method.exclusive,
+            arguments=plain_table(method.arguments),
+        )
+        self._propose(channel, command, method, self._reply_ok(
+            channel, method, commands.Basic.ConsumeOk(consumer_tag=consumer_tag)))
+
+    def on_basic_cancel(self, channel: ChannelSession, method: commands.Basic.Cancel) -> None:
+        command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag)
+        self._propose(channel, command, method, self._reply_ok(
+            channel, method, commands.Basic.CancelOk(consumer_tag=method.consumer_tag)))
+
+    def on_basic_get(self, channel: ChannelSession, method: commands.Basic.Get) -> None:
+        command = c.Get(channel=channel.ref, vhost=self.vhost,
+                        queue=self._queue_name(channel, method.queue), no_ack=method.no_ack)
+
+        def on_reply(result: Reply) -> None:
+            if isinstance(result, GetEmpty):
+                self._send(channel, commands.Basic.GetEmpty())
+                return
+            assert isinstance(result, GetOk)
+            self.connection.send_content(
+                channel.number,
+                commands.Basic.GetOk(
+                    delivery_tag=result.delivery_tag, redelivered=result.redelivered,
+                    exchange=result.exchange, routing_key=result.routing_key,
+                    message_count=result.message_count,
+                ),
+                result.properties, result.body,
+            )
+
+        self._propose(channel, command, method, on_reply)
+
+    def on_basic_ack(self, channel: ChannelSession, method: commands.Basic.Ack) -> None:
+        command = c.Settle(channel=channel.ref, delivery_tag=method.delivery_tag,
+                           multiple=method.multiple)
+        self._propose(channel, command, method, _no_reply)
+
+    def on_basic_nack(self, channel: ChannelSession, method: commands.Basic.Nack) -> None:
+        command = c.Reject(channel=channel.ref, delivery_tag=method.delivery_tag,
+                           multiple=method.multiple, requeue=method.requeue)
+        self._propose(channel, command, method, _no_reply)
+
+    def on_basic_reject(self, channel: ChannelSession, method: commands.Basic.Reject) -> None:
+        command = c.Reject(channel=channel.ref, delivery_tag=method.delivery_tag,
+                           multiple=False, requeue=method.requeue)
+        self._propose(channel, command, method, _no_reply)
+
+    def on_basic_recover(self, channel: ChannelSession,
+                         method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
+        if not method.requeue:
+            raise _ChannelError(ReplyCode.NOT_IMPLEMENTED, "requeue=false")
+        ok = commands.Basic.RecoverOk() if isinstance(method, commands.Basic.Recover) else None
+
+        def on_reply(_: Reply) -> None:
+            if ok is not None:
+                self._send(channel, ok)
+
+        self._propose(channel, c.Recover(channel=channel.ref), method, on_reply)
+
+    # --- confirm and tx classes -----------------------------------------------------------------
+
+    def on_confirm_select(self, channel: ChannelSession, method: commands.Confirm.Select) -> None:
+        if channel.tx is not None:
+            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+        channel.confirm = True
+        if not method.nowait:
+            self._send(channel, commands.Confirm.SelectOk())
+
+    def on_tx_select(self, channel: ChannelSession, method: commands.Tx.Select) -> None:
+        if channel.confirm:
+            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+        if channel.tx is None:
+            channel.tx = []
+        self._send(channel, commands.Tx.SelectOk())
+
+    def on_tx_commit(self, channel: ChannelSession, method: commands.Tx.Commit) -> None:
+        if channel.tx is None:
+            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
+        buffered, channel.tx = channel.tx, None  # propose for real, then return to tx mode
+        remaining = len(buffered)
+
+        def on_one_reply(on_reply: OnReply) -> OnReply:
+            def reply(result: Reply) -> None:
+                nonlocal remaining
+                on_reply(result)
+                remaining -= 1
+                if not remaining:
+                    self._send(channel, commands.Tx.CommitOk())
+            return reply
+
+        for command, buffered_method, on_reply in buffered:
+            self._propose(channel, command, buffered_method, on_one_reply(on_reply))
+        channel.tx = []
+        if not buffered:
+            self._send(channel, commands.Tx.CommitOk())
+
+    def on_tx_rollback(self, channel: ChannelSession, method: commands.Tx.Rollback) -> None:
+        if channel.tx is None:
+            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
+        channel.tx = []
+        self._send(channel, commands.Tx.RollbackOk())
+
+    # --- effects this node owns -------------------------------------------------------------------
+
+    def deliver(self, effect: Deliver | CancelConsumer) -> None:
+        channel = self._by_serial.get(effect.owner.channel)
+        if channel is None:
+            return  # the channel closed; its CloseChannel returns the message to the queue
+        if isinstance(effect, Deliver):
+            self.connection.send_content(
+                channel.number,
+                commands.Basic.Deliver(
+                    consumer_tag=effect.consumer_tag, delivery_tag=effect.delivery_tag,
+                    redelivered=effect.redelivered, exchange=effect.exchange,
+                    routing_key=effect.routing_key,
+                ),
+                effect.properties, effect.body,
+            )
+        elif self.cancel_notify:
+            self._send(channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True))
+        self.protocol.flush_soon()
+
+
+def _no_reply(_: Reply) -> None:
+    """basic.ack, nack and reject have no reply; only a refusal (unknown tag) is answered."""
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
