@@ -28,13 +28,15 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
                         help="heartbeat offered in connection.tune, seconds (default 60)")
     parser.add_argument("--frame-max", dest="frame_max_bytes", type=int)
     parser.add_argument("--channel-max", dest="channel_max", type=int)
+    parser.add_argument("--max-message-size", dest="message_size_max_bytes", type=int,
+                        help="largest message body accepted, bytes (default 16 MiB)")
     parser.add_argument("--log-level", default="INFO")
 
 
 async def _run_node(arguments: argparse.Namespace) -> None:
     overrides = {name: getattr(arguments, name) for name in (
         "node_id", "host", "amqp_port", "data_dir", "default_user", "default_pass",
-        "heartbeat_s", "frame_max_bytes", "channel_max")}
+        "heartbeat_s", "frame_max_bytes", "channel_max", "message_size_max_bytes")}
     node = Node(load_config(arguments.config, overrides))
     await node.start()
     stopping = asyncio.Event()
