@@ -383,9 +383,8 @@ class Broker:
 
     def _node_up(self, command: c.NodeUp) -> Reply:
         self.state.incarnations[command.node] = command.incarnation
-        for ref in [ref for ref in self.state.channels if ref.node == command.node
-                    and ref.incarnation != command.incarnation]:
-            self._release_channel(ref)
+        self._release_channels([ref for ref in self.state.channels if ref.node == command.node
+                                and ref.incarnation != command.incarnation])
         for vhost in self.state.vhosts.values():
             for queue in list(vhost.queues.values()):
                 owner = queue.exclusive_owner
@@ -898,32 +897,38 @@ class Broker:
     def _recover(self, command: c.Recover) -> Reply:
         channel = self.state.channels.get(command.channel)
         if channel is not None:
-            self._requeue_all(channel)
+            self._redispatch(self._give_back_unacked(channel))
         return Ok()
 
-    def _requeue_all(self, channel: Channel) -> None:
+    def _give_back_unacked(self, channel: Channel) -> list[Unacked]:
         settled = [self._settle_one(unacked) for unacked in channel.unacked.values()]
         channel.unacked.clear()
         for unacked in settled:
             if not unacked.queue.deleted:
                 unacked.queue.give_back(unacked.entry)
-        self._redispatch(settled)
+        return settled
 
     # --- endings -------------------------------------------------------------------------
 
     def _close_channel(self, command: c.CloseChannel) -> Reply:
         self.state.failed_channels.discard(command.channel)
-        self._release_channel(command.channel)
+        self._release_channels([command.channel])
         return Ok()
 
-    def _release_channel(self, ref: c.ChannelRef) -> None:
-        """Cancel the channel's consumers, then return its unacked messages to their queues."""
-        channel = self.state.channels.pop(ref, None)
-        if channel is None:
-            return
-        for consumer_tag in list(channel.consumers):
-            self._remove_consumer(channel, consumer_tag)
-        self._requeue_all(channel)
+    def _release_channels(self, refs: list[c.ChannelRef]) -> None:
+        """Cancel every consumer of these channels first, then return their unacked messages.
+
+        In that order, a returned message can only go to a consumer that lives on: returning
+        one channel's messages before the next dying channel's consumers are gone would hand
+        them to a dead consumer and count a delivery that never happened.
+        """
+        channels = [channel for ref in refs
+                    if (channel := self.state.channels.pop(ref, None)) is not None]
+        for channel in channels:
+            for consumer_tag in list(channel.consumers):
+                self._remove_consumer(channel, consumer_tag)
+        self._redispatch([unacked for channel in channels
+                          for unacked in self._give_back_unacked(channel)])
 
     def _session_closed(self, command: c.SessionClosed) -> Reply:
         connection = (command.node, command.incarnation, command.connection)
@@ -931,8 +936,8 @@ class Broker:
         self.state.failed_channels = {
             ref for ref in self.state.failed_channels if ref.connection_ref != connection
         }
-        for ref in [ref for ref in self.state.channels if ref.connection_ref == connection]:
-            self._release_channel(ref)
+        self._release_channels(
+            [ref for ref in self.state.channels if ref.connection_ref == connection])
         for vhost in self.state.vhosts.values():
             for queue in [queue for queue in vhost.queues.values()
                           if queue.exclusive_owner == connection]:

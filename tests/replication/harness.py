@@ -1,0 +1,58 @@
+"""Drive a Broker with commands, numbering log entries, and keep the log for replays."""
+
+from __future__ import annotations
+
+import pickle
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.machine import Broker, BrokerState, Meta
+from warrenmq.replication.replies import Applied
+
+VHOST = "/"
+
+
+def channel_ref(channel: int, connection: int = 1, node: str = "n1",
+                incarnation: int = 1) -> c.ChannelRef:
+    return c.ChannelRef(node, incarnation, connection, channel)
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.broker = Broker()
+        self.log: list[c.Command] = []
+        self.apply(c.AddVhost(vhost=VHOST))
+
+    def apply(self, command: c.Command) -> Applied:
+        self.log.append(command)
+        return self.broker.apply(Meta(len(self.log)), command)
+
+    def replayed(self) -> BrokerState:
+        """The state a fresh broker reaches from the encoded log."""
+        fresh = Broker()
+        commands = c.decode_entry(c.encode_entry(self.log))
+        for index, command in enumerate(commands, start=1):
+            fresh.apply(Meta(index), command)
+        return fresh.state
+
+    def snapshot_restored(self) -> BrokerState:
+        return pickle.loads(pickle.dumps(self.broker.state, protocol=5))
+
+    # --- shorthands -------------------------------------------------------------------
+
+    def declare_queue(self, channel: c.ChannelRef, queue: str, **flags) -> Applied:
+        options = dict(server_named=False, passive=False, durable=True, exclusive=False,
+                       auto_delete=False, arguments={})
+        options.update(flags)
+        return self.apply(c.DeclareQueue(channel=channel, vhost=VHOST, queue=queue, **options))
+
+    def publish(self, channel: c.ChannelRef, routing_key: str, body: bytes, exchange: str = "",
+                headers: dict | None = None, seq: int = 0) -> Applied:
+        return self.apply(c.Publish(channel=channel, seq=seq, vhost=VHOST, exchange=exchange,
+                                    routing_key=routing_key, mandatory=False, headers=headers,
+                                    properties=b"\x00\x00", body=body))
+
+    def consume(self, channel: c.ChannelRef, queue: str, consumer_tag: str, no_ack: bool = False,
+                exclusive: bool = False) -> Applied:
+        return self.apply(c.Consume(channel=channel, vhost=VHOST, queue=queue,
+                                    consumer_tag=consumer_tag, no_ack=no_ack,
+                                    exclusive=exclusive, arguments={}))

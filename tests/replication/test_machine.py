@@ -1,0 +1,152 @@
+"""Broker rules that are easiest to see without a socket: releases, ownership, refusals."""
+
+from __future__ import annotations
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.replies import (
+    CancelConsumer,
+    Deliver,
+    GetEmpty,
+    GetOk,
+    Ignored,
+    Ok,
+    QueueDeclared,
+    Refused,
+    Routed,
+)
+
+from .harness import VHOST, Harness, channel_ref
+
+
+def delivered_bodies(applied) -> list[bytes]:
+    return [effect.body for effect in applied.effects if isinstance(effect, Deliver)]
+
+
+def test_deliveries_name_their_owner_and_count_tags_per_channel() -> None:
+    harness = Harness()
+    first, second = channel_ref(1), channel_ref(2)
+    harness.declare_queue(first, "q")
+    harness.consume(first, "q", "ctag-a")
+    harness.consume(second, "q", "ctag-b")
+    deliveries = [harness.publish(first, "q", str(n).encode()).effects[0] for n in range(4)]
+    assert [(d.owner, d.consumer_tag, d.delivery_tag) for d in deliveries] == [
+        (first, "ctag-a", 1), (second, "ctag-b", 1), (first, "ctag-a", 2), (second, "ctag-b", 2),
+    ]
+
+
+def test_node_up_releases_what_older_incarnations_held() -> None:
+    harness = Harness()
+    old = channel_ref(1, incarnation=1)
+    other_node = channel_ref(1, node="n2")
+    harness.declare_queue(old, "shared")
+    harness.declare_queue(old, "private", exclusive=True, durable=False)
+    harness.publish(old, "shared", b"m")
+    assert delivered_bodies(harness.consume(old, "shared", "t")) == [b"m"]
+    harness.consume(other_node, "shared", "t2")
+    applied = harness.apply(c.NodeUp(node="n1", incarnation=2))
+    assert applied.reply == Ok()
+    # the unacked message goes back and straight on to the surviving consumer on n2
+    assert [(d.owner, d.body, d.redelivered) for d in applied.effects] == [(other_node, b"m", True)]
+    assert "private" not in harness.broker.state.vhosts[VHOST].queues
+    assert old not in harness.broker.state.channels
+
+
+def test_session_closed_deletes_exclusive_queues_and_requeues() -> None:
+    harness = Harness()
+    ref = channel_ref(1, connection=7)
+    harness.declare_queue(ref, "mine", exclusive=True, durable=False)
+    harness.declare_queue(ref, "kept")
+    harness.publish(ref, "kept", b"x")
+    harness.apply(c.Get(channel=ref, vhost=VHOST, queue="kept", no_ack=False))
+    harness.apply(c.SessionClosed(node="n1", incarnation=1, connection=7))
+    queues = harness.broker.state.vhosts[VHOST].queues
+    assert "mine" not in queues
+    assert queues["kept"].ready_count == 1 and queues["kept"].unacked_count == 0
+
+
+def test_a_refused_channel_ignores_its_pipelined_commands_until_closed() -> None:
+    harness = Harness()
+    ref = channel_ref(1)
+    harness.declare_queue(ref, "q")
+    refused = harness.publish(ref, "k", b"lost", exchange="missing")
+    assert isinstance(refused.reply, Refused) and refused.reply.reply_code == 404
+    assert harness.publish(ref, "q", b"after").reply == Ignored()
+    harness.apply(c.CloseChannel(channel=ref))
+    assert harness.publish(ref, "q", b"reopened").reply == Routed(1)
+    assert harness.broker.query_queue(VHOST, "q").ready_count == 1
+
+
+def test_a_hard_error_ignores_every_channel_of_the_connection() -> None:
+    harness = Harness()
+    first, second = channel_ref(1), channel_ref(2)
+    refused = harness.apply(c.DeclareExchange(
+        channel=first, vhost=VHOST, exchange="x", type="bogus", passive=False, durable=False,
+        auto_delete=False, internal=False, arguments={}))
+    assert isinstance(refused.reply, Refused) and refused.reply.reply_code == 503
+    assert harness.declare_queue(second, "q").reply == Ignored()
+    harness.apply(c.SessionClosed(node="n1", incarnation=1, connection=1))
+    assert isinstance(harness.declare_queue(second, "q").reply, QueueDeclared)
+
+
+def test_deleting_a_queue_cancels_its_consumers_and_orphans_unacked() -> None:
+    harness = Harness()
+    ref = channel_ref(1)
+    harness.declare_queue(ref, "q")
+    harness.publish(ref, "q", b"m")
+    harness.consume(ref, "q", "t")
+    applied = harness.apply(c.DeleteQueue(channel=ref, vhost=VHOST, queue="q", if_unused=False,
+                                          if_empty=False))
+    assert applied.effects == [CancelConsumer(ref, "t")]
+    # the delivered message's ack still succeeds and settles into nothing
+    assert harness.apply(c.Settle(channel=ref, delivery_tag=1, multiple=False)).reply == Ok()
+    harness.declare_queue(ref, "q")  # a new queue of the same name starts empty
+    assert harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=True)).reply == GetEmpty()
+
+
+def test_reject_without_requeue_of_a_basic_get() -> None:
+    harness = Harness()
+    ref = channel_ref(1)
+    harness.declare_queue(ref, "q")
+    harness.publish(ref, "q", b"m")
+    got = harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=False)).reply
+    assert isinstance(got, GetOk) and got.delivery_tag == 1 and got.message_count == 0
+    harness.apply(c.Reject(channel=ref, delivery_tag=1, multiple=False, requeue=False))
+    assert harness.broker.query_queue(VHOST, "q").ready_count == 0
+
+
+def test_auto_delete_exchange_goes_with_its_last_binding() -> None:
+    harness = Harness()
+    ref = channel_ref(1)
+    harness.apply(c.DeclareExchange(channel=ref, vhost=VHOST, exchange="ax", type="fanout",
+                                    passive=False, durable=False, auto_delete=True,
+                                    internal=False, arguments={}))
+    harness.declare_queue(ref, "q")
+    harness.apply(c.BindQueue(channel=ref, vhost=VHOST, queue="q", exchange="ax", routing_key="",
+                              arguments={}))
+    harness.apply(c.UnbindQueue(channel=ref, vhost=VHOST, queue="q", exchange="ax",
+                                routing_key="", arguments={}))
+    assert "ax" not in harness.broker.state.vhosts[VHOST].exchanges
+
+
+def test_unknown_vhost_is_refused_with_530() -> None:
+    harness = Harness()
+    applied = harness.apply(c.DeclareQueue(
+        channel=channel_ref(1), vhost="nowhere", queue="q", server_named=False, passive=False,
+        durable=True, exclusive=False, auto_delete=False, arguments={}))
+    assert applied.reply == Refused(530, "vhost 'nowhere' not found")
+
+
+def test_regression_release_never_hands_messages_to_a_dying_sibling_channel() -> None:
+    """Shrunk from the stateful test: two channels of one connection consume the same queue."""
+    harness = Harness()
+    first, second = channel_ref(1), channel_ref(2)
+    survivor = channel_ref(1, connection=2)
+    harness.declare_queue(first, "q")
+    harness.consume(first, "q", "a")
+    harness.publish(first, "q", b"m")  # delivered to the first channel, unacked
+    harness.consume(second, "q", "a")
+    harness.consume(survivor, "q", "s")
+    applied = harness.apply(c.SessionClosed(node="n1", incarnation=1, connection=1))
+    assert [(effect.owner, effect.body) for effect in applied.effects] == [(survivor, b"m")]
+    (unacked,) = harness.broker.state.channels[survivor].unacked.values()
+    assert unacked.entry.delivery_count == 1

@@ -1,0 +1,267 @@
+"""Random command logs against the broker, checked after every step against a simple model.
+
+The model knows, per queue, which message ids are alive (published, not yet consumed for good)
+and, per channel, which delivery tags are outstanding. Invariants: no message lost or duplicated,
+ready + unacked = alive for every queue, outstanding tags match the broker's, prefetch holds,
+each consumer sees first deliveries in publish order, and replaying the encoded log or restoring
+a snapshot gives the same state.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Ignored, Ok, Refused
+
+from .harness import VHOST, Harness
+
+QUEUES = ("q0", "q1")
+FANOUT = "both"
+# (node, connection, channel): two channels on one connection of n1, one channel on n2
+CHANNELS = (("n1", 1, 1), ("n1", 1, 2), ("n2", 2, 1))
+channel_indexes = st.integers(0, len(CHANNELS) - 1)
+queue_indexes = st.integers(0, len(QUEUES) - 1)
+
+
+class BrokerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.harness = Harness()
+        self.incarnations = {"n1": 1, "n2": 1}
+        self.next_id = 0
+        self.alive: dict[str, set[int]] = {queue: set() for queue in QUEUES}
+        self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, int]]] = {}
+        self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
+        self.failed: set[c.ChannelRef] = set()
+        self.last_first_delivery: dict[tuple[c.ChannelRef, str], int] = {}
+        setup = self.ref(0)
+        for queue in QUEUES:
+            self.harness.declare_queue(setup, queue)
+        self.harness.apply(c.DeclareExchange(channel=setup, vhost=VHOST, exchange=FANOUT,
+                                             type="fanout", passive=False, durable=True,
+                                             auto_delete=False, internal=False, arguments={}))
+        for queue in QUEUES:
+            self.harness.apply(c.BindQueue(channel=setup, vhost=VHOST, queue=queue,
+                                           exchange=FANOUT, routing_key="", arguments={}))
+
+    def ref(self, index: int) -> c.ChannelRef:
+        node, connection, channel = CHANNELS[index]
+        return c.ChannelRef(node, self.incarnations[node], connection, channel)
+
+    # --- feeding the model from what apply says -------------------------------------------
+
+    def run(self, ref: c.ChannelRef, command: c.Command):
+        applied = self.harness.apply(command)
+        if ref in self.failed:
+            assert applied.reply == Ignored(), (command, applied.reply)
+        self.observe(applied.effects)
+        return applied
+
+    def observe(self, effects: list) -> None:
+        for effect in effects:
+            assert isinstance(effect, Deliver), effect
+            queue, no_ack = self.consumers[effect.owner][effect.consumer_tag]
+            message_id = int(effect.body)
+            assert message_id in self.alive[queue], "delivered a message that is not alive"
+            if not effect.redelivered:
+                key = (effect.owner, effect.consumer_tag)
+                assert message_id > self.last_first_delivery.get(key, -1), "order broken"
+                self.last_first_delivery[key] = message_id
+            self.take(effect.owner, effect.delivery_tag, queue, message_id, no_ack)
+
+    def take(self, ref: c.ChannelRef, delivery_tag: int, queue: str, message_id: int,
+             no_ack: bool) -> None:
+        if no_ack:
+            self.alive[queue].discard(message_id)
+        else:
+            tags = self.outstanding.setdefault(ref, {})
+            assert delivery_tag not in tags
+            tags[delivery_tag] = (queue, message_id)
+
+    def release(self, ref: c.ChannelRef) -> None:
+        self.outstanding.pop(ref, None)
+        self.consumers.pop(ref, None)
+        self.failed.discard(ref)
+        for key in [key for key in self.last_first_delivery if key[0] == ref]:
+            del self.last_first_delivery[key]
+
+    # --- rules ------------------------------------------------------------------------------
+
+    @rule(queue=queue_indexes, channel=channel_indexes, fanout=st.booleans())
+    def publish(self, queue: int, channel: int, fanout: bool) -> None:
+        ref = self.ref(channel)
+        message_id = self.next_id
+        self.next_id += 1
+        exchange, routing_key = (FANOUT, "") if fanout else ("", QUEUES[queue])
+        applied = self.harness.apply(c.Publish(
+            channel=ref, seq=message_id, vhost=VHOST, exchange=exchange, routing_key=routing_key,
+            mandatory=False, headers=None, properties=b"\x00\x00", body=str(message_id).encode()))
+        if ref in self.failed:
+            assert applied.reply == Ignored()
+            return
+        for target in (QUEUES if fanout else (QUEUES[queue],)):
+            self.alive[target].add(message_id)
+        self.observe(applied.effects)
+
+    @rule(channel=channel_indexes, queue=queue_indexes, no_ack=st.booleans(),
+          tag=st.sampled_from(["a", "b", "c"]))
+    def consume(self, channel: int, queue: int, no_ack: bool, tag: str) -> None:
+        ref = self.ref(channel)
+        if tag in self.consumers.get(ref, {}):
+            return  # a reused tag is a connection error, covered by its own tests
+        if ref not in self.failed:
+            self.consumers.setdefault(ref, {})[tag] = (QUEUES[queue], no_ack)
+        self.run(ref, c.Consume(channel=ref, vhost=VHOST, queue=QUEUES[queue], consumer_tag=tag,
+                                no_ack=no_ack, exclusive=False, arguments={}))
+
+    @rule(channel=channel_indexes, data=st.data())
+    def cancel(self, channel: int, data: st.DataObject) -> None:
+        ref = self.ref(channel)
+        tags = sorted(self.consumers.get(ref, {}))
+        if not tags or ref in self.failed:
+            return
+        tag = data.draw(st.sampled_from(tags))
+        self.run(ref, c.Cancel(channel=ref, consumer_tag=tag))
+        del self.consumers[ref][tag]
+
+    @rule(channel=channel_indexes, prefetch_count=st.integers(0, 3), global_=st.booleans())
+    def qos(self, channel: int, prefetch_count: int, global_: bool) -> None:
+        ref = self.ref(channel)
+        self.run(ref, c.Qos(channel=ref, prefetch_count=prefetch_count, global_=global_))
+
+    @rule(channel=channel_indexes, queue=queue_indexes, no_ack=st.booleans())
+    def get(self, channel: int, queue: int, no_ack: bool) -> None:
+        ref = self.ref(channel)
+        applied = self.run(ref, c.Get(channel=ref, vhost=VHOST, queue=QUEUES[queue], no_ack=no_ack))
+        if isinstance(applied.reply, GetOk):
+            message_id = int(applied.reply.body)
+            assert message_id in self.alive[QUEUES[queue]]
+            self.take(ref, applied.reply.delivery_tag, QUEUES[queue], message_id, no_ack)
+        elif ref not in self.failed:
+            assert applied.reply == GetEmpty()
+            ready = self.alive[QUEUES[queue]] - {
+                message_id for tags in self.outstanding.values()
+                for name, message_id in tags.values() if name == QUEUES[queue]}
+            assert not ready, "basic.get said empty while messages were ready"
+
+    @precondition(lambda self: any(self.outstanding.values()))
+    @rule(data=st.data(), multiple=st.booleans(), settle=st.sampled_from(["ack", "requeue", "drop"]))
+    def settle(self, data: st.DataObject, multiple: bool, settle: str) -> None:
+        ref = data.draw(st.sampled_from(sorted(
+            (ref for ref, tags in self.outstanding.items() if tags),
+            key=lambda ref: (ref.node, ref.connection, ref.channel))))
+        tags = self.outstanding[ref]
+        delivery_tag = data.draw(st.sampled_from(sorted(tags)))
+        if settle == "ack":
+            command: c.Command = c.Settle(channel=ref, delivery_tag=delivery_tag, multiple=multiple)
+        else:
+            command = c.Reject(channel=ref, delivery_tag=delivery_tag, multiple=multiple,
+                               requeue=settle == "requeue")
+        applied = self.harness.apply(command)
+        assert applied.reply == (Ignored() if ref in self.failed else Ok())
+        if ref not in self.failed:
+            for tag in [tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)]:
+                queue, message_id = tags.pop(tag)
+                if settle != "requeue":
+                    self.alive[queue].discard(message_id)
+        self.observe(applied.effects)
+
+    @rule(channel=channel_indexes, delivery_tag=st.integers(1000, 1010))
+    def ack_unknown_tag(self, channel: int, delivery_tag: int) -> None:
+        ref = self.ref(channel)
+        applied = self.run(ref, c.Settle(channel=ref, delivery_tag=delivery_tag, multiple=False))
+        if ref not in self.failed:
+            assert isinstance(applied.reply, Refused) and applied.reply.reply_code == 406
+            self.failed.add(ref)
+
+    @rule(channel=channel_indexes)
+    def recover(self, channel: int) -> None:
+        ref = self.ref(channel)
+        failed = ref in self.failed
+        if not failed:
+            self.outstanding.pop(ref, None)
+            self.last_first_delivery = {key: value for key, value in
+                                        self.last_first_delivery.items() if key[0] != ref}
+        self.run(ref, c.Recover(channel=ref))
+
+    @rule(channel=channel_indexes)
+    def close_channel(self, channel: int) -> None:
+        ref = self.ref(channel)
+        self.release(ref)
+        self.observe(self.harness.apply(c.CloseChannel(channel=ref)).effects)
+
+    @rule(connection=st.sampled_from([1, 2]))
+    def session_closed(self, connection: int) -> None:
+        node = "n1" if connection == 1 else "n2"
+        for index, (channel_node, channel_connection, _) in enumerate(CHANNELS):
+            if channel_connection == connection:
+                self.release(self.ref(index))
+        self.observe(self.harness.apply(c.SessionClosed(
+            node=node, incarnation=self.incarnations[node], connection=connection)).effects)
+
+    @rule(node=st.sampled_from(["n1", "n2"]))
+    def node_restarts(self, node: str) -> None:
+        for index, (channel_node, _, _) in enumerate(CHANNELS):
+            if channel_node == node:
+                self.release(self.ref(index))
+        self.incarnations[node] += 1
+        self.observe(self.harness.apply(
+            c.NodeUp(node=node, incarnation=self.incarnations[node])).effects)
+
+    @rule(queue=queue_indexes, channel=channel_indexes)
+    def purge(self, queue: int, channel: int) -> None:
+        ref = self.ref(channel)
+        applied = self.run(ref, c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
+        if ref not in self.failed:
+            unacked = {message_id for tags in self.outstanding.values()
+                       for name, message_id in tags.values() if name == QUEUES[queue]}
+            assert applied.reply.message_count == len(self.alive[QUEUES[queue]] - unacked)
+            self.alive[QUEUES[queue]] &= unacked
+
+    # --- invariants ---------------------------------------------------------------------------
+
+    @invariant()
+    def every_alive_message_is_in_its_queue_exactly_once(self) -> None:
+        state = self.harness.broker.state
+        for name in QUEUES:
+            queue = state.vhosts[VHOST].queues[name]
+            ready = [int(entry.message.body) for entry in queue.ready]
+            ready += [int(entry.message.body) for _, entry in queue.returned]
+            unacked = [int(unacked.entry.message.body)
+                       for channel in state.channels.values()
+                       for unacked in channel.unacked.values() if unacked.queue is queue]
+            held = ready + unacked
+            assert len(held) == len(set(held)), f"{name}: duplicated {held}"
+            assert set(held) == self.alive[name], f"{name}: lost or invented messages"
+            assert queue.ready_count + queue.unacked_count == len(self.alive[name])
+            assert queue.unacked_count == len(unacked)
+
+    @invariant()
+    def outstanding_tags_match(self) -> None:
+        state = self.harness.broker.state
+        for ref, tags in self.outstanding.items():
+            channel = state.channels.get(ref)
+            held = {tag: (unacked.queue.name, int(unacked.entry.message.body))
+                    for tag, unacked in (channel.unacked.items() if channel else ())}
+            assert held == tags, ref
+
+    @invariant()
+    def prefetch_holds(self) -> None:
+        for vhost in self.harness.broker.state.vhosts.values():
+            for queue in vhost.queues.values():
+                for consumer in queue.consumers:
+                    if consumer.prefetch_count and not consumer.no_ack:
+                        assert consumer.unacked_count <= consumer.prefetch_count
+
+    def teardown(self) -> None:
+        state = self.harness.broker.state
+        assert self.harness.replayed() == state, "replaying the log gave another state"
+        assert self.harness.snapshot_restored() == state, "a snapshot restored another state"
+
+
+BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60,
+                                           deadline=None)
+test_broker_machine = BrokerMachine.TestCase

@@ -1,0 +1,60 @@
+"""DESIGN.md §1: imports flow one way, and only replication/raft.py may import pysyncobj."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("amqp", "cluster", "replication")
+# who may import whom inside warrenmq
+ALLOWED = {"amqp": {"amqp"}, "replication": {"replication"},
+           "cluster": {"cluster", "amqp", "replication"}}
+# third-party and standard modules a package must never touch
+FORBIDDEN = {
+    "amqp": {"pysyncobj"},
+    "replication": {"asyncio", "socket", "pamqp", "selectors", "random", "time", "uuid"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_imports_flow_one_way() -> None:
+    problems = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for module in imported_modules(path):
+                parts = module.split(".")
+                if parts[0] == "warrenmq" and len(parts) > 1 and parts[1] not in ALLOWED[package]:
+                    problems.append(f"{path.relative_to(ROOT)} imports {module}")
+                if parts[0] in FORBIDDEN.get(package, set()):
+                    problems.append(f"{path.relative_to(ROOT)} imports {module}")
+                if parts[0] == "pysyncobj" and path != ROOT / "replication" / "raft.py":
+                    problems.append(f"{path.relative_to(ROOT)} imports pysyncobj")
+                if parts[0] in PACKAGES:
+                    problems.append(f"{path.relative_to(ROOT)} imports top-level {module}")
+    assert problems == []
+
+
+def test_protocol_machines_do_no_io() -> None:
+    for name in ("connection.py", "codec.py", "events.py", "spec.py"):
+        modules = imported_modules(ROOT / "amqp" / name)
+        assert not modules & {"asyncio", "socket", "selectors"}, name
+
+
+def test_the_packages_install_under_warrenmq() -> None:
+    import warrenmq.amqp.connection
+    import warrenmq.cluster.node
+    import warrenmq.replication.machine
+
+    for module, folder in ((warrenmq.amqp.connection, "amqp"), (warrenmq.cluster.node, "cluster"),
+                           (warrenmq.replication.machine, "replication")):
+        assert Path(module.__file__).resolve().parent == ROOT / folder
