@@ -26,6 +26,7 @@ __all__ = [
     "decode_properties",
     "encode_content",
     "encode_method",
+    "unchecked",
     "HEARTBEAT",
 ]
 
@@ -144,6 +145,17 @@ def decode_properties(properties: bytes) -> commands.Basic.Properties:
             UnicodeDecodeError, pamqp_exceptions.PAMQPException) as error:
         raise FrameError(f"cannot decode content properties: {error}") from error
     return content_header.properties
+
+
+MethodType = typing.TypeVar("MethodType", bound=base.Frame)
+
+
+def unchecked(method_type: type[MethodType], **fields: typing.Any) -> MethodType:
+    """A method built without pamqp's name validation (its constructors check the names too)."""
+    method = method_type()
+    for name, value in fields.items():
+        setattr(method, name, value)
+    return method
 
 
 def _frame(frame_type: int, channel: int, payload: bytes) -> bytes:

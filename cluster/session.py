@@ -21,6 +21,7 @@ import typing
 
 from pamqp import base, commands
 
+from warrenmq.amqp.codec import unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
     ChannelOpened,
@@ -219,10 +220,14 @@ class Session:
                 self.protocol.resume_reading()
             if self.channels.get(channel.number) is not channel or isinstance(result, Ignored):
                 return  # the channel ended meanwhile: nobody is waiting for this reply
-            if isinstance(result, Refused):
-                self._fail(channel, ReplyCode(result.reply_code), result.reply_text, method)
-            else:
-                on_reply(result)
+            try:
+                if isinstance(result, Refused):
+                    self._fail(channel, ReplyCode(result.reply_code), result.reply_text, method)
+                else:
+                    on_reply(result)
+            except Exception:
+                log.exception("connection %s: answering %s failed", self.serial, method.name)
+                self.connection.close(ReplyCode.INTERNAL_ERROR, "internal error", method)
             self.protocol.flush_soon()
 
         self.node.log.propose(command, reply)
@@ -303,7 +308,8 @@ class Session:
             assert isinstance(result, QueueDeclared)
             channel.last_queue = result.queue
             if not method.nowait:
-                self._send(channel, commands.Queue.DeclareOk(
+                self._send(channel, unchecked(
+                    commands.Queue.DeclareOk,
                     queue=result.queue, message_count=result.message_count,
                     consumer_count=result.consumer_count,
                 ))
@@ -380,8 +386,9 @@ class Session:
             if not result.queue_count and method.mandatory:
                 self.connection.send_content(
                     channel.number,
-                    commands.Basic.Return(reply_code=int(ReplyCode.NO_ROUTE), reply_text="NO_ROUTE",
-                                          exchange=method.exchange, routing_key=method.routing_key),
+                    unchecked(commands.Basic.Return, reply_code=int(ReplyCode.NO_ROUTE),
+                              reply_text="NO_ROUTE", exchange=method.exchange,
+                              routing_key=method.routing_key),
                     event.properties, event.body,
                 )
             if confirm_tag:
@@ -423,8 +430,8 @@ class Session:
             assert isinstance(result, GetOk)
             self.connection.send_content(
                 channel.number,
-                commands.Basic.GetOk(
-                    delivery_tag=result.delivery_tag, redelivered=result.redelivered,
+                unchecked(
+                    commands.Basic.GetOk, delivery_tag=result.delivery_tag, redelivered=result.redelivered,
                     exchange=result.exchange, routing_key=result.routing_key,
                     message_count=result.message_count,
                 ),
@@ -512,8 +519,8 @@ class Session:
         if isinstance(effect, Deliver):
             self.connection.send_content(
                 channel.number,
-                commands.Basic.Deliver(
-                    consumer_tag=effect.consumer_tag, delivery_tag=effect.delivery_tag,
+                unchecked(
+                    commands.Basic.Deliver, consumer_tag=effect.consumer_tag, delivery_tag=effect.delivery_tag,
                     redelivered=effect.redelivered, exchange=effect.exchange,
                     routing_key=effect.routing_key,
                 ),

@@ -14,6 +14,7 @@ rename, fsync the directory) and the log starts empty.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import struct
@@ -26,6 +27,8 @@ from warrenmq.replication.machine import Broker, BrokerState, Meta
 from warrenmq.replication.replies import Effect, Reply
 
 __all__ = ["LocalLog", "ReplyCallback"]
+
+log = logging.getLogger(__name__)
 
 ReplyCallback = typing.Callable[[Reply], None]
 _RECORD = struct.Struct(">II")
@@ -99,10 +102,15 @@ class LocalLog:
         index = self.broker.state.last_index + 1
         for command, on_reply in batch:
             applied = self.broker.apply(Meta(index), command)
-            if on_reply is not None:
-                on_reply(applied.reply)
-            if applied.effects:
-                self._dispatch(applied.effects)
+            # The entry is on disk: every command of it must be applied, whatever a callback
+            # does, or the live state would no longer be the state the log replays to.
+            try:
+                if on_reply is not None:
+                    on_reply(applied.reply)
+                if applied.effects:
+                    self._dispatch(applied.effects)
+            except Exception:
+                log.exception("reply or effect dispatch failed for %s", type(command).__name__)
         if self._size_bytes > self._compact_after_bytes:
             self.compact()
 

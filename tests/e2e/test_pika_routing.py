@@ -232,3 +232,20 @@ def test_bodies_of_any_size_cross_frames_intact(channel, size: int) -> None:
     body = bytes(index % 251 for index in range(size))
     channel.basic_publish("", queue, body)
     assert channel.basic_get(queue, auto_ack=True)[2] == body
+
+
+def test_names_beyond_ascii_work_everywhere(channel) -> None:
+    """RabbitMQ accepts any UTF-8 name; declare-ok, deliver, get-ok and return echo it back."""
+    exchange, queue = unique("échange ✓"), unique("file d'attente ✓")
+    channel.exchange_declare(exchange, "direct")
+    assert channel.queue_declare(queue, exclusive=True).method.queue == queue
+    channel.queue_bind(queue, exchange, "clé")
+    channel.basic_publish(exchange, "clé", b"m")
+    method, _, body = channel.basic_get(queue, auto_ack=True)
+    assert (method.exchange, method.routing_key, body) == (exchange, "clé", b"m")
+    returned = []
+    channel.add_on_return_callback(lambda _channel, method, _props, body:
+                                   returned.append((method.exchange, body)))
+    channel.basic_publish(exchange, "nowhere", b"back", mandatory=True)
+    channel.connection.process_data_events(time_limit=1)
+    assert returned == [(exchange, b"back")]

@@ -97,3 +97,24 @@ def test_a_torn_tail_is_cut_off(tmp_path: Path) -> None:
     reopened.close()
     assert (tmp_path / "log").stat().st_size > log_size
     assert open_log(tmp_path, Recorder()).broker.query_queue(VHOST, "q").ready_count == 4
+
+
+def test_a_failing_callback_does_not_stop_the_rest_of_the_entry(tmp_path: Path) -> None:
+    recorder = Recorder()
+    log = open_log(tmp_path, recorder)
+    fill(log, recorder, 0)
+
+    def broken(reply) -> None:
+        raise RuntimeError("a bug in a session")
+
+    log.propose(c.Publish(channel=REF, seq=1, vhost=VHOST, exchange="", routing_key="q",
+                          mandatory=False, headers=None, properties=b"\x00\x00", body=b"1"), broken)
+    log.propose(c.Publish(channel=REF, seq=2, vhost=VHOST, exchange="", routing_key="q",
+                          mandatory=False, headers=None, properties=b"\x00\x00", body=b"2"),
+                recorder.replies.append)
+    log.flush()
+    assert recorder.replies[-1] == Routed(1)
+    assert log.broker.query_queue(VHOST, "q").ready_count == 2
+    state = log.broker.state
+    log.close()
+    assert open_log(tmp_path, Recorder()).broker.state == state
