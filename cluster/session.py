@@ -102,10 +102,10 @@ class Session:
             commands.Exchange.Declare: self.on_exchange_declare,
             commands.Exchange.Delete: self.on_exchange_delete,
             commands.Exchange.Bind: self.on_exchange_bind,
-            commands.Exchange.Unbind: self.on_exchange_unbind,
+            commands.Exchange.Unbind: self.on_exchange_bind,
             commands.Queue.Declare: self.on_queue_declare,
             commands.Queue.Bind: self.on_queue_bind,
-            commands.Queue.Unbind: self.on_queue_unbind,
+            commands.Queue.Unbind: self.on_queue_bind,
             commands.Queue.Purge: self.on_queue_purge,
             commands.Queue.Delete: self.on_queue_delete,
             commands.Basic.Qos: self.on_basic_qos,
@@ -275,23 +275,17 @@ class Session:
         self._propose(channel, command, method,
                       self._reply_ok(channel, method, commands.Exchange.DeleteOk()))
 
-    def on_exchange_bind(self, channel: ChannelSession, method: commands.Exchange.Bind) -> None:
-        command = c.BindExchange(
+    def on_exchange_bind(self, channel: ChannelSession,
+                         method: commands.Exchange.Bind | commands.Exchange.Unbind) -> None:
+        """exchange.bind and exchange.unbind: the same fields, a different verb."""
+        bind = isinstance(method, commands.Exchange.Bind)
+        command = (c.BindExchange if bind else c.UnbindExchange)(
             channel=channel.ref, vhost=self.vhost, destination=method.destination,
             source=method.source, routing_key=method.routing_key,
             arguments=plain_table(method.arguments),
         )
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Exchange.BindOk()))
-
-    def on_exchange_unbind(self, channel: ChannelSession, method: commands.Exchange.Unbind) -> None:
-        command = c.UnbindExchange(
-            channel=channel.ref, vhost=self.vhost, destination=method.destination,
-            source=method.source, routing_key=method.routing_key,
-            arguments=plain_table(method.arguments),
-        )
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Exchange.UnbindOk()))
+        ok = commands.Exchange.BindOk() if bind else commands.Exchange.UnbindOk()
+        self._propose(channel, command, method, self._reply_ok(channel, method, ok))
 
     # --- queue class --------------------------------------------------------------------------
 
@@ -316,25 +310,18 @@ class Session:
 
         self._propose(channel, command, method, on_reply)
 
-    def on_queue_bind(self, channel: ChannelSession, method: commands.Queue.Bind) -> None:
+    def on_queue_bind(self, channel: ChannelSession,
+                      method: commands.Queue.Bind | commands.Queue.Unbind) -> None:
+        """queue.bind and queue.unbind; an empty queue and key mean the last declared queue."""
+        bind = isinstance(method, commands.Queue.Bind)
         queue = self._queue_name(channel, method.queue)
         routing_key = method.routing_key if method.queue or method.routing_key else queue
-        command = c.BindQueue(
+        command = (c.BindQueue if bind else c.UnbindQueue)(
             channel=channel.ref, vhost=self.vhost, queue=queue, exchange=method.exchange,
             routing_key=routing_key, arguments=plain_table(method.arguments),
         )
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Queue.BindOk()))
-
-    def on_queue_unbind(self, channel: ChannelSession, method: commands.Queue.Unbind) -> None:
-        queue = self._queue_name(channel, method.queue)
-        routing_key = method.routing_key if method.queue or method.routing_key else queue
-        command = c.UnbindQueue(
-            channel=channel.ref, vhost=self.vhost, queue=queue, exchange=method.exchange,
-            routing_key=routing_key, arguments=plain_table(method.arguments),
-        )
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Queue.UnbindOk()))
+        ok = commands.Queue.BindOk() if bind else commands.Queue.UnbindOk()
+        self._propose(channel, command, method, self._reply_ok(channel, method, ok))
 
     def on_queue_purge(self, channel: ChannelSession, method: commands.Queue.Purge) -> None:
         command = c.PurgeQueue(channel=channel.ref, vhost=self.vhost,

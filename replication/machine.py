@@ -430,13 +430,7 @@ class Broker:
         if existing is not None:
             self._check_exchange_equivalence(existing, command)
             return Ok()
-        if name.startswith("amq."):
-            raise _Refusal(
-                _refuse(
-                    ReplyCode.ACCESS_REFUSED,
-                    f"exchange name '{name}' contains reserved prefix 'amq.*'",
-                )
-            )
+        _check_reserved_name("exchange", name)
         vhost.exchanges[name] = Exchange(
             name, command.type, command.durable, command.auto_delete, command.internal,
             command.arguments,
@@ -445,22 +439,12 @@ class Broker:
 
     @staticmethod
     def _check_exchange_equivalence(existing: Exchange, command: c.DeclareExchange) -> None:
-        received_current = [
+        _check_properties_equivalence("exchange", existing.name, command.vhost, [
             ("type", command.type, existing.type),
             ("durable", command.durable, existing.durable),
             ("auto_delete", command.auto_delete, existing.auto_delete),
             ("internal", command.internal, existing.internal),
-        ]
-        for name, received, current in received_current:
-            if received != current:
-                raise _Refusal(
-                    _refuse(
-                        ReplyCode.PRECONDITION_FAILED,
-                        f"inequivalent arg '{name}' for exchange '{existing.name}' in vhost "
-                        f"'{command.vhost}': received '{str(received).lower()}' but current is "
-                        f"'{str(current).lower()}'",
-                    )
-                )
+        ])
         _check_arguments_equivalence(
             "exchange", existing.name, command.vhost, _EXCHANGE_EQUIVALENCE_ARGUMENTS,
             command.arguments, existing.arguments,
@@ -555,13 +539,8 @@ class Broker:
             self._check_exclusive_access(command.channel, existing)
             self._check_queue_equivalence(existing, command)
             return QueueDeclared(existing.name, existing.ready_count, len(existing.consumers))
-        if command.queue.startswith("amq.") and not command.server_named:
-            raise _Refusal(
-                _refuse(
-                    ReplyCode.ACCESS_REFUSED,
-                    f"queue name '{command.queue}' contains reserved prefix 'amq.*'",
-                )
-            )
+        if not command.server_named:
+            _check_reserved_name("queue", command.queue)
         queue_type = self._check_queue_type(command)
         vhost.queues[command.queue] = Queue(
             command.vhost, command.queue, command.durable,
@@ -598,17 +577,10 @@ class Broker:
 
     @staticmethod
     def _check_queue_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
-        for name, received, current in (("durable", command.durable, existing.durable),
-                                        ("auto_delete", command.auto_delete, existing.auto_delete)):
-            if received != current:
-                raise _Refusal(
-                    _refuse(
-                        ReplyCode.PRECONDITION_FAILED,
-                        f"inequivalent arg '{name}' for queue '{existing.name}' in vhost "
-                        f"'{command.vhost}': received '{str(received).lower()}' but current is "
-                        f"'{str(current).lower()}'",
-                    )
-                )
+        _check_properties_equivalence("queue", existing.name, command.vhost, [
+            ("durable", command.durable, existing.durable),
+            ("auto_delete", command.auto_delete, existing.auto_delete),
+        ])
         if command.exclusive and existing.exclusive_owner is None:
             raise _Refusal(_locked(existing))
         received_arguments = dict(command.arguments)
@@ -955,6 +927,27 @@ def _matching_bindings(exchange: Exchange, command: c.Publish) -> typing.Iterabl
                 if topic_matches(binding.routing_key, command.routing_key)]
     return [binding for binding in exchange.bindings.values()
             if headers_match(binding.arguments, command.headers)]
+
+
+def _check_properties_equivalence(kind: str, name: str, vhost: str,
+                                  received_current: list[tuple[str, object, object]]) -> None:
+    for property_name, received, current in received_current:
+        if received != current:
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"inequivalent arg '{property_name}' for {kind} '{name}' in vhost '{vhost}': "
+                    f"received '{str(received).lower()}' but current is '{str(current).lower()}'",
+                )
+            )
+
+
+def _check_reserved_name(kind: str, name: str) -> None:
+    """AMQP 0-9-1: names starting with "amq." are the server's; clients may not create them."""
+    if name.startswith("amq."):
+        raise _Refusal(
+            _refuse(ReplyCode.ACCESS_REFUSED, f"{kind} name '{name}' contains reserved prefix 'amq.*'")
+        )
 
 
 def _check_arguments_equivalence(kind: str, name: str, vhost: str, compared: tuple[str, ...],

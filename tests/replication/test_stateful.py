@@ -126,6 +126,7 @@ class BrokerMachine(RuleBasedStateMachine):
         tag = data.draw(st.sampled_from(tags))
         self.run(ref, c.Cancel(channel=ref, consumer_tag=tag))
         del self.consumers[ref][tag]
+        self.last_first_delivery.pop((ref, tag), None)  # a reused tag is a new consumer
 
     @rule(channel=channel_indexes, prefetch_count=st.integers(0, 3), global_=st.booleans())
     def qos(self, channel: int, prefetch_count: int, global_: bool) -> None:
