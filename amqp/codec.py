@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from pamqp import base, commands, encode, header
 from pamqp import exceptions as pamqp_exceptions
-
 from warrenmq.amqp.spec import CLASS_BASIC, FRAME_END, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES
 
 __all__ = [
+    "HEARTBEAT",
     "BodyFrame",
     "FrameError",
     "FrameReader",
@@ -27,7 +27,6 @@ __all__ = [
     "encode_content",
     "encode_method",
     "unchecked",
-    "HEARTBEAT",
 ]
 
 FRAME_METHOD = 1
@@ -40,6 +39,18 @@ _METHOD_INDEX = struct.Struct(">I")
 _CONTENT_HEADER = struct.Struct(">HHQ")
 
 HEARTBEAT = _FRAME_HEADER.pack(FRAME_HEARTBEAT, 0, 0) + bytes([FRAME_END])
+
+
+# what pamqp's decoders raise on malformed input
+_DECODE_ERRORS = (
+    struct.error,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    pamqp_exceptions.PAMQPException,
+)
 
 
 class FrameError(Exception):
@@ -124,14 +135,13 @@ def _decode_method(payload: bytes) -> base.Frame:
     if len(payload) < _METHOD_INDEX.size:
         raise FrameError("method frame is truncated")
     (index,) = _METHOD_INDEX.unpack_from(payload)
-    method_type = commands.INDEX_MAPPING.get(index)
+    method_type: type[base.Frame] | None = commands.INDEX_MAPPING.get(index)
     if method_type is None:
         raise FrameError(f"unknown method: class {index >> 16}, method {index & 0xFFFF}")
     method = method_type()
     try:
         method.unmarshal(payload[_METHOD_INDEX.size :])
-    except (struct.error, ValueError, TypeError, IndexError, KeyError,
-            UnicodeDecodeError, pamqp_exceptions.PAMQPException) as error:
+    except _DECODE_ERRORS as error:
         raise FrameError(f"cannot decode {method_type.name}: {error}") from error
     return method
 
@@ -141,8 +151,7 @@ def decode_properties(properties: bytes) -> commands.Basic.Properties:
     content_header = header.ContentHeader()
     try:
         content_header.unmarshal(_CONTENT_HEADER.pack(CLASS_BASIC, 0, 0) + properties)
-    except (struct.error, ValueError, TypeError, IndexError, KeyError,
-            UnicodeDecodeError, pamqp_exceptions.PAMQPException) as error:
+    except _DECODE_ERRORS as error:
         raise FrameError(f"cannot decode content properties: {error}") from error
     return content_header.properties
 
@@ -185,13 +194,13 @@ def encode_method(channel: int, method: base.Frame) -> bytes:
     return _frame(FRAME_METHOD, channel, b"".join(parts))
 
 
-def encode_content(channel: int, method: base.Frame, properties: bytes, body: bytes,
-                   frame_max_bytes: int) -> bytes:
+def encode_content(
+    channel: int, method: base.Frame, properties: bytes, body: bytes, frame_max_bytes: int
+) -> bytes:
     """Method, content header and as many body frames as frame_max requires (§4.2.6)."""
     parts = [
         encode_method(channel, method),
-        _frame(FRAME_HEADER, channel,
-               _CONTENT_HEADER.pack(CLASS_BASIC, 0, len(body)) + properties),
+        _frame(FRAME_HEADER, channel, _CONTENT_HEADER.pack(CLASS_BASIC, 0, len(body)) + properties),
     ]
     chunk = frame_max_bytes - FRAME_OVERHEAD_BYTES
     for start in range(0, len(body), chunk):

@@ -23,7 +23,6 @@ import typing
 from dataclasses import dataclass, field
 
 from pamqp import base, commands, decode
-
 from warrenmq.amqp.codec import (
     BodyFrame,
     FrameError,
@@ -201,7 +200,9 @@ class Connection:
     def _receive_frame(self, frame: MethodFrame | HeaderFrame | BodyFrame | HeartbeatFrame) -> None:
         if isinstance(frame, HeartbeatFrame):
             if frame.channel != 0:
-                raise _ConnectionError(ReplyCode.FRAME_ERROR, "heartbeat frame on a non-zero channel")
+                raise _ConnectionError(
+                    ReplyCode.FRAME_ERROR, "heartbeat frame on a non-zero channel"
+                )
             return
         if self.state is ConnectionState.CLOSING:
             if isinstance(frame, MethodFrame) and isinstance(
@@ -225,7 +226,7 @@ class Connection:
     # --- channel 0: the connection class ------------------------------------------------
 
     def _receive_connection_method(self, method: base.Frame) -> None:
-        expected: dict[ConnectionState, type] = {
+        expected: dict[ConnectionState, type[base.Frame]] = {
             ConnectionState.AWAITING_START_OK: commands.Connection.StartOk,
             ConnectionState.AWAITING_TUNE_OK: commands.Connection.TuneOk,
             ConnectionState.AWAITING_OPEN: commands.Connection.Open,
@@ -265,8 +266,9 @@ class Connection:
         if credentials is None:
             raise _ConnectionError(
                 ReplyCode.COMMAND_INVALID,
-                f"unknown authentication mechanism '{mechanism}'" if mechanism not in
-                ("PLAIN", "AMQPLAIN") else f"malformed {mechanism} response",
+                f"unknown authentication mechanism '{mechanism}'"
+                if mechanism not in ("PLAIN", "AMQPLAIN")
+                else f"malformed {mechanism} response",
                 method,
             )
         username, password = credentials
@@ -355,7 +357,9 @@ class Connection:
         self.send_method(number, commands.Channel.OpenOk())
         self._events.append(ChannelOpened(number))
 
-    def _receive_on_closing_channel(self, number: int, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
+    def _receive_on_closing_channel(
+        self, number: int, frame: MethodFrame | HeaderFrame | BodyFrame
+    ) -> None:
         if not isinstance(frame, MethodFrame):
             return
         if isinstance(frame.method, commands.Channel.CloseOk):
@@ -388,7 +392,9 @@ class Connection:
         else:
             self._events.append(MethodReceived(number, method))
 
-    def _receive_content(self, number: int, channel: _Channel, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
+    def _receive_content(
+        self, number: int, channel: _Channel, frame: MethodFrame | HeaderFrame | BodyFrame
+    ) -> None:
         publish = channel.publish
         assert publish is not None
         if channel.header is None:
@@ -410,7 +416,8 @@ class Connection:
             if frame.body_size > self.settings.message_size_max_bytes:
                 self._reset_content(channel)
                 self.close_channel(
-                    number, ReplyCode.PRECONDITION_FAILED,
+                    number,
+                    ReplyCode.PRECONDITION_FAILED,
                     f"message size {frame.body_size} is larger than configured max size "
                     f"{self.settings.message_size_max_bytes}",
                     publish,
@@ -436,8 +443,9 @@ class Connection:
         if channel.body_received_bytes == channel.header.body_size:
             self._complete_content(number, channel, publish, channel.header)
 
-    def _complete_content(self, number: int, channel: _Channel, publish: commands.Basic.Publish,
-                          header: HeaderFrame) -> None:
+    def _complete_content(
+        self, number: int, channel: _Channel, publish: commands.Basic.Publish, header: HeaderFrame
+    ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
         headers = None
@@ -464,8 +472,11 @@ class Connection:
 
     def is_channel_open(self, number: int) -> bool:
         channel = self._channels.get(number)
-        return (self.state is ConnectionState.OPEN and channel is not None
-                and channel.state is ChannelState.OPEN)
+        return (
+            self.state is ConnectionState.OPEN
+            and channel is not None
+            and channel.state is ChannelState.OPEN
+        )
 
     def send_method(self, number: int, method: base.Frame) -> None:
         if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
@@ -478,8 +489,9 @@ class Connection:
                 encode_content(number, method, properties, body, self.frame_max_bytes)
             )
 
-    def close_channel(self, number: int, code: ReplyCode, text: str,
-                      method: base.Frame | None = None) -> None:
+    def close_channel(
+        self, number: int, code: ReplyCode, text: str, method: base.Frame | None = None
+    ) -> None:
         """Close one channel for a soft error; the channel ignores all but close-ok after this."""
         channel = self._channels.get(number)
         if channel is None or channel.state is ChannelState.CLOSING:
@@ -488,8 +500,10 @@ class Connection:
         self.send_method(
             number,
             commands.Channel.Close(
-                reply_code=int(code), reply_text=reply_text(code, text),
-                class_id=class_id, method_id=method_id,
+                reply_code=int(code),
+                reply_text=reply_text(code, text),
+                class_id=class_id,
+                method_id=method_id,
             ),
         )
         channel.state = ChannelState.CLOSING
@@ -503,8 +517,10 @@ class Connection:
         self.send_method(
             0,
             commands.Connection.Close(
-                reply_code=int(code), reply_text=reply_text(code, text),
-                class_id=class_id, method_id=method_id,
+                reply_code=int(code),
+                reply_text=reply_text(code, text),
+                class_id=class_id,
+                method_id=method_id,
             ),
         )
         self.close_reason = reply_text(code, text)
@@ -542,6 +558,8 @@ def _credentials(mechanism: str, response: str | bytes) -> tuple[str, str] | Non
         login, password = table.get("LOGIN"), table.get("PASSWORD")
         if not isinstance(login, (str, bytes)) or not isinstance(password, (str, bytes)):
             return None
-        return (login.decode() if isinstance(login, bytes) else login,
-                password.decode() if isinstance(password, bytes) else password)
+        return (
+            login.decode() if isinstance(login, bytes) else login,
+            password.decode() if isinstance(password, bytes) else password,
+        )
     return None

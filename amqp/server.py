@@ -124,7 +124,10 @@ class AmqpServerProtocol(asyncio.Protocol):
             return
         now_s = time.monotonic()
         if connection.state is ConnectionState.CLOSING:
-            if self._closing_since_s is not None and now_s - self._closing_since_s > CLOSE_TIMEOUT_S:
+            if (
+                self._closing_since_s is not None
+                and now_s - self._closing_since_s > CLOSE_TIMEOUT_S
+            ):
                 self._transport.abort()
                 return
         elif connection.state is not ConnectionState.OPEN:
@@ -145,8 +148,9 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(host: str, port: int, settings: Settings,
-                session_factory: SessionFactory) -> asyncio.Server:
+async def serve(
+    host: str, port: int, settings: Settings, session_factory: SessionFactory
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
         lambda: AmqpServerProtocol(settings, session_factory), host, port, reuse_address=True

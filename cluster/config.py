@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ _ENVIRONMENT = {
 }
 
 
-def _coerce(name: str, value: object) -> object:
+def _coerce(name: str, value: typing.Any) -> typing.Any:
     kind = {f.name: f.type for f in fields(NodeConfig)}[name]
     if kind == "int":
         return int(value)  # type: ignore[call-overload]
@@ -51,9 +52,12 @@ def _coerce(name: str, value: object) -> object:
     return value
 
 
-def load_config(path: Path | None = None, overrides: dict[str, object] | None = None,
-                environment: dict[str, str] | None = None) -> NodeConfig:
-    values: dict[str, object] = {}
+def load_config(
+    path: Path | None = None,
+    overrides: dict[str, object] | None = None,
+    environment: typing.Mapping[str, str] | None = None,
+) -> NodeConfig:
+    values: dict[str, typing.Any] = {}
     if path is not None:
         with open(path, "rb") as config_file:
             values.update(tomllib.load(config_file))

@@ -99,20 +99,30 @@ class Node:
             message_size_max_bytes=self.config.message_size_max_bytes,
             server_properties=server_properties(self.config),
         )
-        self._server = await serve(self.config.host, self.config.amqp_port, settings,
-                                   self._new_session)
-        log.info("node %s (incarnation %s) listening for AMQP on %s:%s, data in %s",
-                 self.config.node_id, self.incarnation, self.config.host, self.config.amqp_port,
-                 directory)
+        self._server = await serve(
+            self.config.host, self.config.amqp_port, settings, self._new_session
+        )
+        log.info(
+            "node %s (incarnation %s) listening for AMQP on %s:%s, data in %s",
+            self.config.node_id,
+            self.incarnation,
+            self.config.host,
+            self.config.amqp_port,
+            directory,
+        )
 
     def _bootstrap(self) -> None:
         """First boot creates the default vhost and user (RabbitMQ's RABBITMQ_DEFAULT_*)."""
         if not self.broker.state.vhosts:
             self.log.propose(c.AddVhost(vhost=self.config.default_vhost))
         if not self.broker.state.users:
-            self.log.propose(c.AddUser(user=self.config.default_user,
-                                       password_hash=hash_password(self.config.default_pass),
-                                       tags=("administrator",)))
+            self.log.propose(
+                c.AddUser(
+                    user=self.config.default_user,
+                    password_hash=hash_password(self.config.default_pass),
+                    tags=("administrator",),
+                )
+            )
         self.log.propose(c.NodeUp(node=self.config.node_id, incarnation=self.incarnation))
 
     def _new_session(self, protocol: AmqpServerProtocol) -> Session:

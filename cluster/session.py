@@ -20,7 +20,6 @@ import os
 import typing
 
 from pamqp import base, commands
-
 from warrenmq.amqp.codec import unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
@@ -131,8 +130,11 @@ class Session:
 
     def authenticate(self, username: str, password: str) -> bool:
         if username in self.node.config.loopback_users and not _is_loopback(self.protocol.peer[0]):
-            log.warning("login refused: user %r may only connect over loopback, peer %s",
-                        username, self.protocol.peer)
+            log.warning(
+                "login refused: user %r may only connect over loopback, peer %s",
+                username,
+                self.protocol.peer,
+            )
             return False
         user = self.node.broker.query_user(username)
         if user is None or not verify_password(password, user.password_hash):
@@ -159,8 +161,13 @@ class Session:
                 self.user, self.vhost = event.user, event.vhost
                 capabilities = event.client_properties.get("capabilities") or {}
                 self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-                log.info("connection %s opened: user %r, vhost %r, peer %s",
-                         self.serial, self.user, self.vhost, self.protocol.peer)
+                log.info(
+                    "connection %s opened: user %r, vhost %r, peer %s",
+                    self.serial,
+                    self.user,
+                    self.vhost,
+                    self.protocol.peer,
+                )
             elif isinstance(event, ConnectionClosed):
                 log.info("connection %s closed: %s", self.serial, event.reason)
                 self.connection_lost()
@@ -171,13 +178,17 @@ class Session:
         self._ended = True
         self.node.sessions.pop(self.serial, None)
         self.node.log.propose(
-            c.SessionClosed(node=self.node.config.node_id, incarnation=self.node.incarnation,
-                            connection=self.serial)
+            c.SessionClosed(
+                node=self.node.config.node_id,
+                incarnation=self.node.incarnation,
+                connection=self.serial,
+            )
         )
 
     def _open_channel(self, number: int) -> None:
-        ref = c.ChannelRef(self.node.config.node_id, self.node.incarnation, self.serial,
-                           self._next_channel_serial)
+        ref = c.ChannelRef(
+            self.node.config.node_id, self.node.incarnation, self.serial, self._next_channel_serial
+        )
         self._next_channel_serial += 1
         channel = ChannelSession(number, ref)
         self.channels[number] = channel
@@ -195,7 +206,8 @@ class Session:
         try:
             if handler is None:
                 raise _ChannelError(
-                    ReplyCode.NOT_IMPLEMENTED, f"method '{event.method.name.lower()}' is not supported"
+                    ReplyCode.NOT_IMPLEMENTED,
+                    f"method '{event.method.name.lower()}' is not supported",
                 )
             handler(channel, event.method)
         except _ChannelError as error:
@@ -203,8 +215,9 @@ class Session:
 
     # --- proposing and replying ---------------------------------------------------------------
 
-    def _propose(self, channel: ChannelSession, command: c.Command, method: base.Frame,
-                 on_reply: OnReply) -> None:
+    def _propose(
+        self, channel: ChannelSession, command: c.Command, method: base.Frame, on_reply: OnReply
+    ) -> None:
         if channel.tx is not None and isinstance(command, (c.Publish, c.Settle, c.Reject)):
             channel.tx.append((command, method, on_reply))
             return
@@ -215,7 +228,10 @@ class Session:
 
         def reply(result: Reply) -> None:
             self._in_flight -= 1
-            if self._reading_paused and self._in_flight <= self.node.config.proposals_in_flight_max // 2:
+            if (
+                self._reading_paused
+                and self._in_flight <= self.node.config.proposals_in_flight_max // 2
+            ):
                 self._reading_paused = False
                 self.protocol.resume_reading()
             if self.channels.get(channel.number) is not channel or isinstance(result, Ignored):
@@ -239,9 +255,12 @@ class Session:
         def on_reply(_: Reply) -> None:
             if not getattr(method, "nowait", False):
                 self._send(channel, ok)
+
         return on_reply
 
-    def _fail(self, channel: ChannelSession, code: ReplyCode, text: str, method: base.Frame) -> None:
+    def _fail(
+        self, channel: ChannelSession, code: ReplyCode, text: str, method: base.Frame
+    ) -> None:
         if code.is_connection_error:
             self.connection.close(code, text, method)
         else:
@@ -259,29 +278,46 @@ class Session:
 
     # --- exchange class -----------------------------------------------------------------------
 
-    def on_exchange_declare(self, channel: ChannelSession, method: commands.Exchange.Declare) -> None:
+    def on_exchange_declare(
+        self, channel: ChannelSession, method: commands.Exchange.Declare
+    ) -> None:
         command = c.DeclareExchange(
-            channel=channel.ref, vhost=self.vhost, exchange=method.exchange,
-            type=method.exchange_type, passive=method.passive, durable=method.durable,
-            auto_delete=method.auto_delete, internal=method.internal,
+            channel=channel.ref,
+            vhost=self.vhost,
+            exchange=method.exchange,
+            type=method.exchange_type,
+            passive=method.passive,
+            durable=method.durable,
+            auto_delete=method.auto_delete,
+            internal=method.internal,
             arguments=plain_table(method.arguments),
         )
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Exchange.DeclareOk()))
+        self._propose(
+            channel, command, method, self._reply_ok(channel, method, commands.Exchange.DeclareOk())
+        )
 
     def on_exchange_delete(self, channel: ChannelSession, method: commands.Exchange.Delete) -> None:
-        command = c.DeleteExchange(channel=channel.ref, vhost=self.vhost, exchange=method.exchange,
-                                   if_unused=method.if_unused)
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Exchange.DeleteOk()))
+        command = c.DeleteExchange(
+            channel=channel.ref,
+            vhost=self.vhost,
+            exchange=method.exchange,
+            if_unused=method.if_unused,
+        )
+        self._propose(
+            channel, command, method, self._reply_ok(channel, method, commands.Exchange.DeleteOk())
+        )
 
-    def on_exchange_bind(self, channel: ChannelSession,
-                         method: commands.Exchange.Bind | commands.Exchange.Unbind) -> None:
+    def on_exchange_bind(
+        self, channel: ChannelSession, method: commands.Exchange.Bind | commands.Exchange.Unbind
+    ) -> None:
         """exchange.bind and exchange.unbind: the same fields, a different verb."""
         bind = isinstance(method, commands.Exchange.Bind)
         command = (c.BindExchange if bind else c.UnbindExchange)(
-            channel=channel.ref, vhost=self.vhost, destination=method.destination,
-            source=method.source, routing_key=method.routing_key,
+            channel=channel.ref,
+            vhost=self.vhost,
+            destination=method.destination,
+            source=method.source,
+            routing_key=method.routing_key,
             arguments=plain_table(method.arguments),
         )
         ok = commands.Exchange.BindOk() if bind else commands.Exchange.UnbindOk()
@@ -291,41 +327,59 @@ class Session:
 
     def on_queue_declare(self, channel: ChannelSession, method: commands.Queue.Declare) -> None:
         server_named = not method.queue and not method.passive
-        queue = _generated_name("amq.gen") if server_named else self._queue_name(channel, method.queue)
+        queue = (
+            _generated_name("amq.gen") if server_named else self._queue_name(channel, method.queue)
+        )
         command = c.DeclareQueue(
-            channel=channel.ref, vhost=self.vhost, queue=queue, server_named=server_named,
-            passive=method.passive, durable=method.durable, exclusive=method.exclusive,
-            auto_delete=method.auto_delete, arguments=plain_table(method.arguments),
+            channel=channel.ref,
+            vhost=self.vhost,
+            queue=queue,
+            server_named=server_named,
+            passive=method.passive,
+            durable=method.durable,
+            exclusive=method.exclusive,
+            auto_delete=method.auto_delete,
+            arguments=plain_table(method.arguments),
         )
 
         def on_reply(result: Reply) -> None:
             assert isinstance(result, QueueDeclared)
             channel.last_queue = result.queue
             if not method.nowait:
-                self._send(channel, unchecked(
-                    commands.Queue.DeclareOk,
-                    queue=result.queue, message_count=result.message_count,
-                    consumer_count=result.consumer_count,
-                ))
+                self._send(
+                    channel,
+                    unchecked(
+                        commands.Queue.DeclareOk,
+                        queue=result.queue,
+                        message_count=result.message_count,
+                        consumer_count=result.consumer_count,
+                    ),
+                )
 
         self._propose(channel, command, method, on_reply)
 
-    def on_queue_bind(self, channel: ChannelSession,
-                      method: commands.Queue.Bind | commands.Queue.Unbind) -> None:
+    def on_queue_bind(
+        self, channel: ChannelSession, method: commands.Queue.Bind | commands.Queue.Unbind
+    ) -> None:
         """queue.bind and queue.unbind; an empty queue and key mean the last declared queue."""
         bind = isinstance(method, commands.Queue.Bind)
         queue = self._queue_name(channel, method.queue)
         routing_key = method.routing_key if method.queue or method.routing_key else queue
         command = (c.BindQueue if bind else c.UnbindQueue)(
-            channel=channel.ref, vhost=self.vhost, queue=queue, exchange=method.exchange,
-            routing_key=routing_key, arguments=plain_table(method.arguments),
+            channel=channel.ref,
+            vhost=self.vhost,
+            queue=queue,
+            exchange=method.exchange,
+            routing_key=routing_key,
+            arguments=plain_table(method.arguments),
         )
         ok = commands.Queue.BindOk() if bind else commands.Queue.UnbindOk()
         self._propose(channel, command, method, self._reply_ok(channel, method, ok))
 
     def on_queue_purge(self, channel: ChannelSession, method: commands.Queue.Purge) -> None:
-        command = c.PurgeQueue(channel=channel.ref, vhost=self.vhost,
-                               queue=self._queue_name(channel, method.queue))
+        command = c.PurgeQueue(
+            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue)
+        )
 
         def on_reply(result: Reply) -> None:
             assert isinstance(result, MessageCount)
@@ -336,8 +390,11 @@ class Session:
 
     def on_queue_delete(self, channel: ChannelSession, method: commands.Queue.Delete) -> None:
         command = c.DeleteQueue(
-            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue),
-            if_unused=method.if_unused, if_empty=method.if_empty,
+            channel=channel.ref,
+            vhost=self.vhost,
+            queue=self._queue_name(channel, method.queue),
+            if_unused=method.if_unused,
+            if_empty=method.if_empty,
         )
 
         def on_reply(result: Reply) -> None:
@@ -362,10 +419,15 @@ class Session:
             channel.confirm_tag += 1
             confirm_tag = channel.confirm_tag
         command = c.Publish(
-            channel=channel.ref, seq=channel.publish_count, vhost=self.vhost,
-            exchange=method.exchange, routing_key=method.routing_key, mandatory=method.mandatory,
+            channel=channel.ref,
+            seq=channel.publish_count,
+            vhost=self.vhost,
+            exchange=method.exchange,
+            routing_key=method.routing_key,
+            mandatory=method.mandatory,
             headers=plain_table(event.headers) if event.headers else None,
-            properties=event.properties, body=event.body,
+            properties=event.properties,
+            body=event.body,
         )
 
         def on_reply(result: Reply) -> None:
@@ -373,10 +435,15 @@ class Session:
             if not result.queue_count and method.mandatory:
                 self.connection.send_content(
                     channel.number,
-                    unchecked(commands.Basic.Return, reply_code=int(ReplyCode.NO_ROUTE),
-                              reply_text="NO_ROUTE", exchange=method.exchange,
-                              routing_key=method.routing_key),
-                    event.properties, event.body,
+                    unchecked(
+                        commands.Basic.Return,
+                        reply_code=int(ReplyCode.NO_ROUTE),
+                        reply_text="NO_ROUTE",
+                        exchange=method.exchange,
+                        routing_key=method.routing_key,
+                    ),
+                    event.properties,
+                    event.body,
                 )
             if confirm_tag:
                 self._send(channel, commands.Basic.Ack(delivery_tag=confirm_tag))
@@ -385,30 +452,52 @@ class Session:
 
     def on_basic_qos(self, channel: ChannelSession, method: commands.Basic.Qos) -> None:
         if method.prefetch_size:
-            raise _ChannelError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
-        command = c.Qos(channel=channel.ref, prefetch_count=method.prefetch_count,
-                        global_=method.global_)
-        self._propose(channel, command, method,
-                      self._reply_ok(channel, method, commands.Basic.QosOk()))
+            raise _ChannelError(
+                ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})"
+            )
+        command = c.Qos(
+            channel=channel.ref, prefetch_count=method.prefetch_count, global_=method.global_
+        )
+        self._propose(
+            channel, command, method, self._reply_ok(channel, method, commands.Basic.QosOk())
+        )
 
     def on_basic_consume(self, channel: ChannelSession, method: commands.Basic.Consume) -> None:
         consumer_tag = method.consumer_tag or _generated_name("amq.ctag")
         command = c.Consume(
-            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue),
-            consumer_tag=consumer_tag, no_ack=method.no_ack, exclusive=method.exclusive,
+            channel=channel.ref,
+            vhost=self.vhost,
+            queue=self._queue_name(channel, method.queue),
+            consumer_tag=consumer_tag,
+            no_ack=method.no_ack,
+            exclusive=method.exclusive,
             arguments=plain_table(method.arguments),
         )
-        self._propose(channel, command, method, self._reply_ok(
-            channel, method, commands.Basic.ConsumeOk(consumer_tag=consumer_tag)))
+        self._propose(
+            channel,
+            command,
+            method,
+            self._reply_ok(channel, method, commands.Basic.ConsumeOk(consumer_tag=consumer_tag)),
+        )
 
     def on_basic_cancel(self, channel: ChannelSession, method: commands.Basic.Cancel) -> None:
         command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag)
-        self._propose(channel, command, method, self._reply_ok(
-            channel, method, commands.Basic.CancelOk(consumer_tag=method.consumer_tag)))
+        self._propose(
+            channel,
+            command,
+            method,
+            self._reply_ok(
+                channel, method, commands.Basic.CancelOk(consumer_tag=method.consumer_tag)
+            ),
+        )
 
     def on_basic_get(self, channel: ChannelSession, method: commands.Basic.Get) -> None:
-        command = c.Get(channel=channel.ref, vhost=self.vhost,
-                        queue=self._queue_name(channel, method.queue), no_ack=method.no_ack)
+        command = c.Get(
+            channel=channel.ref,
+            vhost=self.vhost,
+            queue=self._queue_name(channel, method.queue),
+            no_ack=method.no_ack,
+        )
 
         def on_reply(result: Reply) -> None:
             if isinstance(result, GetEmpty):
@@ -418,32 +507,46 @@ class Session:
             self.connection.send_content(
                 channel.number,
                 unchecked(
-                    commands.Basic.GetOk, delivery_tag=result.delivery_tag, redelivered=result.redelivered,
-                    exchange=result.exchange, routing_key=result.routing_key,
+                    commands.Basic.GetOk,
+                    delivery_tag=result.delivery_tag,
+                    redelivered=result.redelivered,
+                    exchange=result.exchange,
+                    routing_key=result.routing_key,
                     message_count=result.message_count,
                 ),
-                result.properties, result.body,
+                result.properties,
+                result.body,
             )
 
         self._propose(channel, command, method, on_reply)
 
     def on_basic_ack(self, channel: ChannelSession, method: commands.Basic.Ack) -> None:
-        command = c.Settle(channel=channel.ref, delivery_tag=method.delivery_tag,
-                           multiple=method.multiple)
+        command = c.Settle(
+            channel=channel.ref, delivery_tag=method.delivery_tag, multiple=method.multiple
+        )
         self._propose(channel, command, method, _no_reply)
 
     def on_basic_nack(self, channel: ChannelSession, method: commands.Basic.Nack) -> None:
-        command = c.Reject(channel=channel.ref, delivery_tag=method.delivery_tag,
-                           multiple=method.multiple, requeue=method.requeue)
+        command = c.Reject(
+            channel=channel.ref,
+            delivery_tag=method.delivery_tag,
+            multiple=method.multiple,
+            requeue=method.requeue,
+        )
         self._propose(channel, command, method, _no_reply)
 
     def on_basic_reject(self, channel: ChannelSession, method: commands.Basic.Reject) -> None:
-        command = c.Reject(channel=channel.ref, delivery_tag=method.delivery_tag,
-                           multiple=False, requeue=method.requeue)
+        command = c.Reject(
+            channel=channel.ref,
+            delivery_tag=method.delivery_tag,
+            multiple=False,
+            requeue=method.requeue,
+        )
         self._propose(channel, command, method, _no_reply)
 
-    def on_basic_recover(self, channel: ChannelSession,
-                         method: commands.Basic.Recover | commands.Basic.RecoverAsync) -> None:
+    def on_basic_recover(
+        self, channel: ChannelSession, method: commands.Basic.Recover | commands.Basic.RecoverAsync
+    ) -> None:
         if not method.requeue:
             raise _ChannelError(ReplyCode.NOT_IMPLEMENTED, "requeue=false")
         ok = commands.Basic.RecoverOk() if isinstance(method, commands.Basic.Recover) else None
@@ -458,14 +561,18 @@ class Session:
 
     def on_confirm_select(self, channel: ChannelSession, method: commands.Confirm.Select) -> None:
         if channel.tx is not None:
-            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
+            raise _ChannelError(
+                ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode"
+            )
         channel.confirm = True
         if not method.nowait:
             self._send(channel, commands.Confirm.SelectOk())
 
     def on_tx_select(self, channel: ChannelSession, method: commands.Tx.Select) -> None:
         if channel.confirm:
-            raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
+            raise _ChannelError(
+                ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode"
+            )
         if channel.tx is None:
             channel.tx = []
         self._send(channel, commands.Tx.SelectOk())
@@ -483,6 +590,7 @@ class Session:
                 remaining -= 1
                 if not remaining:
                     self._send(channel, commands.Tx.CommitOk())
+
             return reply
 
         for command, buffered_method, on_reply in buffered:
@@ -507,14 +615,20 @@ class Session:
             self.connection.send_content(
                 channel.number,
                 unchecked(
-                    commands.Basic.Deliver, consumer_tag=effect.consumer_tag, delivery_tag=effect.delivery_tag,
-                    redelivered=effect.redelivered, exchange=effect.exchange,
+                    commands.Basic.Deliver,
+                    consumer_tag=effect.consumer_tag,
+                    delivery_tag=effect.delivery_tag,
+                    redelivered=effect.redelivered,
+                    exchange=effect.exchange,
                     routing_key=effect.routing_key,
                 ),
-                effect.properties, effect.body,
+                effect.properties,
+                effect.body,
             )
         elif self.cancel_notify:
-            self._send(channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True))
+            self._send(
+                channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True)
+            )
         self.protocol.flush_soon()
 
 

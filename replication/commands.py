@@ -7,7 +7,8 @@ node that owns them (DESIGN.md §2, step 5 and 6).
 
 Log encoding (version 1), one entry = a batch of commands:
     u8 version | u32 command count | per command:
-        u8 tag | u32 json length | json array of the non-bytes fields | per bytes field: u32 length, raw
+        u8 tag | u32 json length | json array of the non-bytes fields
+        | per bytes field: u32 length, raw bytes
 Bodies and content properties stay raw bytes: orjson handles only the metadata.
 """
 
@@ -317,9 +318,7 @@ def _layout(command_type: type) -> _Layout:
     raw = tuple(name for name in names if hints[name] is bytes)
     plain = tuple(name for name in names if hints[name] is not bytes)
     channel_fields = frozenset(name for name in plain if hints[name] is ChannelRef)
-    tuple_fields = frozenset(
-        name for name in plain if typing.get_origin(hints[name]) is tuple
-    )
+    tuple_fields = frozenset(name for name in plain if typing.get_origin(hints[name]) is tuple)
     return _Layout(plain, channel_fields, tuple_fields, raw)
 
 

@@ -31,7 +31,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
-
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import (
     Applied,
@@ -110,7 +109,7 @@ def _not_found(kind: str, name: str, vhost: str) -> Refused:
     return _refuse(ReplyCode.NOT_FOUND, f"no {kind} '{name}' in vhost '{vhost}'")
 
 
-def _locked(queue: "Queue") -> Refused:
+def _locked(queue: Queue) -> Refused:
     return _refuse(
         ReplyCode.RESOURCE_LOCKED,
         f"cannot obtain exclusive access to locked queue '{queue.name}' in vhost '{queue.vhost}'. "
@@ -316,9 +315,13 @@ class Broker:
         self.state.last_index = meta.index
         self._effects = []
         channel = getattr(command, "channel", None)
-        if channel is not None and not isinstance(command, c.CloseChannel) and (
-            channel in self.state.failed_channels
-            or channel.connection_ref in self.state.failed_connections
+        if (
+            channel is not None
+            and not isinstance(command, c.CloseChannel)
+            and (
+                channel in self.state.failed_channels
+                or channel.connection_ref in self.state.failed_connections
+            )
         ):
             return Applied(Ignored())
         try:
@@ -383,19 +386,30 @@ class Broker:
 
     def _node_up(self, command: c.NodeUp) -> Reply:
         self.state.incarnations[command.node] = command.incarnation
-        self._release_channels([ref for ref in self.state.channels if ref.node == command.node
-                                and ref.incarnation != command.incarnation])
+        self._release_channels(
+            [
+                ref
+                for ref in self.state.channels
+                if ref.node == command.node and ref.incarnation != command.incarnation
+            ]
+        )
         for vhost in self.state.vhosts.values():
             for queue in list(vhost.queues.values()):
                 owner = queue.exclusive_owner
-                if owner is not None and owner[0] == command.node and owner[1] != command.incarnation:
+                if (
+                    owner is not None
+                    and owner[0] == command.node
+                    and owner[1] != command.incarnation
+                ):
                     self._remove_queue(vhost, queue)
         self.state.failed_channels = {
-            ref for ref in self.state.failed_channels
+            ref
+            for ref in self.state.failed_channels
             if ref.node != command.node or ref.incarnation == command.incarnation
         }
         self.state.failed_connections = {
-            ref for ref in self.state.failed_connections
+            ref
+            for ref in self.state.failed_connections
             if ref[0] != command.node or ref[1] == command.incarnation
         }
         return Ok()
@@ -432,22 +446,35 @@ class Broker:
             return Ok()
         _check_reserved_name("exchange", name)
         vhost.exchanges[name] = Exchange(
-            name, command.type, command.durable, command.auto_delete, command.internal,
+            name,
+            command.type,
+            command.durable,
+            command.auto_delete,
+            command.internal,
             command.arguments,
         )
         return Ok()
 
     @staticmethod
     def _check_exchange_equivalence(existing: Exchange, command: c.DeclareExchange) -> None:
-        _check_properties_equivalence("exchange", existing.name, command.vhost, [
-            ("type", command.type, existing.type),
-            ("durable", command.durable, existing.durable),
-            ("auto_delete", command.auto_delete, existing.auto_delete),
-            ("internal", command.internal, existing.internal),
-        ])
+        _check_properties_equivalence(
+            "exchange",
+            existing.name,
+            command.vhost,
+            [
+                ("type", command.type, existing.type),
+                ("durable", command.durable, existing.durable),
+                ("auto_delete", command.auto_delete, existing.auto_delete),
+                ("internal", command.internal, existing.internal),
+            ],
+        )
         _check_arguments_equivalence(
-            "exchange", existing.name, command.vhost, _EXCHANGE_EQUIVALENCE_ARGUMENTS,
-            command.arguments, existing.arguments,
+            "exchange",
+            existing.name,
+            command.vhost,
+            _EXCHANGE_EQUIVALENCE_ARGUMENTS,
+            command.arguments,
+            existing.arguments,
         )
 
     def _delete_exchange(self, command: c.DeleteExchange) -> Reply:
@@ -485,19 +512,29 @@ class Broker:
                 if binding.destination_kind == kind and binding.destination == name:
                     self._drop_binding(vhost, source, key)
 
-    def _drop_binding(self, vhost: Vhost, source: Exchange, key: tuple[str, str, str, bytes]) -> None:
+    def _drop_binding(
+        self, vhost: Vhost, source: Exchange, key: tuple[str, str, str, bytes]
+    ) -> None:
         binding = source.bindings.pop(key)
         if source.type == "direct":
             same_key = source.by_routing_key[binding.routing_key]
             same_key.remove(binding)
             if not same_key:
                 del source.by_routing_key[binding.routing_key]
-        if source.auto_delete and not source.bindings and vhost.exchanges.get(source.name) is source:
+        if (
+            source.auto_delete
+            and not source.bindings
+            and vhost.exchanges.get(source.name) is source
+        ):
             self._remove_exchange(vhost, source)
 
     def _add_binding(self, source: Exchange, binding: Binding) -> None:
-        key = (binding.destination_kind, binding.destination, binding.routing_key,
-               _arguments_key(binding.arguments))
+        key = (
+            binding.destination_kind,
+            binding.destination,
+            binding.routing_key,
+            _arguments_key(binding.arguments),
+        )
         if key in source.bindings:
             return
         source.bindings[key] = binding
@@ -519,8 +556,12 @@ class Broker:
             raise _default_exchange_refused()
         vhost = self._vhost(command.vhost)
         source = vhost.exchanges.get(command.source)
-        key = ("exchange", command.destination, command.routing_key,
-               _arguments_key(command.arguments))
+        key = (
+            "exchange",
+            command.destination,
+            command.routing_key,
+            _arguments_key(command.arguments),
+        )
         if source is not None and key in source.bindings:
             self._drop_binding(vhost, source, key)
         return Ok()
@@ -543,9 +584,13 @@ class Broker:
             _check_reserved_name("queue", command.queue)
         queue_type = self._check_queue_type(command)
         vhost.queues[command.queue] = Queue(
-            command.vhost, command.queue, command.durable,
+            command.vhost,
+            command.queue,
+            command.durable,
             command.channel.connection_ref if command.exclusive else None,
-            command.auto_delete, command.arguments, queue_type,
+            command.auto_delete,
+            command.arguments,
+            queue_type,
         )
         return QueueDeclared(command.queue, 0, 0)
 
@@ -562,9 +607,11 @@ class Broker:
             )
         if queue_type == "quorum":
             # RabbitMQ docs: quorum queues are always durable, never exclusive or auto-delete.
-            for wrong, name in ((not command.durable, "non-durable"),
-                                (command.exclusive, "exclusive-owner"),
-                                (command.auto_delete, "auto-delete")):
+            for wrong, name in (
+                (not command.durable, "non-durable"),
+                (command.exclusive, "exclusive-owner"),
+                (command.auto_delete, "auto-delete"),
+            ):
                 if wrong:
                     raise _Refusal(
                         _refuse(
@@ -577,10 +624,15 @@ class Broker:
 
     @staticmethod
     def _check_queue_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
-        _check_properties_equivalence("queue", existing.name, command.vhost, [
-            ("durable", command.durable, existing.durable),
-            ("auto_delete", command.auto_delete, existing.auto_delete),
-        ])
+        _check_properties_equivalence(
+            "queue",
+            existing.name,
+            command.vhost,
+            [
+                ("durable", command.durable, existing.durable),
+                ("auto_delete", command.auto_delete, existing.auto_delete),
+            ],
+        )
         if command.exclusive and existing.exclusive_owner is None:
             raise _Refusal(_locked(existing))
         received_arguments = dict(command.arguments)
@@ -589,8 +641,12 @@ class Broker:
         current_arguments = dict(existing.arguments)
         current_arguments.setdefault("x-queue-type", existing.queue_type)
         _check_arguments_equivalence(
-            "queue", existing.name, command.vhost, _QUEUE_EQUIVALENCE_ARGUMENTS,
-            received_arguments, current_arguments,
+            "queue",
+            existing.name,
+            command.vhost,
+            _QUEUE_EQUIVALENCE_ARGUMENTS,
+            received_arguments,
+            current_arguments,
         )
 
     def _bind_queue(self, command: c.BindQueue) -> Reply:
@@ -723,7 +779,10 @@ class Broker:
                 )
             )
         consumer = Consumer(
-            command.channel, command.consumer_tag, command.no_ack, command.exclusive,
+            command.channel,
+            command.consumer_tag,
+            command.no_ack,
+            command.exclusive,
             channel.prefetch_count,
         )
         queue.consumers.append(consumer)
@@ -741,7 +800,8 @@ class Broker:
     def _remove_consumer(self, channel: Channel, consumer_tag: str) -> None:
         queue = channel.consumers.pop(consumer_tag)
         queue.consumers = [
-            consumer for consumer in queue.consumers
+            consumer
+            for consumer in queue.consumers
             if not (consumer.channel == channel.ref and consumer.consumer_tag == consumer_tag)
         ]
         queue.next_consumer = 0
@@ -767,12 +827,18 @@ class Broker:
         delivery_tag = self._hand_out(channel, queue, entry, None, command.no_ack)
         message = entry.message
         return GetOk(
-            delivery_tag, entry.redelivered, message.exchange, message.routing_key,
-            queue.ready_count, message.properties, message.body,
+            delivery_tag,
+            entry.redelivered,
+            message.exchange,
+            message.routing_key,
+            queue.ready_count,
+            message.properties,
+            message.body,
         )
 
-    def _hand_out(self, channel: Channel, queue: Queue, entry: Entry,
-                  consumer: Consumer | None, no_ack: bool) -> int:
+    def _hand_out(
+        self, channel: Channel, queue: Queue, entry: Entry, consumer: Consumer | None, no_ack: bool
+    ) -> int:
         delivery_tag = channel.next_delivery_tag
         channel.next_delivery_tag += 1
         if not no_ack:
@@ -788,8 +854,9 @@ class Broker:
         if consumer.prefetch_count and consumer.unacked_count >= consumer.prefetch_count:
             return False
         channel = self.state.channels[consumer.channel]
-        return not (channel.global_prefetch_count
-                    and len(channel.unacked) >= channel.global_prefetch_count)
+        return not (
+            channel.global_prefetch_count and len(channel.unacked) >= channel.global_prefetch_count
+        )
 
     def _dispatch(self, queue: Queue) -> None:
         """Round-robin the ready messages over the consumers that have credit."""
@@ -808,8 +875,14 @@ class Broker:
             message = entry.message
             self._effects.append(
                 Deliver(
-                    consumer.channel, consumer.consumer_tag, delivery_tag, entry.redelivered,
-                    message.exchange, message.routing_key, message.properties, message.body,
+                    consumer.channel,
+                    consumer.consumer_tag,
+                    delivery_tag,
+                    entry.redelivered,
+                    message.exchange,
+                    message.routing_key,
+                    message.properties,
+                    message.body,
                 )
             )
 
@@ -819,7 +892,9 @@ class Broker:
         channel = self.state.channels.get(command.channel)
         unacked = channel.unacked if channel is not None else {}
         if command.multiple:
-            tags = [tag for tag in unacked if command.delivery_tag == 0 or tag <= command.delivery_tag]
+            tags = [
+                tag for tag in unacked if command.delivery_tag == 0 or tag <= command.delivery_tag
+            ]
             if not tags and command.delivery_tag not in unacked and command.delivery_tag != 0:
                 raise _Refusal(self._unknown_tag(command.delivery_tag))
         elif command.delivery_tag in unacked:
@@ -894,13 +969,15 @@ class Broker:
         one channel's messages before the next dying channel's consumers are gone would hand
         them to a dead consumer and count a delivery that never happened.
         """
-        channels = [channel for ref in refs
-                    if (channel := self.state.channels.pop(ref, None)) is not None]
+        channels = [
+            channel for ref in refs if (channel := self.state.channels.pop(ref, None)) is not None
+        ]
         for channel in channels:
             for consumer_tag in list(channel.consumers):
                 self._remove_consumer(channel, consumer_tag)
-        self._redispatch([unacked for channel in channels
-                          for unacked in self._give_back_unacked(channel)])
+        self._redispatch(
+            [unacked for channel in channels for unacked in self._give_back_unacked(channel)]
+        )
 
     def _session_closed(self, command: c.SessionClosed) -> Reply:
         connection = (command.node, command.incarnation, command.connection)
@@ -909,10 +986,12 @@ class Broker:
             ref for ref in self.state.failed_channels if ref.connection_ref != connection
         }
         self._release_channels(
-            [ref for ref in self.state.channels if ref.connection_ref == connection])
+            [ref for ref in self.state.channels if ref.connection_ref == connection]
+        )
         for vhost in self.state.vhosts.values():
-            for queue in [queue for queue in vhost.queues.values()
-                          if queue.exclusive_owner == connection]:
+            for queue in [
+                queue for queue in vhost.queues.values() if queue.exclusive_owner == connection
+            ]:
                 self._remove_queue(vhost, queue)
         return Ok()
 
@@ -923,14 +1002,21 @@ def _matching_bindings(exchange: Exchange, command: c.Publish) -> typing.Iterabl
     if exchange.type == "fanout":
         return exchange.bindings.values()
     if exchange.type == "topic":
-        return [binding for binding in exchange.bindings.values()
-                if topic_matches(binding.routing_key, command.routing_key)]
-    return [binding for binding in exchange.bindings.values()
-            if headers_match(binding.arguments, command.headers)]
+        return [
+            binding
+            for binding in exchange.bindings.values()
+            if topic_matches(binding.routing_key, command.routing_key)
+        ]
+    return [
+        binding
+        for binding in exchange.bindings.values()
+        if headers_match(binding.arguments, command.headers)
+    ]
 
 
-def _check_properties_equivalence(kind: str, name: str, vhost: str,
-                                  received_current: list[tuple[str, object, object]]) -> None:
+def _check_properties_equivalence(
+    kind: str, name: str, vhost: str, received_current: list[tuple[str, object, object]]
+) -> None:
     for property_name, received, current in received_current:
         if received != current:
             raise _Refusal(
@@ -946,12 +1032,20 @@ def _check_reserved_name(kind: str, name: str) -> None:
     """AMQP 0-9-1: names starting with "amq." are the server's; clients may not create them."""
     if name.startswith("amq."):
         raise _Refusal(
-            _refuse(ReplyCode.ACCESS_REFUSED, f"{kind} name '{name}' contains reserved prefix 'amq.*'")
+            _refuse(
+                ReplyCode.ACCESS_REFUSED, f"{kind} name '{name}' contains reserved prefix 'amq.*'"
+            )
         )
 
 
-def _check_arguments_equivalence(kind: str, name: str, vhost: str, compared: tuple[str, ...],
-                                 received: c.Arguments, current: c.Arguments) -> None:
+def _check_arguments_equivalence(
+    kind: str,
+    name: str,
+    vhost: str,
+    compared: tuple[str, ...],
+    received: c.Arguments,
+    current: c.Arguments,
+) -> None:
     for argument in compared:
         if received.get(argument) != current.get(argument):
             raise _Refusal(

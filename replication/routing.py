@@ -37,7 +37,9 @@ def topic_matches(binding_key: str, routing_key: str) -> bool:
     return positions[len(words)]
 
 
-def headers_match(binding_arguments: dict[str, typing.Any], headers: dict[str, typing.Any] | None) -> bool:
+def headers_match(
+    binding_arguments: dict[str, typing.Any], headers: dict[str, typing.Any] | None
+) -> bool:
     """x-match all (default) / any, and all-with-x / any-with-x that also compare x- keys.
 
     A binding value of None (AMQP void) only asks for the header to be present.

@@ -8,8 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("amqp", "cluster", "replication")
 # who may import whom inside warrenmq
-ALLOWED = {"amqp": {"amqp"}, "replication": {"replication"},
-           "cluster": {"cluster", "amqp", "replication"}}
+ALLOWED = {
+    "amqp": {"amqp"},
+    "replication": {"replication"},
+    "cluster": {"cluster", "amqp", "replication"},
+}
 # third-party and standard modules a package must never touch
 FORBIDDEN = {
     "amqp": {"pysyncobj"},
@@ -55,6 +58,9 @@ def test_the_packages_install_under_warrenmq() -> None:
     import warrenmq.cluster.node
     import warrenmq.replication.machine
 
-    for module, folder in ((warrenmq.amqp.connection, "amqp"), (warrenmq.cluster.node, "cluster"),
-                           (warrenmq.replication.machine, "replication")):
+    for module, folder in (
+        (warrenmq.amqp.connection, "amqp"),
+        (warrenmq.cluster.node, "cluster"),
+        (warrenmq.replication.machine, "replication"),
+    ):
         assert Path(module.__file__).resolve().parent == ROOT / folder

@@ -7,7 +7,6 @@ import struct
 import pytest
 from pamqp import body as content_body
 from pamqp import commands, frame, header
-
 from warrenmq.amqp.codec import encode_content, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (
@@ -47,9 +46,11 @@ def handshake(connection: Connection, frame_max: int = 131072) -> list:
     events = connection.receive_data(PROTOCOL_HEADER)
     events += connection.receive_data(
         client_frame(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
-        + client_frame(0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max,
-                                                     heartbeat=0))
-        + client_frame(0, commands.Connection.Open(virtual_host="/")))
+        + client_frame(
+            0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max, heartbeat=0)
+        )
+        + client_frame(0, commands.Connection.Open(virtual_host="/"))
+    )
     return events
 
 
@@ -85,8 +86,11 @@ def test_start_offers_rabbitmq_mechanisms_and_tune_values() -> None:
 def test_negotiated_limits_come_from_tune_ok() -> None:
     connection = Connection(Settings(), Gate())
     handshake(connection, frame_max=8192)
-    assert (connection.channel_max, connection.frame_max_bytes, connection.heartbeat_s) == \
-        (100, 8192, 0)
+    assert (connection.channel_max, connection.frame_max_bytes, connection.heartbeat_s) == (
+        100,
+        8192,
+        0,
+    )
 
 
 def test_wrong_header_is_answered_with_ours_and_closed() -> None:
@@ -98,7 +102,9 @@ def test_wrong_header_is_answered_with_ours_and_closed() -> None:
     assert connection.receive_data(b"more") == []
 
 
-def test_an_illegal_transition_raises_and_leaves_the_state_unchanged(connection: Connection) -> None:
+def test_an_illegal_transition_raises_and_leaves_the_state_unchanged(
+    connection: Connection,
+) -> None:
     with pytest.raises(RuntimeError, match="cannot go from open to awaiting connection.tune-ok"):
         connection._move(ConnectionState.AWAITING_TUNE_OK)
     assert connection.state is ConnectionState.OPEN
@@ -108,8 +114,9 @@ def test_bad_password_closes_with_403_and_the_start_ok_ids() -> None:
     connection = Connection(Settings(), Gate())
     connection.receive_data(PROTOCOL_HEADER)
     connection.data_to_send()
-    connection.receive_data(client_frame(0, commands.Connection.StartOk(
-        mechanism="PLAIN", response="\0guest\0bad")))
+    connection.receive_data(
+        client_frame(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0bad"))
+    )
     ((_, close),) = frames_out(connection)
     assert (close.reply_code, close.class_id, close.method_id) == (403, 10, 11)
     assert connection.state is ConnectionState.CLOSING
@@ -126,10 +133,10 @@ def test_content_arriving_one_byte_at_a_time(with_channel: Connection) -> None:
     data = client_frame(1, commands.Basic.Publish(exchange="x", routing_key="rk"))
     data += client_frame(1, header.ContentHeader(0, len(body), properties))
     for start in range(0, len(body), 4088):
-        data += client_frame(1, content_body.ContentBody(body[start:start + 4088]))
+        data += client_frame(1, content_body.ContentBody(body[start : start + 4088]))
     events = []
     for index in range(len(data)):
-        events += connection.receive_data(data[index:index + 1])
+        events += connection.receive_data(data[index : index + 1])
     (event,) = [event for event in events if isinstance(event, ContentReceived)]
     assert event.body == body and event.headers == {"k": "v"}
     assert event.method.exchange == "x" and event.method.routing_key == "rk"
@@ -139,21 +146,28 @@ def test_content_arriving_one_byte_at_a_time(with_channel: Connection) -> None:
 def test_methods_pass_up_in_order(with_channel: Connection) -> None:
     events = with_channel.receive_data(
         client_frame(1, commands.Queue.Declare(queue="a"))
-        + client_frame(1, commands.Basic.Qos(prefetch_count=5)))
-    assert [type(event.method) for event in events if isinstance(event, MethodReceived)] == \
-        [commands.Queue.Declare, commands.Basic.Qos]
+        + client_frame(1, commands.Basic.Qos(prefetch_count=5))
+    )
+    assert [type(event.method) for event in events if isinstance(event, MethodReceived)] == [
+        commands.Queue.Declare,
+        commands.Basic.Qos,
+    ]
 
 
 def test_client_channel_close(with_channel: Connection) -> None:
-    events = with_channel.receive_data(client_frame(1, commands.Channel.Close(
-        reply_code=200, reply_text="", class_id=0, method_id=0)))
+    events = with_channel.receive_data(
+        client_frame(
+            1, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0)
+        )
+    )
     assert events == [ChannelClosed(1)]
     assert [type(value) for _, value in frames_out(with_channel)] == [commands.Channel.CloseOk]
 
 
 def test_a_closed_channel_ignores_everything_until_close_ok(with_channel: Connection) -> None:
-    with_channel.close_channel(1, ReplyCode.NOT_FOUND, "no queue 'q' in vhost '/'",
-                               commands.Queue.Declare(queue="q"))
+    with_channel.close_channel(
+        1, ReplyCode.NOT_FOUND, "no queue 'q' in vhost '/'", commands.Queue.Declare(queue="q")
+    )
     ((_, close),) = frames_out(with_channel)
     assert close.reply_text == "NOT_FOUND - no queue 'q' in vhost '/'"
     assert (close.class_id, close.method_id) == (50, 10)
@@ -171,27 +185,48 @@ def test_oversize_frame_is_refused_before_its_payload_is_buffered(with_channel: 
 
 
 def test_encode_method_accepts_any_utf8_name() -> None:
-    data = encode_method(3, unchecked(commands.Queue.DeclareOk, queue="queue é ✓",
-                                      message_count=2, consumer_count=1))
+    data = encode_method(
+        3, unchecked(commands.Queue.DeclareOk, queue="queue é ✓", message_count=2, consumer_count=1)
+    )
     _, channel, value = frame.unmarshal(data)
-    assert (channel, value.queue, value.message_count, value.consumer_count) == \
-        (3, "queue é ✓", 2, 1)
+    assert (channel, value.queue, value.message_count, value.consumer_count) == (
+        3,
+        "queue é ✓",
+        2,
+        1,
+    )
 
 
 def test_encode_method_packs_bits_as_pamqp_reads_them() -> None:
-    method = commands.Queue.Declare(queue="q", passive=False, durable=True, exclusive=False,
-                                    auto_delete=True, nowait=True, arguments={"x": 1})
+    method = commands.Queue.Declare(
+        queue="q",
+        passive=False,
+        durable=True,
+        exclusive=False,
+        auto_delete=True,
+        nowait=True,
+        arguments={"x": 1},
+    )
     assert encode_method(1, method) == frame.marshal(method, 1)
 
 
 def test_encode_content_splits_the_body_by_frame_max() -> None:
-    data = encode_content(1, commands.Basic.Deliver(consumer_tag="t", delivery_tag=1,
-                                                    exchange="", routing_key="q"),
-                          b"\x00\x00", b"x" * 10_000, 4096)
+    data = encode_content(
+        1,
+        commands.Basic.Deliver(consumer_tag="t", delivery_tag=1, exchange="", routing_key="q"),
+        b"\x00\x00",
+        b"x" * 10_000,
+        4096,
+    )
     kinds = []
     while data:
         consumed, _, value = frame.unmarshal(data)
         kinds.append((type(value).__name__, len(value.value) if hasattr(value, "value") else 0))
         data = data[consumed:]
-    assert kinds == [("Deliver", 0), ("ContentHeader", 0), ("ContentBody", 4088),
-                     ("ContentBody", 4088), ("ContentBody", 1824)]
+    assert kinds == [
+        ("Deliver", 0),
+        ("ContentHeader", 0),
+        ("ContentBody", 4088),
+        ("ContentBody", 4088),
+        ("ContentBody", 1824),
+    ]

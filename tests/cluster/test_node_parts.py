@@ -8,7 +8,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from warrenmq.cluster.config import load_config
 from warrenmq.cluster.passwords import hash_password, verify_password
 from warrenmq.cluster.plain import plain_table
@@ -19,13 +18,21 @@ from warrenmq.replication.machine import Broker, Meta
 
 def test_config_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
     config_file = tmp_path / "node.toml"
-    config_file.write_text('node_id = "from-file"\namqp_port = 5800\nheartbeat_s = 30\n'
-                           'loopback_users = ["guest", "ops"]\n')
-    config = load_config(config_file, {"amqp_port": 5900, "host": None},
-                         environment={"WARREN_NODE_ID": "from-env",
-                                      "WARREN_DEFAULT_USER": "admin"})
-    assert (config.node_id, config.amqp_port, config.heartbeat_s, config.default_user) == \
-        ("from-env", 5900, 30, "admin")
+    config_file.write_text(
+        'node_id = "from-file"\namqp_port = 5800\nheartbeat_s = 30\n'
+        'loopback_users = ["guest", "ops"]\n'
+    )
+    config = load_config(
+        config_file,
+        {"amqp_port": 5900, "host": None},
+        environment={"WARREN_NODE_ID": "from-env", "WARREN_DEFAULT_USER": "admin"},
+    )
+    assert (config.node_id, config.amqp_port, config.heartbeat_s, config.default_user) == (
+        "from-env",
+        5900,
+        30,
+        "admin",
+    )
     assert config.loopback_users == ("guest", "ops")
     assert config.host == "127.0.0.1"
     assert config.node_data_dir == Path("warren-data") / "from-env"
@@ -46,28 +53,44 @@ def test_password_hashes_are_salted_and_verify() -> None:
 
 
 def test_plain_values_keep_what_routing_compares() -> None:
-    table = {"d": decimal.Decimal("1.50"), "t": datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
-             "b": b"\xff", "nested": {"l": [1, (2, 3)], "n": None}}
-    assert plain_table(table) == {"d": "1.50", "t": 1577836800, "b": "\xff",
-                                  "nested": {"l": [1, [2, 3]], "n": None}}
+    table = {
+        "d": decimal.Decimal("1.50"),
+        "t": datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+        "b": b"\xff",
+        "nested": {"l": [1, (2, 3)], "n": None},
+    }
+    assert plain_table(table) == {
+        "d": "1.50",
+        "t": 1577836800,
+        "b": "\xff",
+        "nested": {"l": [1, [2, 3]], "n": None},
+    }
 
 
 def session_from(peer: str) -> Session:
     broker = Broker()
     broker.apply(Meta(1), c.AddVhost(vhost="/"))
     for index, user in enumerate(("guest", "app"), start=2):
-        broker.apply(Meta(index), c.AddUser(user=user, password_hash=hash_password(user),
-                                            tags=()))
-    node = types.SimpleNamespace(config=load_config(environment={}), broker=broker,
-                                 next_connection_serial=lambda: 1)
+        broker.apply(Meta(index), c.AddUser(user=user, password_hash=hash_password(user), tags=()))
+    node = types.SimpleNamespace(
+        config=load_config(environment={}), broker=broker, next_connection_serial=lambda: 1
+    )
     protocol = types.SimpleNamespace(peer=(peer, 40000))
     return Session(node, protocol)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("peer", "guest_allowed"), [
-    ("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("::ffff:127.0.0.1", True),
-    ("10.1.2.3", False), ("192.0.2.7", False), ("2001:db8::1", False),
-])
+@pytest.mark.parametrize(
+    ("peer", "guest_allowed"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("10.1.2.3", False),
+        ("192.0.2.7", False),
+        ("2001:db8::1", False),
+    ],
+)
 def test_guest_may_only_log_in_over_loopback(peer: str, guest_allowed: bool) -> None:
     session = session_from(peer)
     assert session.authenticate("guest", "guest") is guest_allowed

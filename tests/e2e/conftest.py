@@ -66,9 +66,20 @@ def start_node(directory: Path, port: int | None = None, *extra: str) -> Running
     log_file = open(directory / "node.log", "ab")
     # cwd is the node's own folder, so the repository's amqp/ folder can never shadow anything.
     process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq.cluster.cli", "node", "--port", str(port),
-         "--data-dir", str(directory / "data"), *extra],
-        cwd=directory, stdout=log_file, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "warrenmq.cluster.cli",
+            "node",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(directory / "data"),
+            *extra,
+        ],
+        cwd=directory,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     log_file.close()
     try:

@@ -79,17 +79,32 @@ class RawClient:
         """Send the header and start-ok; return the server's reply (tune or close)."""
         self.send(PROTOCOL_HEADER)
         self.expect(commands.Connection.Start, 0)
-        self.send_frame(0, commands.Connection.StartOk(
-            client_properties={"capabilities": {"consumer_cancel_notify": True}},
-            mechanism=mechanism, response=response.decode(), locale="en_US"))
+        self.send_frame(
+            0,
+            commands.Connection.StartOk(
+                client_properties={"capabilities": {"consumer_cancel_notify": True}},
+                mechanism=mechanism,
+                response=response.decode(),
+                locale="en_US",
+            ),
+        )
         return self.read_frame()[1]
 
-    def open(self, vhost: str = "/", heartbeat_s: int = 0, frame_max: int = 131072,
-             channel_max: int = 2047):
+    def open(
+        self,
+        vhost: str = "/",
+        heartbeat_s: int = 0,
+        frame_max: int = 131072,
+        channel_max: int = 2047,
+    ):
         tune = self.start()
         assert isinstance(tune, commands.Connection.Tune), tune
-        self.send_frame(0, commands.Connection.TuneOk(channel_max=channel_max,
-                                                      frame_max=frame_max, heartbeat=heartbeat_s))
+        self.send_frame(
+            0,
+            commands.Connection.TuneOk(
+                channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat_s
+            ),
+        )
         self.send_frame(0, commands.Connection.Open(virtual_host=vhost))
         return self.read_frame()[1]
 
@@ -98,8 +113,9 @@ class RawClient:
         self.expect(commands.Channel.OpenOk, channel)
 
     def publish(self, channel: int, exchange: str, routing_key: str, body: bytes, **flags) -> None:
-        self.send_frame(channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key,
-                                                        **flags))
+        self.send_frame(
+            channel, commands.Basic.Publish(exchange=exchange, routing_key=routing_key, **flags)
+        )
         self.send_frame(channel, header.ContentHeader(0, len(body), commands.Basic.Properties()))
         if body:
             self.send_frame(channel, content_body.ContentBody(body))

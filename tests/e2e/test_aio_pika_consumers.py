@@ -59,12 +59,14 @@ async def test_round_robin_between_consumers_on_two_connections(node: RunningNod
     await consume(second, "second")
     publisher = await first.channel(publisher_confirms=True)
     for number in range(20):
-        await publisher.default_exchange.publish(aio_pika.Message(str(number).encode()),
-                                                 routing_key=queue_name)
+        await publisher.default_exchange.publish(
+            aio_pika.Message(str(number).encode()), routing_key=queue_name
+        )
     await asyncio.wait_for(done.wait(), WAIT_S)
     assert len(received["first"]) == len(received["second"]) == 10
-    assert sorted(received["first"] + received["second"], key=int) == \
-        [str(number).encode() for number in range(20)]
+    assert sorted(received["first"] + received["second"], key=int) == [
+        str(number).encode() for number in range(20)
+    ]
     await first.close()
     await second.close()
 
@@ -74,8 +76,9 @@ async def test_prefetch_limits_unacked_deliveries(connection) -> None:
     await channel.set_qos(prefetch_count=3)
     queue = await channel.declare_queue(exclusive=True)
     for number in range(10):
-        await channel.default_exchange.publish(aio_pika.Message(str(number).encode()),
-                                               routing_key=queue.name)
+        await channel.default_exchange.publish(
+            aio_pika.Message(str(number).encode()), routing_key=queue.name
+        )
     held: asyncio.Queue = asyncio.Queue()
     await queue.consume(held.put)
     first_three = await collect(held, 3)
@@ -94,8 +97,9 @@ async def test_global_prefetch_caps_the_whole_channel(connection) -> None:
     for _ in range(2):
         queue = await channel.declare_queue(exclusive=True)
         for number in range(3):
-            await channel.default_exchange.publish(aio_pika.Message(str(number).encode()),
-                                                   routing_key=queue.name)
+            await channel.default_exchange.publish(
+                aio_pika.Message(str(number).encode()), routing_key=queue.name
+            )
         await queue.consume(held.put)
     first_two = await collect(held, 2)
     await asyncio.sleep(0.3)  # give the broker every chance to break the limit
@@ -114,16 +118,20 @@ async def test_nack_requeue_keeps_position_and_marks_redelivered(connection) -> 
     await second.nack(requeue=True)
     await first.reject(requeue=True)
     again = [await queue.get(no_ack=True) for _ in range(3)]
-    assert [(message.body, message.redelivered) for message in again] == \
-        [(b"a", True), (b"b", True), (b"c", False)]
+    assert [(message.body, message.redelivered) for message in again] == [
+        (b"a", True),
+        (b"b", True),
+        (b"c", False),
+    ]
 
 
 async def test_nack_without_requeue_drops_and_multiple_settles_many(connection) -> None:
     channel = await connection.channel()
     queue = await channel.declare_queue(exclusive=True)
     for number in range(5):
-        await channel.default_exchange.publish(aio_pika.Message(str(number).encode()),
-                                               routing_key=queue.name)
+        await channel.default_exchange.publish(
+            aio_pika.Message(str(number).encode()), routing_key=queue.name
+        )
     messages = [await queue.get() for _ in range(5)]
     await messages[2].nack(requeue=False, multiple=True)  # drops 0, 1, 2
     await messages[4].ack(multiple=True)  # acks 3, 4
@@ -230,9 +238,14 @@ async def test_server_named_queue(connection) -> None:
 async def test_headers_with_floats_decimals_and_timestamps_round_trip(connection) -> None:
     channel = await connection.channel()
     queue = await channel.declare_queue(exclusive=True)
-    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
-    headers = {"float": 2.5, "decimal": decimal.Decimal("12.345"), "when": when,
-               "list": [1, 2.5, "x", [True]], "table": {"a": {"b": None}}}
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    headers = {
+        "float": 2.5,
+        "decimal": decimal.Decimal("12.345"),
+        "when": when,
+        "list": [1, 2.5, "x", [True]],
+        "table": {"a": {"b": None}},
+    }
     await channel.default_exchange.publish(
         aio_pika.Message(b"", headers=headers, timestamp=when), routing_key=queue.name
     )
@@ -240,7 +253,7 @@ async def test_headers_with_floats_decimals_and_timestamps_round_trip(connection
     assert message.body == b""
     assert message.headers["float"] == 2.5
     assert message.headers["decimal"] == decimal.Decimal("12.345")
-    assert message.headers["when"].replace(tzinfo=datetime.timezone.utc) == when
+    assert message.headers["when"].replace(tzinfo=datetime.UTC) == when
     assert message.headers["list"] == [1, 2.5, "x", [True]]
     assert message.headers["table"] == {"a": {"b": None}}
 
@@ -249,11 +262,14 @@ async def test_many_confirmed_publishes_all_arrive_once(connection) -> None:
     channel = await connection.channel(publisher_confirms=True)
     queue = await channel.declare_queue(exclusive=True)
     count = 2000
-    await asyncio.gather(*(
-        channel.default_exchange.publish(aio_pika.Message(str(number).encode()),
-                                         routing_key=queue.name)
-        for number in range(count)
-    ))
+    await asyncio.gather(
+        *(
+            channel.default_exchange.publish(
+                aio_pika.Message(str(number).encode()), routing_key=queue.name
+            )
+            for number in range(count)
+        )
+    )
     received: asyncio.Queue = asyncio.Queue()
     await queue.consume(received.put, no_ack=True)
     bodies = [message.body for message in await collect(received, count)]

@@ -17,7 +17,8 @@ def test_configured_default_user_replaces_guest(tmp_path: Path) -> None:
         with pytest.raises(pika.exceptions.ProbableAuthenticationError):
             pika.BlockingConnection(pika.URLParameters(node.url))
         connection = pika.BlockingConnection(
-            pika.URLParameters(f"amqp://admin:s3cret@127.0.0.1:{node.port}/"))
+            pika.URLParameters(f"amqp://admin:s3cret@127.0.0.1:{node.port}/")
+        )
         assert connection.channel().queue_declare("", exclusive=True).method.queue
         connection.close()
     finally:
@@ -32,8 +33,12 @@ def test_every_confirmed_message_survives_sigkill(tmp_path: Path) -> None:
     channel.queue_declare("orders", durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_declare("scratch", exclusive=True)
     for number in range(500):
-        channel.basic_publish("", "orders", f"order-{number}".encode(),
-                              pika.BasicProperties(delivery_mode=2, message_id=str(number)))
+        channel.basic_publish(
+            "",
+            "orders",
+            f"order-{number}".encode(),
+            pika.BasicProperties(delivery_mode=2, message_id=str(number)),
+        )
     channel.basic_qos(prefetch_count=3)
     held = []
     channel.basic_consume("orders", lambda ch, method, props, body: held.append(body))

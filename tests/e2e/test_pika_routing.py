@@ -83,7 +83,9 @@ def test_fanout_exchange_ignores_routing_key(channel) -> None:
         ("", [""], ["a"]),
     ],
 )
-def test_topic_exchange(channel, binding_key: str, routed: list[str], not_routed: list[str]) -> None:
+def test_topic_exchange(
+    channel, binding_key: str, routed: list[str], not_routed: list[str]
+) -> None:
     exchange = unique("topic")
     channel.exchange_declare(exchange, "topic")
     (queue,) = declare_bound(channel, exchange, [(binding_key, None)])
@@ -95,11 +97,15 @@ def test_topic_exchange(channel, binding_key: str, routed: list[str], not_routed
 def test_headers_exchange_all_and_any(channel) -> None:
     exchange = unique("headers")
     channel.exchange_declare(exchange, "headers")
-    all_queue, any_queue, present_queue = declare_bound(channel, exchange, [
-        ("", {"x-match": "all", "format": "pdf", "type": "report"}),
-        ("", {"x-match": "any", "format": "pdf", "type": "report"}),
-        ("", {"format": None}),
-    ])
+    all_queue, any_queue, present_queue = declare_bound(
+        channel,
+        exchange,
+        [
+            ("", {"x-match": "all", "format": "pdf", "type": "report"}),
+            ("", {"x-match": "any", "format": "pdf", "type": "report"}),
+            ("", {"format": None}),
+        ],
+    )
     cases = {
         b"both": {"format": "pdf", "type": "report"},
         b"format-only": {"format": "pdf"},
@@ -116,10 +122,14 @@ def test_headers_exchange_all_and_any(channel) -> None:
 def test_headers_exchange_with_x_variants(channel) -> None:
     exchange = unique("headers")
     channel.exchange_declare(exchange, "headers")
-    plain_all, with_x = declare_bound(channel, exchange, [
-        ("", {"x-match": "all", "x-tenant": "blue"}),
-        ("", {"x-match": "all-with-x", "x-tenant": "blue"}),
-    ])
+    plain_all, with_x = declare_bound(
+        channel,
+        exchange,
+        [
+            ("", {"x-match": "all", "x-tenant": "blue"}),
+            ("", {"x-match": "all-with-x", "x-tenant": "blue"}),
+        ],
+    )
     channel.basic_publish(exchange, "", b"red", pika.BasicProperties(headers={"x-tenant": "red"}))
     channel.basic_publish(exchange, "", b"blue", pika.BasicProperties(headers={"x-tenant": "blue"}))
     assert drain(channel, plain_all) == [b"red", b"blue"]  # x- keys are not compared
@@ -190,7 +200,7 @@ def test_basic_get_reports_remaining_count_and_redelivery(channel) -> None:
     method, _, body = channel.basic_get(queue)
     assert (body, method.redelivered) == (b"1", True)  # back in its place, at the head
     channel.basic_ack(method.delivery_tag)
-    assert channel.basic_get(queue) [2] == b"2"
+    assert channel.basic_get(queue)[2] == b"2"
     assert channel.basic_get(queue, auto_ack=True)[2] == b"3"
     assert channel.basic_get(queue) == (None, None, None)
 
@@ -199,28 +209,55 @@ def test_properties_and_headers_round_trip(channel) -> None:
     queue = channel.queue_declare(unique("q"), exclusive=True).method.queue
     stamp = 1_700_000_000
     properties = pika.BasicProperties(
-        content_type="application/json", content_encoding="gzip", delivery_mode=2, priority=5,
-        correlation_id="corr", reply_to="replies", expiration="60000", message_id="id-1",
-        timestamp=stamp, type="kind", user_id="guest", app_id="tests",
+        content_type="application/json",
+        content_encoding="gzip",
+        delivery_mode=2,
+        priority=5,
+        correlation_id="corr",
+        reply_to="replies",
+        expiration="60000",
+        message_id="id-1",
+        timestamp=stamp,
+        type="kind",
+        user_id="guest",
+        app_id="tests",
         headers={
-            "string": "text", "int": 42, "negative": -7, "big": 2**40,
-            "bool": True, "none": None, "decimal": decimal.Decimal("3.14"),
-            "time": datetime.datetime.fromtimestamp(stamp, tz=datetime.timezone.utc),
-            "array": [1, "two", [3, {"four": 4}]], "table": {"nested": {"deep": "value"}},
+            "string": "text",
+            "int": 42,
+            "negative": -7,
+            "big": 2**40,
+            "bool": True,
+            "none": None,
+            "decimal": decimal.Decimal("3.14"),
+            "time": datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC),
+            "array": [1, "two", [3, {"four": 4}]],
+            "table": {"nested": {"deep": "value"}},
             "bytes": b"\x00\x01\xff",
         },
     )
     channel.basic_publish("", queue, b"payload", properties)
     _, received, body = channel.basic_get(queue, auto_ack=True)
     assert body == b"payload"
-    for name in ("content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-                 "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id"):
+    for name in (
+        "content_type",
+        "content_encoding",
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+    ):
         assert getattr(received, name) == getattr(properties, name), name
     headers = received.headers
     assert headers["string"] == "text" and headers["int"] == 42 and headers["negative"] == -7
     assert headers["big"] == 2**40 and headers["bool"] is True
     assert headers["none"] is None and headers["decimal"] == decimal.Decimal("3.14")
-    assert headers["time"] == datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.timezone.utc)
+    assert headers["time"] == datetime.datetime(2023, 11, 14, 22, 13, 20, tzinfo=datetime.UTC)
     assert headers["array"] == [1, "two", [3, {"four": 4}]]
     assert headers["table"] == {"nested": {"deep": "value"}}
     assert headers["bytes"] == b"\x00\x01\xff"
@@ -244,8 +281,9 @@ def test_names_beyond_ascii_work_everywhere(channel) -> None:
     method, _, body = channel.basic_get(queue, auto_ack=True)
     assert (method.exchange, method.routing_key, body) == (exchange, "clé", b"m")
     returned = []
-    channel.add_on_return_callback(lambda _channel, method, _props, body:
-                                   returned.append((method.exchange, body)))
+    channel.add_on_return_callback(
+        lambda _channel, method, _props, body: returned.append((method.exchange, body))
+    )
     channel.basic_publish(exchange, "nowhere", b"back", mandatory=True)
     channel.connection.process_data_events(time_limit=1)
     assert returned == [(exchange, b"back")]

@@ -33,8 +33,9 @@ def opened(raw: RawClient) -> RawClient:
     return raw
 
 
-def assert_connection_closed(client: RawClient, reply_code: int, class_id: int = 0,
-                             method_id: int = 0) -> commands.Connection.Close:
+def assert_connection_closed(
+    client: RawClient, reply_code: int, class_id: int = 0, method_id: int = 0
+) -> commands.Connection.Close:
     close = client.expect(commands.Connection.Close, 0)
     assert close.reply_code == reply_code, close.reply_text
     assert (close.class_id, close.method_id) == (class_id, method_id)
@@ -43,8 +44,9 @@ def assert_connection_closed(client: RawClient, reply_code: int, class_id: int =
     return close
 
 
-def assert_channel_closed(client: RawClient, channel: int, reply_code: int,
-                          class_id: int, method_id: int) -> commands.Channel.Close:
+def assert_channel_closed(
+    client: RawClient, channel: int, reply_code: int, class_id: int, method_id: int
+) -> commands.Channel.Close:
     close = client.expect(commands.Channel.Close, channel)
     assert close.reply_code == reply_code, close.reply_text
     assert (close.class_id, close.method_id) == (class_id, method_id)
@@ -212,8 +214,9 @@ def test_silent_peer_is_dropped_after_two_heartbeats(raw: RawClient) -> None:
 
 def test_handshake_then_close_from_client(raw: RawClient) -> None:
     assert isinstance(raw.open(), commands.Connection.OpenOk)
-    raw.send_frame(0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0,
-                                                    method_id=0))
+    raw.send_frame(
+        0, commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+    )
     raw.expect(commands.Connection.CloseOk, 0)
     assert raw.closed_by_peer(5.0)
 
@@ -274,8 +277,7 @@ def test_redeclare_with_other_arguments_is_406(pika_channel) -> None:
     connection, channel = pika_channel
     queue = unique("q")
     channel.queue_declare(queue, arguments={"x-max-length": 10})
-    code, text = channel_error(
-        lambda: channel.queue_declare(queue, arguments={"x-max-length": 20}))
+    code, text = channel_error(lambda: channel.queue_declare(queue, arguments={"x-max-length": 20}))
     assert code == 406 and "inequivalent arg 'x-max-length'" in text
     channel = connection.channel()
     code, _ = channel_error(lambda: channel.queue_declare(queue, durable=True))
@@ -291,8 +293,10 @@ def test_redeclare_exchange_with_other_type_is_406(pika_channel) -> None:
     channel.exchange_declare(exchange, "direct")
     code, text = channel_error(lambda: channel.exchange_declare(exchange, "fanout"))
     assert code == 406
-    assert text == (f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{exchange}' in "
-                    "vhost '/': received 'fanout' but current is 'direct'")
+    assert text == (
+        f"PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{exchange}' in "
+        "vhost '/': received 'fanout' but current is 'direct'"
+    )
 
 
 def test_ack_of_unknown_delivery_tag_is_406(pika_channel) -> None:
@@ -333,8 +337,10 @@ def test_publish_to_internal_exchange_is_403(pika_channel) -> None:
 def test_reserved_amq_prefix_is_403(pika_channel) -> None:
     connection, channel = pika_channel
     code, text = channel_error(lambda: channel.queue_declare("amq.mine"))
-    assert (code, text) == (403, "ACCESS_REFUSED - queue name 'amq.mine' contains reserved "
-                                 "prefix 'amq.*'")
+    assert (code, text) == (
+        403,
+        "ACCESS_REFUSED - queue name 'amq.mine' contains reserved prefix 'amq.*'",
+    )
     channel = connection.channel()
     code, _ = channel_error(lambda: channel.exchange_declare("amq.mine", "direct"))
     assert code == 403
@@ -386,8 +392,11 @@ def test_exchange_delete_if_unused_is_406(pika_channel) -> None:
 
 def test_quorum_queue_must_be_durable(pika_channel) -> None:
     _, channel = pika_channel
-    code, text = channel_error(lambda: channel.queue_declare(
-        unique("qq"), durable=False, arguments={"x-queue-type": "quorum"}))
+    code, text = channel_error(
+        lambda: channel.queue_declare(
+            unique("qq"), durable=False, arguments={"x-queue-type": "quorum"}
+        )
+    )
     assert code == 406 and "non-durable" in text
 
 

@@ -11,8 +11,9 @@ from warrenmq.replication.replies import Applied
 VHOST = "/"
 
 
-def channel_ref(channel: int, connection: int = 1, node: str = "n1",
-                incarnation: int = 1) -> c.ChannelRef:
+def channel_ref(
+    channel: int, connection: int = 1, node: str = "n1", incarnation: int = 1
+) -> c.ChannelRef:
     return c.ChannelRef(node, incarnation, connection, channel)
 
 
@@ -40,19 +41,56 @@ class Harness:
     # --- shorthands -------------------------------------------------------------------
 
     def declare_queue(self, channel: c.ChannelRef, queue: str, **flags) -> Applied:
-        options = dict(server_named=False, passive=False, durable=True, exclusive=False,
-                       auto_delete=False, arguments={})
-        options.update(flags)
+        options = {
+            "server_named": False,
+            "passive": False,
+            "durable": True,
+            "exclusive": False,
+            "auto_delete": False,
+            "arguments": {},
+            **flags,
+        }
         return self.apply(c.DeclareQueue(channel=channel, vhost=VHOST, queue=queue, **options))
 
-    def publish(self, channel: c.ChannelRef, routing_key: str, body: bytes, exchange: str = "",
-                headers: dict | None = None, seq: int = 0) -> Applied:
-        return self.apply(c.Publish(channel=channel, seq=seq, vhost=VHOST, exchange=exchange,
-                                    routing_key=routing_key, mandatory=False, headers=headers,
-                                    properties=b"\x00\x00", body=body))
+    def publish(
+        self,
+        channel: c.ChannelRef,
+        routing_key: str,
+        body: bytes,
+        exchange: str = "",
+        headers: dict | None = None,
+        seq: int = 0,
+    ) -> Applied:
+        return self.apply(
+            c.Publish(
+                channel=channel,
+                seq=seq,
+                vhost=VHOST,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=False,
+                headers=headers,
+                properties=b"\x00\x00",
+                body=body,
+            )
+        )
 
-    def consume(self, channel: c.ChannelRef, queue: str, consumer_tag: str, no_ack: bool = False,
-                exclusive: bool = False) -> Applied:
-        return self.apply(c.Consume(channel=channel, vhost=VHOST, queue=queue,
-                                    consumer_tag=consumer_tag, no_ack=no_ack,
-                                    exclusive=exclusive, arguments={}))
+    def consume(
+        self,
+        channel: c.ChannelRef,
+        queue: str,
+        consumer_tag: str,
+        no_ack: bool = False,
+        exclusive: bool = False,
+    ) -> Applied:
+        return self.apply(
+            c.Consume(
+                channel=channel,
+                vhost=VHOST,
+                queue=queue,
+                consumer_tag=consumer_tag,
+                no_ack=no_ack,
+                exclusive=exclusive,
+                arguments={},
+            )
+        )

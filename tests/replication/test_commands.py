@@ -8,16 +8,24 @@ import typing
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from warrenmq.replication import commands as c
 
-channel_refs = st.builds(c.ChannelRef, st.text(max_size=8), st.integers(0, 2**40),
-                         st.integers(0, 2**31), st.integers(0, 2**16))
+channel_refs = st.builds(
+    c.ChannelRef,
+    st.text(max_size=8),
+    st.integers(0, 2**40),
+    st.integers(0, 2**31),
+    st.integers(0, 2**16),
+)
 plain_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=10)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=10)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
 arguments = st.dictionaries(st.text(max_size=8), plain_values, max_size=4)
@@ -41,13 +49,18 @@ def strategy_for(hint: object) -> st.SearchStrategy[typing.Any]:
 
 def command_strategy(command_type: type) -> st.SearchStrategy[typing.Any]:
     hints = typing.get_type_hints(command_type)
-    return st.builds(command_type, **{
-        field.name: strategy_for(hints[field.name]) for field in dataclasses.fields(command_type)
-    })
+    return st.builds(
+        command_type,
+        **{
+            field.name: strategy_for(hints[field.name])
+            for field in dataclasses.fields(command_type)
+        },
+    )
 
 
-any_command = st.one_of(*(command_strategy(command_type)
-                          for command_type in typing.get_args(c.Command)))
+any_command = st.one_of(
+    *(command_strategy(command_type) for command_type in typing.get_args(c.Command))
+)
 
 
 @given(st.lists(any_command, max_size=6))

@@ -22,21 +22,44 @@ class Recorder:
 
 
 def open_log(directory: Path, recorder: Recorder, compact_after_bytes: int = 1 << 30) -> LocalLog:
-    log = LocalLog(directory, Broker(), recorder.effects.extend, recorder.scheduled.append,
-                   compact_after_bytes)
+    log = LocalLog(
+        directory, Broker(), recorder.effects.extend, recorder.scheduled.append, compact_after_bytes
+    )
     log.open()
     return log
 
 
 def fill(log: LocalLog, recorder: Recorder, count: int) -> None:
     log.propose(c.AddVhost(vhost=VHOST))
-    log.propose(c.DeclareQueue(channel=REF, vhost=VHOST, queue="q", server_named=False,
-                               passive=False, durable=True, exclusive=False, auto_delete=False,
-                               arguments={}), recorder.replies.append)
+    log.propose(
+        c.DeclareQueue(
+            channel=REF,
+            vhost=VHOST,
+            queue="q",
+            server_named=False,
+            passive=False,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={},
+        ),
+        recorder.replies.append,
+    )
     for number in range(count):
-        log.propose(c.Publish(channel=REF, seq=number, vhost=VHOST, exchange="", routing_key="q",
-                              mandatory=False, headers=None, properties=b"\x00\x00",
-                              body=b"m%d" % number), recorder.replies.append)
+        log.propose(
+            c.Publish(
+                channel=REF,
+                seq=number,
+                vhost=VHOST,
+                exchange="",
+                routing_key="q",
+                mandatory=False,
+                headers=None,
+                properties=b"\x00\x00",
+                body=b"m%d" % number,
+            ),
+            recorder.replies.append,
+        )
     log.flush()
 
 
@@ -46,11 +69,24 @@ def test_one_flush_per_turn_replies_in_order_then_effects(tmp_path: Path) -> Non
     fill(log, recorder, 3)
     assert recorder.scheduled == [log.flush]  # scheduled once for the whole batch
     assert recorder.replies == [QueueDeclared("q", 0, 0)] + [Routed(1)] * 3
-    log.propose(c.Consume(channel=REF, vhost=VHOST, queue="q", consumer_tag="t", no_ack=False,
-                          arguments={}, exclusive=False), recorder.replies.append)
+    log.propose(
+        c.Consume(
+            channel=REF,
+            vhost=VHOST,
+            queue="q",
+            consumer_tag="t",
+            no_ack=False,
+            arguments={},
+            exclusive=False,
+        ),
+        recorder.replies.append,
+    )
     log.flush()
-    assert [effect.body for effect in recorder.effects if isinstance(effect, Deliver)] == \
-        [b"m0", b"m1", b"m2"]
+    assert [effect.body for effect in recorder.effects if isinstance(effect, Deliver)] == [
+        b"m0",
+        b"m1",
+        b"m2",
+    ]
     log.close()
 
 
@@ -107,11 +143,34 @@ def test_a_failing_callback_does_not_stop_the_rest_of_the_entry(tmp_path: Path) 
     def broken(reply) -> None:
         raise RuntimeError("a bug in a session")
 
-    log.propose(c.Publish(channel=REF, seq=1, vhost=VHOST, exchange="", routing_key="q",
-                          mandatory=False, headers=None, properties=b"\x00\x00", body=b"1"), broken)
-    log.propose(c.Publish(channel=REF, seq=2, vhost=VHOST, exchange="", routing_key="q",
-                          mandatory=False, headers=None, properties=b"\x00\x00", body=b"2"),
-                recorder.replies.append)
+    log.propose(
+        c.Publish(
+            channel=REF,
+            seq=1,
+            vhost=VHOST,
+            exchange="",
+            routing_key="q",
+            mandatory=False,
+            headers=None,
+            properties=b"\x00\x00",
+            body=b"1",
+        ),
+        broken,
+    )
+    log.propose(
+        c.Publish(
+            channel=REF,
+            seq=2,
+            vhost=VHOST,
+            exchange="",
+            routing_key="q",
+            mandatory=False,
+            headers=None,
+            properties=b"\x00\x00",
+            body=b"2",
+        ),
+        recorder.replies.append,
+    )
     log.flush()
     assert recorder.replies[-1] == Routed(1)
     assert log.broker.query_queue(VHOST, "q").ready_count == 2

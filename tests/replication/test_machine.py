@@ -30,7 +30,10 @@ def test_deliveries_name_their_owner_and_count_tags_per_channel() -> None:
     harness.consume(second, "q", "ctag-b")
     deliveries = [harness.publish(first, "q", str(n).encode()).effects[0] for n in range(4)]
     assert [(d.owner, d.consumer_tag, d.delivery_tag) for d in deliveries] == [
-        (first, "ctag-a", 1), (second, "ctag-b", 1), (first, "ctag-a", 2), (second, "ctag-b", 2),
+        (first, "ctag-a", 1),
+        (second, "ctag-b", 1),
+        (first, "ctag-a", 2),
+        (second, "ctag-b", 2),
     ]
 
 
@@ -79,9 +82,19 @@ def test_a_refused_channel_ignores_its_pipelined_commands_until_closed() -> None
 def test_a_hard_error_ignores_every_channel_of_the_connection() -> None:
     harness = Harness()
     first, second = channel_ref(1), channel_ref(2)
-    refused = harness.apply(c.DeclareExchange(
-        channel=first, vhost=VHOST, exchange="x", type="bogus", passive=False, durable=False,
-        auto_delete=False, internal=False, arguments={}))
+    refused = harness.apply(
+        c.DeclareExchange(
+            channel=first,
+            vhost=VHOST,
+            exchange="x",
+            type="bogus",
+            passive=False,
+            durable=False,
+            auto_delete=False,
+            internal=False,
+            arguments={},
+        )
+    )
     assert isinstance(refused.reply, Refused) and refused.reply.reply_code == 503
     assert harness.declare_queue(second, "q").reply == Ignored()
     harness.apply(c.SessionClosed(node="n1", incarnation=1, connection=1))
@@ -94,13 +107,16 @@ def test_deleting_a_queue_cancels_its_consumers_and_orphans_unacked() -> None:
     harness.declare_queue(ref, "q")
     harness.publish(ref, "q", b"m")
     harness.consume(ref, "q", "t")
-    applied = harness.apply(c.DeleteQueue(channel=ref, vhost=VHOST, queue="q", if_unused=False,
-                                          if_empty=False))
+    applied = harness.apply(
+        c.DeleteQueue(channel=ref, vhost=VHOST, queue="q", if_unused=False, if_empty=False)
+    )
     assert applied.effects == [CancelConsumer(ref, "t")]
     # the delivered message's ack still succeeds and settles into nothing
     assert harness.apply(c.Settle(channel=ref, delivery_tag=1, multiple=False)).reply == Ok()
     harness.declare_queue(ref, "q")  # a new queue of the same name starts empty
-    assert harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=True)).reply == GetEmpty()
+    assert (
+        harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=True)).reply == GetEmpty()
+    )
 
 
 def test_reject_without_requeue_of_a_basic_get() -> None:
@@ -117,22 +133,48 @@ def test_reject_without_requeue_of_a_basic_get() -> None:
 def test_auto_delete_exchange_goes_with_its_last_binding() -> None:
     harness = Harness()
     ref = channel_ref(1)
-    harness.apply(c.DeclareExchange(channel=ref, vhost=VHOST, exchange="ax", type="fanout",
-                                    passive=False, durable=False, auto_delete=True,
-                                    internal=False, arguments={}))
+    harness.apply(
+        c.DeclareExchange(
+            channel=ref,
+            vhost=VHOST,
+            exchange="ax",
+            type="fanout",
+            passive=False,
+            durable=False,
+            auto_delete=True,
+            internal=False,
+            arguments={},
+        )
+    )
     harness.declare_queue(ref, "q")
-    harness.apply(c.BindQueue(channel=ref, vhost=VHOST, queue="q", exchange="ax", routing_key="",
-                              arguments={}))
-    harness.apply(c.UnbindQueue(channel=ref, vhost=VHOST, queue="q", exchange="ax",
-                                routing_key="", arguments={}))
+    harness.apply(
+        c.BindQueue(
+            channel=ref, vhost=VHOST, queue="q", exchange="ax", routing_key="", arguments={}
+        )
+    )
+    harness.apply(
+        c.UnbindQueue(
+            channel=ref, vhost=VHOST, queue="q", exchange="ax", routing_key="", arguments={}
+        )
+    )
     assert "ax" not in harness.broker.state.vhosts[VHOST].exchanges
 
 
 def test_unknown_vhost_is_refused_with_530() -> None:
     harness = Harness()
-    applied = harness.apply(c.DeclareQueue(
-        channel=channel_ref(1), vhost="nowhere", queue="q", server_named=False, passive=False,
-        durable=True, exclusive=False, auto_delete=False, arguments={}))
+    applied = harness.apply(
+        c.DeclareQueue(
+            channel=channel_ref(1),
+            vhost="nowhere",
+            queue="q",
+            server_named=False,
+            passive=False,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={},
+        )
+    )
     assert applied.reply == Refused(530, "vhost 'nowhere' not found")
 
 

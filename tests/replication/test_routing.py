@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from warrenmq.replication.routing import headers_match, topic_matches
 
 TOPIC_CASES = [

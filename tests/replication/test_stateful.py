@@ -12,7 +12,6 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Ignored, Ok, Refused
 
@@ -40,12 +39,30 @@ class BrokerMachine(RuleBasedStateMachine):
         setup = self.ref(0)
         for queue in QUEUES:
             self.harness.declare_queue(setup, queue)
-        self.harness.apply(c.DeclareExchange(channel=setup, vhost=VHOST, exchange=FANOUT,
-                                             type="fanout", passive=False, durable=True,
-                                             auto_delete=False, internal=False, arguments={}))
+        self.harness.apply(
+            c.DeclareExchange(
+                channel=setup,
+                vhost=VHOST,
+                exchange=FANOUT,
+                type="fanout",
+                passive=False,
+                durable=True,
+                auto_delete=False,
+                internal=False,
+                arguments={},
+            )
+        )
         for queue in QUEUES:
-            self.harness.apply(c.BindQueue(channel=setup, vhost=VHOST, queue=queue,
-                                           exchange=FANOUT, routing_key="", arguments={}))
+            self.harness.apply(
+                c.BindQueue(
+                    channel=setup,
+                    vhost=VHOST,
+                    queue=queue,
+                    exchange=FANOUT,
+                    routing_key="",
+                    arguments={},
+                )
+            )
 
     def ref(self, index: int) -> c.ChannelRef:
         node, connection, channel = CHANNELS[index]
@@ -72,8 +89,9 @@ class BrokerMachine(RuleBasedStateMachine):
                 self.last_first_delivery[key] = message_id
             self.take(effect.owner, effect.delivery_tag, queue, message_id, no_ack)
 
-    def take(self, ref: c.ChannelRef, delivery_tag: int, queue: str, message_id: int,
-             no_ack: bool) -> None:
+    def take(
+        self, ref: c.ChannelRef, delivery_tag: int, queue: str, message_id: int, no_ack: bool
+    ) -> None:
         if no_ack:
             self.alive[queue].discard(message_id)
         else:
@@ -96,26 +114,50 @@ class BrokerMachine(RuleBasedStateMachine):
         message_id = self.next_id
         self.next_id += 1
         exchange, routing_key = (FANOUT, "") if fanout else ("", QUEUES[queue])
-        applied = self.harness.apply(c.Publish(
-            channel=ref, seq=message_id, vhost=VHOST, exchange=exchange, routing_key=routing_key,
-            mandatory=False, headers=None, properties=b"\x00\x00", body=str(message_id).encode()))
+        applied = self.harness.apply(
+            c.Publish(
+                channel=ref,
+                seq=message_id,
+                vhost=VHOST,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=False,
+                headers=None,
+                properties=b"\x00\x00",
+                body=str(message_id).encode(),
+            )
+        )
         if ref in self.failed:
             assert applied.reply == Ignored()
             return
-        for target in (QUEUES if fanout else (QUEUES[queue],)):
+        for target in QUEUES if fanout else (QUEUES[queue],):
             self.alive[target].add(message_id)
         self.observe(applied.effects)
 
-    @rule(channel=channel_indexes, queue=queue_indexes, no_ack=st.booleans(),
-          tag=st.sampled_from(["a", "b", "c"]))
+    @rule(
+        channel=channel_indexes,
+        queue=queue_indexes,
+        no_ack=st.booleans(),
+        tag=st.sampled_from(["a", "b", "c"]),
+    )
     def consume(self, channel: int, queue: int, no_ack: bool, tag: str) -> None:
         ref = self.ref(channel)
         if tag in self.consumers.get(ref, {}):
             return  # a reused tag is a connection error, covered by its own tests
         if ref not in self.failed:
             self.consumers.setdefault(ref, {})[tag] = (QUEUES[queue], no_ack)
-        self.run(ref, c.Consume(channel=ref, vhost=VHOST, queue=QUEUES[queue], consumer_tag=tag,
-                                no_ack=no_ack, exclusive=False, arguments={}))
+        self.run(
+            ref,
+            c.Consume(
+                channel=ref,
+                vhost=VHOST,
+                queue=QUEUES[queue],
+                consumer_tag=tag,
+                no_ack=no_ack,
+                exclusive=False,
+                arguments={},
+            ),
+        )
 
     @rule(channel=channel_indexes, data=st.data())
     def cancel(self, channel: int, data: st.DataObject) -> None:
@@ -144,27 +186,43 @@ class BrokerMachine(RuleBasedStateMachine):
         elif ref not in self.failed:
             assert applied.reply == GetEmpty()
             ready = self.alive[QUEUES[queue]] - {
-                message_id for tags in self.outstanding.values()
-                for name, message_id in tags.values() if name == QUEUES[queue]}
+                message_id
+                for tags in self.outstanding.values()
+                for name, message_id in tags.values()
+                if name == QUEUES[queue]
+            }
             assert not ready, "basic.get said empty while messages were ready"
 
     @precondition(lambda self: any(self.outstanding.values()))
-    @rule(data=st.data(), multiple=st.booleans(), settle=st.sampled_from(["ack", "requeue", "drop"]))
+    @rule(
+        data=st.data(), multiple=st.booleans(), settle=st.sampled_from(["ack", "requeue", "drop"])
+    )
     def settle(self, data: st.DataObject, multiple: bool, settle: str) -> None:
-        ref = data.draw(st.sampled_from(sorted(
-            (ref for ref, tags in self.outstanding.items() if tags),
-            key=lambda ref: (ref.node, ref.connection, ref.channel))))
+        ref = data.draw(
+            st.sampled_from(
+                sorted(
+                    (ref for ref, tags in self.outstanding.items() if tags),
+                    key=lambda ref: (ref.node, ref.connection, ref.channel),
+                )
+            )
+        )
         tags = self.outstanding[ref]
         delivery_tag = data.draw(st.sampled_from(sorted(tags)))
         if settle == "ack":
             command: c.Command = c.Settle(channel=ref, delivery_tag=delivery_tag, multiple=multiple)
         else:
-            command = c.Reject(channel=ref, delivery_tag=delivery_tag, multiple=multiple,
-                               requeue=settle == "requeue")
+            command = c.Reject(
+                channel=ref,
+                delivery_tag=delivery_tag,
+                multiple=multiple,
+                requeue=settle == "requeue",
+            )
         applied = self.harness.apply(command)
         assert applied.reply == (Ignored() if ref in self.failed else Ok())
         if ref not in self.failed:
-            for tag in [tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)]:
+            for tag in [
+                tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)
+            ]:
                 queue, message_id = tags.pop(tag)
                 if settle != "requeue":
                     self.alive[queue].discard(message_id)
@@ -184,8 +242,9 @@ class BrokerMachine(RuleBasedStateMachine):
         failed = ref in self.failed
         if not failed:
             self.outstanding.pop(ref, None)
-            self.last_first_delivery = {key: value for key, value in
-                                        self.last_first_delivery.items() if key[0] != ref}
+            self.last_first_delivery = {
+                key: value for key, value in self.last_first_delivery.items() if key[0] != ref
+            }
         self.run(ref, c.Recover(channel=ref))
 
     @rule(channel=channel_indexes)
@@ -197,11 +256,16 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(connection=st.sampled_from([1, 2]))
     def session_closed(self, connection: int) -> None:
         node = "n1" if connection == 1 else "n2"
-        for index, (channel_node, channel_connection, _) in enumerate(CHANNELS):
+        for index, (_, channel_connection, _) in enumerate(CHANNELS):
             if channel_connection == connection:
                 self.release(self.ref(index))
-        self.observe(self.harness.apply(c.SessionClosed(
-            node=node, incarnation=self.incarnations[node], connection=connection)).effects)
+        self.observe(
+            self.harness.apply(
+                c.SessionClosed(
+                    node=node, incarnation=self.incarnations[node], connection=connection
+                )
+            ).effects
+        )
 
     @rule(node=st.sampled_from(["n1", "n2"]))
     def node_restarts(self, node: str) -> None:
@@ -209,16 +273,21 @@ class BrokerMachine(RuleBasedStateMachine):
             if channel_node == node:
                 self.release(self.ref(index))
         self.incarnations[node] += 1
-        self.observe(self.harness.apply(
-            c.NodeUp(node=node, incarnation=self.incarnations[node])).effects)
+        self.observe(
+            self.harness.apply(c.NodeUp(node=node, incarnation=self.incarnations[node])).effects
+        )
 
     @rule(queue=queue_indexes, channel=channel_indexes)
     def purge(self, queue: int, channel: int) -> None:
         ref = self.ref(channel)
         applied = self.run(ref, c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
         if ref not in self.failed:
-            unacked = {message_id for tags in self.outstanding.values()
-                       for name, message_id in tags.values() if name == QUEUES[queue]}
+            unacked = {
+                message_id
+                for tags in self.outstanding.values()
+                for name, message_id in tags.values()
+                if name == QUEUES[queue]
+            }
             assert applied.reply.message_count == len(self.alive[QUEUES[queue]] - unacked)
             self.alive[QUEUES[queue]] &= unacked
 
@@ -231,9 +300,12 @@ class BrokerMachine(RuleBasedStateMachine):
             queue = state.vhosts[VHOST].queues[name]
             ready = [int(entry.message.body) for entry in queue.ready]
             ready += [int(entry.message.body) for _, entry in queue.returned]
-            unacked = [int(unacked.entry.message.body)
-                       for channel in state.channels.values()
-                       for unacked in channel.unacked.values() if unacked.queue is queue]
+            unacked = [
+                int(unacked.entry.message.body)
+                for channel in state.channels.values()
+                for unacked in channel.unacked.values()
+                if unacked.queue is queue
+            ]
             held = ready + unacked
             assert len(held) == len(set(held)), f"{name}: duplicated {held}"
             assert set(held) == self.alive[name], f"{name}: lost or invented messages"
@@ -245,8 +317,10 @@ class BrokerMachine(RuleBasedStateMachine):
         state = self.harness.broker.state
         for ref, tags in self.outstanding.items():
             channel = state.channels.get(ref)
-            held = {tag: (unacked.queue.name, int(unacked.entry.message.body))
-                    for tag, unacked in (channel.unacked.items() if channel else ())}
+            held = {
+                tag: (unacked.queue.name, int(unacked.entry.message.body))
+                for tag, unacked in (channel.unacked.items() if channel else ())
+            }
             assert held == tags, ref
 
     @invariant()
@@ -263,6 +337,5 @@ class BrokerMachine(RuleBasedStateMachine):
         assert self.harness.snapshot_restored() == state, "a snapshot restored another state"
 
 
-BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60,
-                                           deadline=None)
+BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
 test_broker_machine = BrokerMachine.TestCase
