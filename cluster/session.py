@@ -13,6 +13,7 @@ channel process (immediate=true, prefetch_size, recover with requeue=false, tx v
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import logging
@@ -64,13 +65,25 @@ def _generated_name(prefix: str) -> str:
 
 
 class ChannelSession:
-    __slots__ = ("confirm", "confirm_tag", "last_queue", "number", "publish_count", "ref", "tx")
+    __slots__ = (
+        "confirm",
+        "confirm_tag",
+        "confirmed_tag",
+        "acked_tag",
+        "last_queue",
+        "number",
+        "publish_count",
+        "ref",
+        "tx",
+    )
 
     def __init__(self, number: int, ref: c.ChannelRef) -> None:
         self.number = number  # the wire channel number
         self.ref = ref  # the channel's identity in the broker
         self.confirm = False  # confirm.select was sent
         self.confirm_tag = 0  # delivery tag of the last publish since confirm.select
+        self.confirmed_tag = 0  # every publish up to this tag is applied
+        self.acked_tag = 0  # every publish up to this tag has had its basic.ack sent
         self.publish_count = 0  # every publish on the channel: the command's seq
         self.tx: list[tuple[c.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
         self.last_queue = ""  # the queue this channel declared last
@@ -97,6 +110,7 @@ class Session:
         self._in_flight = 0
         self._reading_paused = False
         self._ended = False
+        self._confirming: dict[int, ChannelSession] = {}  # channels with confirms to send
         self._handlers: dict[type, typing.Callable[[ChannelSession, typing.Any], None]] = {
             commands.Exchange.Declare: self.on_exchange_declare,
             commands.Exchange.Delete: self.on_exchange_delete,
@@ -446,9 +460,28 @@ class Session:
                     event.body,
                 )
             if confirm_tag:
-                self._send(channel, commands.Basic.Ack(delivery_tag=confirm_tag))
+                self._confirm(channel, confirm_tag)
 
         self._propose(channel, command, method, on_reply)
+
+    def _confirm(self, channel: ChannelSession, confirm_tag: int) -> None:
+        """Replies come in publish order: collect this turn's confirms for one multiple ack."""
+        channel.confirmed_tag = confirm_tag
+        if not self._confirming:
+            asyncio.get_running_loop().call_soon(self._send_confirms)
+        self._confirming[channel.number] = channel
+
+    def _send_confirms(self) -> None:
+        confirming, self._confirming = self._confirming, {}
+        for number, channel in confirming.items():
+            if self.channels.get(number) is not channel:
+                continue  # closed meanwhile: its unconfirmed publishes stay unconfirmed
+            multiple = channel.confirmed_tag - channel.acked_tag > 1
+            self._send(
+                channel, commands.Basic.Ack(delivery_tag=channel.confirmed_tag, multiple=multiple)
+            )
+            channel.acked_tag = channel.confirmed_tag
+        self.protocol.flush_soon()
 
     def on_basic_qos(self, channel: ChannelSession, method: commands.Basic.Qos) -> None:
         if method.prefetch_size:

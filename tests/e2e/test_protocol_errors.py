@@ -9,7 +9,8 @@ import uuid
 import pika
 import pika.exceptions
 import pytest
-from pamqp import commands, header
+from pamqp import body as content_body
+from pamqp import commands, frame, header
 
 from .conftest import RunningNode
 from .rawclient import PROTOCOL_HEADER, RawClient
@@ -429,3 +430,24 @@ def test_commands_pipelined_after_a_channel_error_are_ignored(pika_channel) -> N
     checker = connection.channel()
     assert checker.queue_declare(queue, passive=True).method.message_count == 0
     checker.queue_delete(queue)
+
+
+def test_confirms_of_one_batch_arrive_as_one_multiple_ack(opened: RawClient) -> None:
+    opened.send_frame(1, commands.Confirm.Select())
+    opened.expect(commands.Confirm.SelectOk, 1)
+    opened.send_frame(1, commands.Queue.Declare(queue="", exclusive=True))
+    queue = opened.expect(commands.Queue.DeclareOk, 1).queue
+    burst = b""
+    for _ in range(20):
+        burst += frame.marshal(commands.Basic.Publish(exchange="", routing_key=queue), 1)
+        burst += frame.marshal(header.ContentHeader(0, 1, commands.Basic.Properties()), 1)
+        burst += frame.marshal(content_body.ContentBody(b"x"), 1)
+    opened.send(burst)  # one write: the node reads it in one go and proposes one batch
+    confirmed, acks = 0, []
+    while confirmed < 20:
+        ack = opened.expect(commands.Basic.Ack, 1)
+        assert ack.delivery_tag > confirmed and (ack.multiple or ack.delivery_tag == confirmed + 1)
+        confirmed = ack.delivery_tag
+        acks.append(ack)
+    assert confirmed == 20
+    assert any(ack.multiple for ack in acks) and len(acks) < 20
