@@ -11,6 +11,7 @@ from importlib import metadata
 
 from warrenmq.amqp.connection import Settings
 from warrenmq.amqp.server import AmqpServerProtocol, serve
+from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.config import NodeConfig
 from warrenmq.cluster.passwords import hash_password
 from warrenmq.cluster.session import Session
@@ -22,6 +23,8 @@ from warrenmq.replication.replies import Effect
 __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 
 
 def _version() -> str:
@@ -141,8 +144,15 @@ class Node:
                 session.deliver(effect)
 
     async def stop(self) -> None:
+        """Tell every client why (320, as RabbitMQ does on shutdown), then close the log."""
         if self._server is not None:
             self._server.close()
+        for session in list(self.sessions.values()):
+            session.close(ReplyCode.CONNECTION_FORCED,
+                          "broker forced connection closure with reason 'shutdown'")
+        deadline_s = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+        while self.sessions and asyncio.get_running_loop().time() < deadline_s:
+            await asyncio.sleep(0.02)  # clients answer close-ok; their sessions end
         for session in list(self.sessions.values()):
             session.protocol.abort()
         await asyncio.sleep(0)

@@ -199,6 +199,11 @@ class Session:
             )
         )
 
+    def close(self, code: ReplyCode, text: str) -> None:
+        """Close the connection from the server side (shutdown, lost majority)."""
+        self.connection.close(code, text)
+        self.protocol.flush_soon()
+
     def _open_channel(self, number: int) -> None:
         ref = c.ChannelRef(
             self.node.config.node_id, self.node.incarnation, self.serial, self._next_channel_serial

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+import kombu
 import pika
 import pika.exceptions
 import pytest
+
+import amqp  # the PyPI package kombu speaks through, not our amqp/ folder
 
 from .conftest import start_node
 
@@ -63,5 +67,39 @@ def test_every_confirmed_message_survives_sigkill(tmp_path: Path) -> None:
             channel.queue_declare("scratch", passive=True)  # exclusive: died with its owner
         assert gone.value.reply_code == 404
         connection.close()
+    finally:
+        node.stop()
+
+
+def test_shutdown_tells_clients_320_connection_forced(tmp_path: Path) -> None:
+    node = start_node(tmp_path)
+    connection = pika.BlockingConnection(pika.URLParameters(node.url))
+    node.process.send_signal(signal.SIGTERM)
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        connection.process_data_events(time_limit=10)
+    assert closed.value.reply_code == 320
+    assert closed.value.reply_text == (
+        "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+    )
+    assert node.process.wait(timeout=10) == 0
+
+
+def test_kombu_publishes_and_consumes(tmp_path: Path) -> None:
+    """kombu imports the PyPI 'amqp' package: our amqp/ folder must not shadow it."""
+    assert "site-packages" in amqp.__file__
+    node = start_node(tmp_path)
+    try:
+        with kombu.Connection(node.url) as connection:
+            queue = kombu.Queue("kombu-tasks", kombu.Exchange("kombu-x", "direct"), "task")
+            producer = connection.Producer(serializer="json")
+            producer.publish(
+                {"job": 7}, exchange=queue.exchange, routing_key="task", declare=[queue]
+            )
+            received = []
+            with connection.Consumer(
+                queue, callbacks=[lambda body, message: (received.append(body), message.ack())]
+            ):
+                connection.drain_events(timeout=10)
+            assert received == [{"job": 7}]
     finally:
         node.stop()
