@@ -148,8 +148,10 @@ class Node:
         if self._server is not None:
             self._server.close()
         for session in list(self.sessions.values()):
-            session.close(ReplyCode.CONNECTION_FORCED,
-                          "broker forced connection closure with reason 'shutdown'")
+            session.close(
+                ReplyCode.CONNECTION_FORCED,
+                "broker forced connection closure with reason 'shutdown'",
+            )
         deadline_s = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
         while self.sessions and asyncio.get_running_loop().time() < deadline_s:
             await asyncio.sleep(0.02)  # clients answer close-ok; their sessions end
