@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pamqp import base, commands, encode, header
 from pamqp import exceptions as pamqp_exceptions
+
 from warrenmq.amqp.spec import CLASS_BASIC, FRAME_END, FRAME_HEADER_BYTES, FRAME_OVERHEAD_BYTES
 
 __all__ = [

@@ -23,6 +23,7 @@ import typing
 from dataclasses import dataclass, field
 
 from pamqp import base, commands, decode
+
 from warrenmq.amqp.codec import (
     BodyFrame,
     FrameError,

@@ -1,25 +1,58 @@
-"""The `warren` command: `warren node` runs one node."""
+"""The `warren` command.
+
+warren node  run one node in the foreground
+warren up    run a three-node cluster of local processes in the foreground
+warren ctl   operate a running cluster (cluster-status)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
+import secrets
 import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from warrenmq.cluster.config import load_config
+from warrenmq.cluster.config import Member, load_config, parse_member
+from warrenmq.cluster.management import CLUSTER_STATUS_PATH
 from warrenmq.cluster.node import Node
 
 __all__ = ["main"]
+
+UP_STOP_TIMEOUT_S = 15.0
+
+
+# --- warren node ------------------------------------------------------------------------
 
 
 def _node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with node settings")
     parser.add_argument("--node-id", dest="node_id")
-    parser.add_argument("--host", help="address of the AMQP listener (default 127.0.0.1)")
+    parser.add_argument("--host", help="address of this node's listeners (default 127.0.0.1)")
     parser.add_argument("--port", dest="amqp_port", type=int, help="AMQP port (default 5672)")
+    parser.add_argument("--raft-port", dest="raft_port", type=int, help="default 25672")
+    parser.add_argument("--management-port", dest="management_port", type=int, help="default 15672")
+    parser.add_argument(
+        "--member",
+        dest="members",
+        action="append",
+        type=parse_member,
+        metavar="ID@HOST:AMQP:RAFT:MANAGEMENT",
+        help="a cluster member, this node included; repeat for each",
+    )
+    parser.add_argument(
+        "--cluster-secret",
+        dest="cluster_secret",
+        help="shared by all members; authenticates peers on the Raft port",
+    )
     parser.add_argument(
         "--data-dir",
         dest="data_dir",
@@ -45,47 +78,181 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+_NODE_SETTINGS = (
+    "node_id",
+    "host",
+    "amqp_port",
+    "raft_port",
+    "management_port",
+    "members",
+    "cluster_secret",
+    "data_dir",
+    "default_user",
+    "default_pass",
+    "heartbeat_s",
+    "frame_max_bytes",
+    "channel_max",
+    "message_size_max_bytes",
+)
+
+
 async def _run_node(arguments: argparse.Namespace) -> None:
-    overrides = {
-        name: getattr(arguments, name)
-        for name in (
-            "node_id",
-            "host",
-            "amqp_port",
-            "data_dir",
-            "default_user",
-            "default_pass",
-            "heartbeat_s",
-            "frame_max_bytes",
-            "channel_max",
-            "message_size_max_bytes",
-        )
-    }
+    overrides = {name: getattr(arguments, name) for name in _NODE_SETTINGS}
     node = Node(load_config(arguments.config, overrides))
-    await node.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stopping.set)
-    print(
-        f"warren node {node.config.node_id} ready: amqp://{node.config.host}:"
-        f"{node.config.amqp_port}",
-        flush=True,
+    starting = loop.create_task(node.start())
+    await asyncio.wait(
+        [starting, loop.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
     )
-    await stopping.wait()
+    if starting.done():
+        starting.result()
+        config = node.config
+        print(
+            f"warren node {config.node_id} ready: amqp://{config.host}:{config.amqp_port}",
+            flush=True,
+        )
+        await stopping.wait()
+    else:
+        starting.cancel()
     await node.stop()
+
+
+# --- warren up --------------------------------------------------------------------------
+
+
+def _cluster_secret(directory: Path) -> str:
+    """One secret per local cluster, kept beside its data so a restart rejoins."""
+    path = directory / "cluster-secret"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _up(arguments: argparse.Namespace) -> int:
+    directory: Path = arguments.data_dir.resolve()
+    members = [
+        Member(
+            f"warren-{index + 1}",
+            arguments.host,
+            arguments.amqp_port + index,
+            arguments.raft_port + index,
+            arguments.management_port + index,
+        )
+        for index in range(arguments.nodes)
+    ]
+    secret = _cluster_secret(directory)
+    processes: list[tuple[Member, subprocess.Popen[bytes]]] = []
+    for member in members:
+        command = [
+            sys.executable,
+            "-m",
+            "warrenmq.cluster.cli",
+            "node",
+            "--node-id",
+            member.node_id,
+            "--data-dir",
+            str(directory),
+            "--cluster-secret",
+            secret,
+            "--log-level",
+            arguments.log_level,
+        ]
+        for each in members:
+            command += [
+                "--member",
+                f"{each.node_id}@{each.host}:{each.amqp_port}:"
+                f"{each.raft_port}:{each.management_port}",
+            ]
+        # cwd: the data dir, so the repository's amqp/ folder can never shadow a package
+        processes.append((member, subprocess.Popen(command, cwd=directory)))
+        print(
+            f"{member.node_id}: pid {processes[-1][1].pid}, amqp {member.amqp_port}, "
+            f"raft {member.raft_port}, management {member.management_port}",
+            flush=True,
+        )
+    print(f"cluster of {len(members)} starting; data in {directory}; Ctrl-C stops it", flush=True)
+    stop = False
+
+    def request_stop(signal_number: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    while not stop and all(process.poll() is None for _, process in processes):
+        time.sleep(0.2)
+    for member, process in processes:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        else:
+            print(f"{member.node_id} exited with {process.returncode}", flush=True)
+    deadline = time.monotonic() + UP_STOP_TIMEOUT_S
+    for _, process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    print("cluster stopped", flush=True)
+    return 0 if stop else 1
+
+
+# --- warren ctl -------------------------------------------------------------------------
+
+
+def _ctl(arguments: argparse.Namespace) -> int:
+    if arguments.config is not None:
+        config = load_config(arguments.config)
+        targets = [(member.host, member.management_port) for member in config.cluster]
+    else:
+        targets = [(arguments.host, arguments.management_port)]
+    errors = []
+    for host, port in targets:
+        url = f"http://{host}:{port}{CLUSTER_STATUS_PATH}"
+        try:
+            with urllib.request.urlopen(url, timeout=arguments.timeout) as response:
+                status = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            errors.append(f"{host}:{port}: {error}")
+            continue
+        print(json.dumps(status, indent=2))
+        return 0
+    print("no node answered: " + "; ".join(errors), file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warren", description="Warren, an AMQP 0-9-1 broker")
     commands = parser.add_subparsers(dest="command", required=True)
     _node_arguments(commands.add_parser("node", help="run one node in the foreground"))
+    up = commands.add_parser("up", help="run a local cluster in the foreground (Ctrl-C stops)")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--amqp-port", type=int, default=5672)
+    up.add_argument("--raft-port", type=int, default=25672)
+    up.add_argument("--management-port", type=int, default=15672)
+    up.add_argument("--data-dir", type=Path, default=Path("warren-data"))
+    up.add_argument("--log-level", default="INFO")
+    ctl = commands.add_parser("ctl", help="operate a running cluster")
+    ctl.add_argument("action", choices=["cluster-status"])
+    ctl.add_argument("--host", default="127.0.0.1", help="a node's management host")
+    ctl.add_argument("--management-port", type=int, default=15672)
+    ctl.add_argument("--config", type=Path, help="a node config: ask each member in turn")
+    ctl.add_argument("--timeout", type=float, default=5.0)
     arguments = parser.parse_args(argv)
+    if arguments.command == "up":
+        return _up(arguments)
+    if arguments.command == "ctl":
+        return _ctl(arguments)
     logging.basicConfig(
         level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if arguments.command == "node":
-        asyncio.run(_run_node(arguments))
+    asyncio.run(_run_node(arguments))
     return 0
 
 

@@ -1,4 +1,17 @@
-"""A node's configuration: defaults, then a TOML file, then environment, then flags."""
+"""A node's configuration: defaults, then a TOML file, then environment, then flags.
+
+A cluster is its list of members; every node of it gets the same list and the same cluster secret,
+and finds its own entry by node_id. A node with no members list forms a cluster of one.
+
+    node_id = "warren-1"
+    cluster_secret = "…"
+    [[members]]
+    node_id = "warren-1"
+    host = "127.0.0.1"
+    amqp_port = 5672
+    raft_port = 25672
+    management_port = 15672
+"""
 
 from __future__ import annotations
 
@@ -8,14 +21,31 @@ import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-__all__ = ["NodeConfig", "load_config"]
+__all__ = ["Member", "NodeConfig", "load_config", "parse_member"]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    node_id: str
+    host: str
+    amqp_port: int
+    raft_port: int
+    management_port: int
+
+    @property
+    def raft_address(self) -> str:
+        return f"{self.host}:{self.raft_port}"
 
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: str = "warren-1"
-    host: str = "127.0.0.1"  # where the AMQP listener binds
+    host: str = "127.0.0.1"  # where this node's listeners bind
     amqp_port: int = 5672
+    raft_port: int = 25672  # peers only: never publish it outside the cluster network
+    management_port: int = 15672
+    members: tuple[Member, ...] = ()  # the whole cluster, this node included; () = alone
+    cluster_secret: str = ""  # authenticates peers on the Raft port (like Erlang's cookie)
     data_dir: Path = Path("warren-data")  # this node's log and snapshot live below it
     default_user: str = "guest"  # created on first boot, like RABBITMQ_DEFAULT_USER
     default_pass: str = "guest"
@@ -26,10 +56,24 @@ class NodeConfig:
     heartbeat_s: int = 60
     message_size_max_bytes: int = 16 * 1024 * 1024
     proposals_in_flight_max: int = 2048  # per connection; past it the socket is not read
+    node_down_after_s: float = 3.0  # the leader declares a silent member lost after this
+    minority_close_after_s: float = 3.0  # cut off from the majority this long: close clients
 
     @property
     def node_data_dir(self) -> Path:
         return self.data_dir / self.node_id
+
+    @property
+    def me(self) -> Member:
+        return Member(self.node_id, self.host, self.amqp_port, self.raft_port, self.management_port)
+
+    @property
+    def cluster(self) -> tuple[Member, ...]:
+        return self.members or (self.me,)
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        return tuple(member for member in self.cluster if member.node_id != self.node_id)
 
 
 # Environment variables a container sets, as RabbitMQ's image reads RABBITMQ_DEFAULT_USER/PASS.
@@ -38,17 +82,36 @@ _ENVIRONMENT = {
     "WARREN_DEFAULT_USER": "default_user",
     "WARREN_DEFAULT_PASS": "default_pass",
     "WARREN_DATA_DIR": "data_dir",
+    "WARREN_CLUSTER_SECRET": "cluster_secret",
 }
+
+
+def parse_member(text: str) -> Member:
+    """NODE_ID@HOST:AMQP_PORT:RAFT_PORT:MANAGEMENT_PORT, as --member takes it."""
+    node_id, _, address = text.partition("@")
+    host, amqp_port, raft_port, management_port = address.rsplit(":", 3)
+    return Member(node_id, host, int(amqp_port), int(raft_port), int(management_port))
 
 
 def _coerce(name: str, value: typing.Any) -> typing.Any:
     kind = {f.name: f.type for f in fields(NodeConfig)}[name]
     if kind == "int":
-        return int(value)  # type: ignore[call-overload]
+        return int(value)
+    if kind == "float":
+        return float(value)
     if kind == "Path":
         return Path(str(value))
     if kind == "tuple[str, ...]":
         return tuple(value) if isinstance(value, list) else tuple(str(value).split(","))
+    if kind == "tuple[Member, ...]":
+        return tuple(
+            member
+            if isinstance(member, Member)
+            else parse_member(member)
+            if isinstance(member, str)
+            else Member(**member)
+            for member in value
+        )
     return value
 
 
@@ -70,4 +133,24 @@ def load_config(
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
-    return replace(NodeConfig(), **{name: _coerce(name, value) for name, value in values.items()})
+    config = replace(NodeConfig(), **{name: _coerce(name, value) for name, value in values.items()})
+    return _take_own_member_entry(config)
+
+
+def _take_own_member_entry(config: NodeConfig) -> NodeConfig:
+    """In a cluster, this node's host and ports are the ones its member entry gives."""
+    if not config.members:
+        return config
+    own = [member for member in config.members if member.node_id == config.node_id]
+    if len(own) != 1:
+        raise ValueError(f"node_id {config.node_id!r} must appear once in members")
+    if len(config.members) > 1 and not config.cluster_secret:
+        raise ValueError("a cluster of several members needs a cluster_secret")
+    (member,) = own
+    return replace(
+        config,
+        host=member.host,
+        amqp_port=member.amqp_port,
+        raft_port=member.raft_port,
+        management_port=member.management_port,
+    )

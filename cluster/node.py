@@ -1,4 +1,18 @@
-"""One Warren node process: the log, the broker it feeds, the AMQP listener, effect dispatch."""
+"""One Warren node process: the Raft log, the broker it feeds, listeners, effect dispatch.
+
+Start-up order: join the Raft group and catch up (the log or a snapshot), announce this process
+as a new incarnation (`NodeUp`), and only then accept AMQP clients: every session this node holds
+belongs to an incarnation the whole cluster knows.
+
+While running, a watcher does three things the log cannot do by itself:
+- as leader, it declares a member lost (`NodeDown`) once it has been silent for
+  `node_down_after_s`: that member's consumers go and their unacked messages return to queues;
+- if this node has been cut off from the majority for `minority_close_after_s`, it closes its
+  client connections with 320 and takes no new ones until it is back (clients reconnect to the
+  majority side);
+- if the cluster declared this incarnation lost (a long pause, a partition), the sessions it held
+  are already released: it closes them, becomes a new incarnation and announces it.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +23,18 @@ import sys
 import typing
 from importlib import metadata
 
+from aiohttp import web
+
 from warrenmq.amqp.connection import Settings
 from warrenmq.amqp.server import AmqpServerProtocol, serve
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.config import NodeConfig
+from warrenmq.cluster.management import start_management
 from warrenmq.cluster.passwords import hash_password
 from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
-from warrenmq.replication.locallog import LocalLog
 from warrenmq.replication.machine import Broker
+from warrenmq.replication.raft import RaftLog, RaftSettings
 from warrenmq.replication.replies import Effect
 
 __all__ = ["Node"]
@@ -25,6 +42,9 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
+TICK_S = 0.002  # how often pysyncobj gets a turn on the loop
+WATCH_S = 0.1  # how often the watcher looks at membership
+STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 
 
 def _version() -> str:
@@ -40,7 +60,8 @@ def server_properties(config: NodeConfig) -> dict[str, typing.Any]:
         "product": "Warren",
         "version": _version(),
         "platform": f"Python {sys.version.split()[0]}",
-        "cluster_name": config.node_id,
+        "cluster_name": "warren",
+        "node": config.node_id,
         "copyright": "The Warren authors",
         "information": "Licensed under the Apache License 2.0",
         "capabilities": {
@@ -78,23 +99,50 @@ class Node:
         self.broker = Broker()
         self.sessions: dict[int, Session] = {}
         self.incarnation = 0
-        self.log: LocalLog
+        self.serving = False  # AMQP clients are welcome (announced, in the majority)
+        self.log: RaftLog
         self._connection_serial = 0
         self._server: asyncio.Server | None = None
+        self._management: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._declared_down: set[tuple[str, int]] = set()  # NodeDown proposals already sent
+        self._node_by_raft_address = {m.raft_address: m.node_id for m in config.cluster}
 
     def next_connection_serial(self) -> int:
         self._connection_serial += 1
         return self._connection_serial
+
+    # --- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         directory = self.config.node_data_dir
         directory.mkdir(parents=True, exist_ok=True)
         self.incarnation = _next_incarnation(directory)
         loop = asyncio.get_running_loop()
-        self.log = LocalLog(directory, self.broker, self.dispatch, loop.call_soon)
-        self.log.open()
-        self._bootstrap()
-        self.log.flush()
+        self.log = RaftLog(
+            node_id=self.config.node_id,
+            incarnation=self.incarnation,
+            raft_address=self.config.me.raft_address,
+            partner_addresses=[member.raft_address for member in self.config.peers],
+            directory=directory,
+            broker=self.broker,
+            dispatch=self.dispatch,
+            schedule=loop.call_soon,
+            password=self.config.cluster_secret or None,
+            settings=RaftSettings(message_size_max_bytes=self.config.message_size_max_bytes),
+        )
+        self._tasks.append(loop.create_task(self._tick_forever()))
+        self._management = await start_management(self)
+        await self._wait_for(lambda: self.log.is_ready, "catching up with the cluster")
+        self.log.propose(
+            c.BootstrapDefaults(
+                vhost=self.config.default_vhost,
+                user=self.config.default_user,
+                password_hash=hash_password(self.config.default_pass),
+                tags=("administrator",),
+            )
+        )
+        await self._announce()
         settings = Settings(
             channel_max=self.config.channel_max,
             frame_max_bytes=self.config.frame_max_bytes,
@@ -105,28 +153,124 @@ class Node:
         self._server = await serve(
             self.config.host, self.config.amqp_port, settings, self._new_session
         )
+        self._tasks.append(loop.create_task(self._watch_forever()))
         log.info(
-            "node %s (incarnation %s) listening for AMQP on %s:%s, data in %s",
+            "node %s (incarnation %s) serving AMQP on %s:%s, Raft on %s, data in %s",
             self.config.node_id,
             self.incarnation,
             self.config.host,
             self.config.amqp_port,
+            self.config.me.raft_address,
             directory,
         )
 
-    def _bootstrap(self) -> None:
-        """First boot creates the default vhost and user (RabbitMQ's RABBITMQ_DEFAULT_*)."""
-        if not self.broker.state.vhosts:
-            self.log.propose(c.AddVhost(vhost=self.config.default_vhost))
-        if not self.broker.state.users:
-            self.log.propose(
-                c.AddUser(
-                    user=self.config.default_user,
-                    password_hash=hash_password(self.config.default_pass),
-                    tags=("administrator",),
+    async def _announce(self) -> None:
+        self.log.propose(
+            c.NodeUp(node=self.config.node_id, incarnation=self.incarnation, pid=os.getpid())
+        )
+        await self._wait_for(
+            lambda: self.broker.query_live_incarnation(self.config.node_id) == self.incarnation,
+            f"announcing incarnation {self.incarnation}",
+        )
+        self.serving = True
+
+    async def _wait_for(self, condition: typing.Callable[[], bool], what: str) -> None:
+        waited_s = 0.0
+        while not condition():
+            await asyncio.sleep(WATCH_S)
+            waited_s += WATCH_S
+            if waited_s >= STATUS_LOG_S:
+                log.info(
+                    "node %s still %s (needs a majority of %d members)",
+                    self.config.node_id,
+                    what,
+                    len(self.config.cluster) // 2 + 1,
                 )
+                waited_s = 0.0
+
+    async def stop(self) -> None:
+        """Tell every client why (320, as RabbitMQ does on shutdown), then leave the cluster."""
+        if self._server is not None:
+            self._server.close()
+        self._close_sessions("broker forced connection closure with reason 'shutdown'")
+        deadline_s = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+        while self.sessions and asyncio.get_running_loop().time() < deadline_s:
+            await asyncio.sleep(0.02)  # clients answer close-ok; their sessions end
+        for session in list(self.sessions.values()):
+            session.protocol.abort()
+        await asyncio.sleep(0.05)  # let the SessionClosed proposals go out
+        for task in self._tasks:
+            task.cancel()
+        self.log.flush()
+        self.log.tick()
+        self.log.close()
+        if self._management is not None:
+            await self._management.cleanup()
+        log.info("node %s stopped", self.config.node_id)
+
+    # --- the loop's regular work ----------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        while True:
+            self.log.tick()
+            await asyncio.sleep(TICK_S)
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            try:
+                await self._watch()
+            except Exception:
+                log.exception("node %s: membership watch failed", self.config.node_id)
+
+    async def _watch(self) -> None:
+        if self.log.is_leader:
+            self._declare_silent_members_down()
+        if self.log.seconds_since_majority_contact() > self.config.minority_close_after_s:
+            if self.serving:
+                log.warning(
+                    "node %s lost the majority: closing client connections", self.config.node_id
+                )
+                self.serving = False
+                self._close_sessions("node lost contact with the cluster majority")
+            return
+        if self.broker.query_live_incarnation(self.config.node_id) != self.incarnation:
+            log.warning(
+                "node %s: the cluster declared incarnation %s lost; rejoining",
+                self.config.node_id,
+                self.incarnation,
             )
-        self.log.propose(c.NodeUp(node=self.config.node_id, incarnation=self.incarnation))
+            self.serving = False
+            self._close_sessions("node was declared lost by the cluster and rejoins")
+            self.incarnation = _next_incarnation(self.config.node_data_dir)
+            self.log.change_incarnation(self.incarnation)
+            await self._announce()
+        elif not self.serving:
+            self.serving = True
+            log.info("node %s is back in the majority", self.config.node_id)
+
+    def _declare_silent_members_down(self) -> None:
+        for raft_address, silent_s in self.log.peers_silent_for_s().items():
+            node_id = self._node_by_raft_address.get(raft_address)
+            if node_id is None or silent_s < self.config.node_down_after_s:
+                continue
+            incarnation = self.broker.query_live_incarnation(node_id)
+            if incarnation is None or (node_id, incarnation) in self._declared_down:
+                continue
+            self._declared_down.add((node_id, incarnation))
+            log.warning(
+                "node %s silent for %.1f s: declaring incarnation %s lost",
+                node_id,
+                silent_s,
+                incarnation,
+            )
+            self.log.propose(c.NodeDown(node=node_id, incarnation=incarnation))
+
+    def _close_sessions(self, reason: str) -> None:
+        for session in list(self.sessions.values()):
+            session.close(ReplyCode.CONNECTION_FORCED, reason)
+
+    # --- sessions and effects ------------------------------------------------------------
 
     def _new_session(self, protocol: AmqpServerProtocol) -> Session:
         session = Session(self, protocol)
@@ -143,20 +287,25 @@ class Node:
             if session is not None:
                 session.deliver(effect)
 
-    async def stop(self) -> None:
-        """Tell every client why (320, as RabbitMQ does on shutdown), then close the log."""
-        if self._server is not None:
-            self._server.close()
-        for session in list(self.sessions.values()):
-            session.close(
-                ReplyCode.CONNECTION_FORCED,
-                "broker forced connection closure with reason 'shutdown'",
+    # --- what operators see ------------------------------------------------------------
+
+    def cluster_status(self) -> dict[str, typing.Any]:
+        leader_address = self.log.leader_address
+        members = []
+        for member in self.config.cluster:
+            me = member.node_id == self.config.node_id
+            members.append(
+                {
+                    "node_id": member.node_id,
+                    "host": member.host,
+                    "amqp_port": member.amqp_port,
+                    "raft_port": member.raft_port,
+                    "management_port": member.management_port,
+                    "pid": os.getpid() if me else self.broker.query_pid(member.node_id),
+                    "alive": True if me else self.log.is_connected(member.raft_address),
+                }
             )
-        deadline_s = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
-        while self.sessions and asyncio.get_running_loop().time() < deadline_s:
-            await asyncio.sleep(0.02)  # clients answer close-ok; their sessions end
-        for session in list(self.sessions.values()):
-            session.protocol.abort()
-        await asyncio.sleep(0)
-        self.log.close()
-        log.info("node %s stopped", self.config.node_id)
+        return {
+            "leader": self._node_by_raft_address.get(leader_address or ""),
+            "members": members,
+        }

@@ -21,6 +21,7 @@ import os
 import typing
 
 from pamqp import base, commands
+
 from warrenmq.amqp.codec import unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
@@ -101,6 +102,7 @@ class Session:
         self.node = node
         self.protocol = protocol
         self.serial = node.next_connection_serial()
+        self.incarnation = node.incarnation  # the node incarnation this session belongs to
         self.user = ""
         self.vhost = ""
         self.cancel_notify = False  # the client understands a server-sent basic.cancel
@@ -182,6 +184,10 @@ class Session:
                     self.vhost,
                     self.protocol.peer,
                 )
+                if not self.node.serving or self.incarnation != self.node.incarnation:
+                    self.close(
+                        ReplyCode.CONNECTION_FORCED, "node is not part of the cluster majority"
+                    )
             elif isinstance(event, ConnectionClosed):
                 log.info("connection %s closed: %s", self.serial, event.reason)
                 self.connection_lost()
@@ -193,9 +199,7 @@ class Session:
         self.node.sessions.pop(self.serial, None)
         self.node.log.propose(
             c.SessionClosed(
-                node=self.node.config.node_id,
-                incarnation=self.node.incarnation,
-                connection=self.serial,
+                node=self.node.config.node_id, incarnation=self.incarnation, connection=self.serial
             )
         )
 
@@ -206,7 +210,7 @@ class Session:
 
     def _open_channel(self, number: int) -> None:
         ref = c.ChannelRef(
-            self.node.config.node_id, self.node.incarnation, self.serial, self._next_channel_serial
+            self.node.config.node_id, self.incarnation, self.serial, self._next_channel_serial
         )
         self._next_channel_serial += 1
         channel = ChannelSession(number, ref)

@@ -25,6 +25,7 @@ __all__ = [
     "ENCODING_VERSION",
     "AddUser",
     "AddVhost",
+    "BootstrapDefaults",
     "BindExchange",
     "BindQueue",
     "Cancel",
@@ -37,6 +38,7 @@ __all__ = [
     "DeleteExchange",
     "DeleteQueue",
     "Get",
+    "NodeDown",
     "NodeUp",
     "Publish",
     "PurgeQueue",
@@ -76,10 +78,32 @@ class ChannelRef:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeUp:
-    """A node started as `incarnation`: everything its earlier incarnations held is released."""
+    """A node started as `incarnation`: everything its earlier incarnations held is released.
+
+    From here on only this incarnation of the node may act: commands from any other are ignored.
+    """
 
     node: str
     incarnation: int
+    pid: int  # the node's process id, for operators (cluster-status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDown:
+    """The leader lost `node` (it stopped answering): release what `incarnation` held."""
+
+    node: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BootstrapDefaults:
+    """First boot: the default vhost and user, unless some node already created any."""
+
+    vhost: str
+    user: str
+    password_hash: str
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -298,6 +322,8 @@ Command = (
     | Recover
     | CloseChannel
     | SessionClosed
+    | NodeDown
+    | BootstrapDefaults
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

@@ -31,6 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import orjson
+
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import (
     Applied,
@@ -270,7 +271,11 @@ class BrokerState:
     failed_channels: set[c.ChannelRef] = field(default_factory=set)  # refused, not yet closed
     failed_connections: set[tuple[str, int, int]] = field(default_factory=set)
     incarnations: dict[str, int] = field(default_factory=dict)  # newest incarnation per node
-    last_index: int = 0  # index of the last applied log entry
+    down_nodes: set[str] = field(default_factory=set)  # nodes whose newest incarnation is lost
+    pids: dict[str, int] = field(default_factory=dict)  # process id of each node's incarnation
+    entry_seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (incarnation,
+    # sequence number of its last admitted log entry)
+    last_index: int = 0  # index of the last applied command
 
 
 class _Refusal(Exception):
@@ -286,6 +291,8 @@ class Broker:
         self._effects: list[Effect] = []
         self._handlers: dict[type, typing.Callable[[typing.Any], Reply]] = {
             c.NodeUp: self._node_up,
+            c.NodeDown: self._node_down,
+            c.BootstrapDefaults: self._bootstrap_defaults,
             c.AddVhost: self._add_vhost,
             c.AddUser: self._add_user,
             c.DeclareExchange: self._declare_exchange,
@@ -315,6 +322,12 @@ class Broker:
         self.state.last_index = meta.index
         self._effects = []
         channel = getattr(command, "channel", None)
+        if channel is not None and not self._is_live(channel.node, channel.incarnation):
+            return Applied(Ignored())  # a lost or replaced node incarnation may no longer act
+        if isinstance(command, c.SessionClosed) and not self._is_live(
+            command.node, command.incarnation
+        ):
+            return Applied(Ignored())
         if (
             channel is not None
             and not isinstance(command, c.CloseChannel)
@@ -339,7 +352,33 @@ class Broker:
         else:
             self.state.failed_channels.add(channel)
 
+    def _is_live(self, node: str, incarnation: int) -> bool:
+        return (
+            self.state.incarnations.get(node) == incarnation and node not in self.state.down_nodes
+        )
+
+    def admit_entry(self, node: str, incarnation: int, seq: int) -> bool:
+        """Log entries of one node incarnation are admitted once each, in increasing order.
+
+        A proposer may send an entry again when it cannot tell whether the first copy arrived;
+        the copy that comes second is not applied.
+        """
+        last = self.state.entry_seqs.get(node)
+        if last is not None and (incarnation, seq) <= last:
+            return False
+        self.state.entry_seqs[node] = (incarnation, seq)
+        return True
+
     # --- queries (local reads, never through the log) ---------------------------------
+
+    def query_live_incarnation(self, node: str) -> int | None:
+        incarnation = self.state.incarnations.get(node)
+        if incarnation is None or node in self.state.down_nodes:
+            return None
+        return incarnation
+
+    def query_pid(self, node: str) -> int | None:
+        return self.state.pids.get(node)
 
     def query_user(self, user: str) -> User | None:
         return self.state.users.get(user)
@@ -385,33 +424,51 @@ class Broker:
     # --- membership and identity --------------------------------------------------------
 
     def _node_up(self, command: c.NodeUp) -> Reply:
+        if command.incarnation < self.state.incarnations.get(command.node, 0):
+            return Ignored()  # an older incarnation's late announcement
         self.state.incarnations[command.node] = command.incarnation
+        self.state.down_nodes.discard(command.node)
+        self.state.pids[command.node] = command.pid
+        self._release_node(command.node, keep_incarnation=command.incarnation)
+        return Ok()
+
+    def _node_down(self, command: c.NodeDown) -> Reply:
+        if not self._is_live(command.node, command.incarnation):
+            return Ignored()  # already down, or restarted since
+        self.state.down_nodes.add(command.node)
+        self._release_node(command.node, keep_incarnation=None)
+        return Ok()
+
+    def _release_node(self, node: str, keep_incarnation: int | None) -> None:
+        """Release the channels, exclusive queues and failure marks of `node`'s incarnations.
+
+        All of them, or all but `keep_incarnation`.
+        """
+
+        def released(ref_node: str, incarnation: int) -> bool:
+            return ref_node == node and incarnation != keep_incarnation
+
         self._release_channels(
-            [
-                ref
-                for ref in self.state.channels
-                if ref.node == command.node and ref.incarnation != command.incarnation
-            ]
+            [ref for ref in self.state.channels if released(ref.node, ref.incarnation)]
         )
         for vhost in self.state.vhosts.values():
             for queue in list(vhost.queues.values()):
                 owner = queue.exclusive_owner
-                if (
-                    owner is not None
-                    and owner[0] == command.node
-                    and owner[1] != command.incarnation
-                ):
+                if owner is not None and released(owner[0], owner[1]):
                     self._remove_queue(vhost, queue)
         self.state.failed_channels = {
-            ref
-            for ref in self.state.failed_channels
-            if ref.node != command.node or ref.incarnation == command.incarnation
+            ref for ref in self.state.failed_channels if not released(ref.node, ref.incarnation)
         }
         self.state.failed_connections = {
-            ref
-            for ref in self.state.failed_connections
-            if ref[0] != command.node or ref[1] == command.incarnation
+            ref for ref in self.state.failed_connections if not released(ref[0], ref[1])
         }
+
+    def _bootstrap_defaults(self, command: c.BootstrapDefaults) -> Reply:
+        if not self.state.users and not self.state.vhosts:
+            self._add_vhost(c.AddVhost(vhost=command.vhost))
+            self._add_user(
+                c.AddUser(user=command.user, password_hash=command.password_hash, tags=command.tags)
+            )
         return Ok()
 
     def _add_vhost(self, command: c.AddVhost) -> Reply:

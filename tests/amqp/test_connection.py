@@ -7,6 +7,7 @@ import struct
 import pytest
 from pamqp import body as content_body
 from pamqp import commands, frame, header
+
 from warrenmq.amqp.codec import encode_content, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (

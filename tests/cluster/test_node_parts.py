@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from warrenmq.cluster.config import load_config
 from warrenmq.cluster.passwords import hash_password, verify_password
 from warrenmq.cluster.plain import plain_table
@@ -73,7 +74,10 @@ def session_from(peer: str) -> Session:
     for index, user in enumerate(("guest", "app"), start=2):
         broker.apply(Meta(index), c.AddUser(user=user, password_hash=hash_password(user), tags=()))
     node = types.SimpleNamespace(
-        config=load_config(environment={}), broker=broker, next_connection_serial=lambda: 1
+        config=load_config(environment={}),
+        broker=broker,
+        next_connection_serial=lambda: 1,
+        incarnation=1,
     )
     protocol = types.SimpleNamespace(peer=(peer, 40000))
     return Session(node, protocol)  # type: ignore[arg-type]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import amqp  # the PyPI package kombu speaks through, not our amqp/ folder
 import kombu
 import pika
 import pika.exceptions
 import pytest
-
-import amqp  # the PyPI package kombu speaks through, not our amqp/ folder
 
 from .conftest import start_node
 

@@ -22,6 +22,8 @@ class Harness:
         self.broker = Broker()
         self.log: list[c.Command] = []
         self.apply(c.AddVhost(vhost=VHOST))
+        for node in ("n1", "n2"):
+            self.apply(c.NodeUp(node=node, incarnation=1, pid=100))
 
     def apply(self, command: c.Command) -> Applied:
         self.log.append(command)

@@ -8,6 +8,7 @@ import typing
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from warrenmq.replication import commands as c
 
 channel_refs = st.builds(

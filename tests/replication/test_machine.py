@@ -46,7 +46,7 @@ def test_node_up_releases_what_older_incarnations_held() -> None:
     harness.publish(old, "shared", b"m")
     assert delivered_bodies(harness.consume(old, "shared", "t")) == [b"m"]
     harness.consume(other_node, "shared", "t2")
-    applied = harness.apply(c.NodeUp(node="n1", incarnation=2))
+    applied = harness.apply(c.NodeUp(node="n1", incarnation=2, pid=101))
     assert applied.reply == Ok()
     # the unacked message goes back and straight on to the surviving consumer on n2
     assert [(d.owner, d.body, d.redelivered) for d in applied.effects] == [(other_node, b"m", True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from warrenmq.replication.routing import headers_match, topic_matches
 
 TOPIC_CASES = [

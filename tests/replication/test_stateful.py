@@ -12,6 +12,7 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Ignored, Ok, Refused
 
@@ -35,6 +36,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, int]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
         self.failed: set[c.ChannelRef] = set()
+        self.down: set[str] = set()  # nodes declared lost and not restarted since
         self.last_first_delivery: dict[tuple[c.ChannelRef, str], int] = {}
         setup = self.ref(0)
         for queue in QUEUES:
@@ -64,6 +66,10 @@ class BrokerMachine(RuleBasedStateMachine):
                 )
             )
 
+    def ignored(self, ref: c.ChannelRef) -> bool:
+        """The broker ignores this channel: refused earlier, or its node is lost."""
+        return ref in self.failed or ref.node in self.down
+
     def ref(self, index: int) -> c.ChannelRef:
         node, connection, channel = CHANNELS[index]
         return c.ChannelRef(node, self.incarnations[node], connection, channel)
@@ -72,7 +78,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def run(self, ref: c.ChannelRef, command: c.Command):
         applied = self.harness.apply(command)
-        if ref in self.failed:
+        if self.ignored(ref):
             assert applied.reply == Ignored(), (command, applied.reply)
         self.observe(applied.effects)
         return applied
@@ -127,7 +133,7 @@ class BrokerMachine(RuleBasedStateMachine):
                 body=str(message_id).encode(),
             )
         )
-        if ref in self.failed:
+        if self.ignored(ref):
             assert applied.reply == Ignored()
             return
         for target in QUEUES if fanout else (QUEUES[queue],):
@@ -144,7 +150,7 @@ class BrokerMachine(RuleBasedStateMachine):
         ref = self.ref(channel)
         if tag in self.consumers.get(ref, {}):
             return  # a reused tag is a connection error, covered by its own tests
-        if ref not in self.failed:
+        if not self.ignored(ref):
             self.consumers.setdefault(ref, {})[tag] = (QUEUES[queue], no_ack)
         self.run(
             ref,
@@ -163,7 +169,7 @@ class BrokerMachine(RuleBasedStateMachine):
     def cancel(self, channel: int, data: st.DataObject) -> None:
         ref = self.ref(channel)
         tags = sorted(self.consumers.get(ref, {}))
-        if not tags or ref in self.failed:
+        if not tags or self.ignored(ref):
             return
         tag = data.draw(st.sampled_from(tags))
         self.run(ref, c.Cancel(channel=ref, consumer_tag=tag))
@@ -183,7 +189,7 @@ class BrokerMachine(RuleBasedStateMachine):
             message_id = int(applied.reply.body)
             assert message_id in self.alive[QUEUES[queue]]
             self.take(ref, applied.reply.delivery_tag, QUEUES[queue], message_id, no_ack)
-        elif ref not in self.failed:
+        elif not self.ignored(ref):
             assert applied.reply == GetEmpty()
             ready = self.alive[QUEUES[queue]] - {
                 message_id
@@ -218,8 +224,8 @@ class BrokerMachine(RuleBasedStateMachine):
                 requeue=settle == "requeue",
             )
         applied = self.harness.apply(command)
-        assert applied.reply == (Ignored() if ref in self.failed else Ok())
-        if ref not in self.failed:
+        assert applied.reply == (Ignored() if self.ignored(ref) else Ok())
+        if not self.ignored(ref):
             for tag in [
                 tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)
             ]:
@@ -232,14 +238,14 @@ class BrokerMachine(RuleBasedStateMachine):
     def ack_unknown_tag(self, channel: int, delivery_tag: int) -> None:
         ref = self.ref(channel)
         applied = self.run(ref, c.Settle(channel=ref, delivery_tag=delivery_tag, multiple=False))
-        if ref not in self.failed:
+        if not self.ignored(ref):
             assert isinstance(applied.reply, Refused) and applied.reply.reply_code == 406
             self.failed.add(ref)
 
     @rule(channel=channel_indexes)
     def recover(self, channel: int) -> None:
         ref = self.ref(channel)
-        failed = ref in self.failed
+        failed = self.ignored(ref)
         if not failed:
             self.outstanding.pop(ref, None)
             self.last_first_delivery = {
@@ -273,15 +279,30 @@ class BrokerMachine(RuleBasedStateMachine):
             if channel_node == node:
                 self.release(self.ref(index))
         self.incarnations[node] += 1
+        self.down.discard(node)
         self.observe(
-            self.harness.apply(c.NodeUp(node=node, incarnation=self.incarnations[node])).effects
+            self.harness.apply(
+                c.NodeUp(node=node, incarnation=self.incarnations[node], pid=1)
+            ).effects
         )
+
+    @rule(node=st.sampled_from(["n1", "n2"]))
+    def node_lost(self, node: str) -> None:
+        applied = self.harness.apply(c.NodeDown(node=node, incarnation=self.incarnations[node]))
+        if node in self.down:
+            assert applied.reply == Ignored()
+            return
+        for index, (channel_node, _, _) in enumerate(CHANNELS):
+            if channel_node == node:
+                self.release(self.ref(index))
+        self.down.add(node)
+        self.observe(applied.effects)
 
     @rule(queue=queue_indexes, channel=channel_indexes)
     def purge(self, queue: int, channel: int) -> None:
         ref = self.ref(channel)
         applied = self.run(ref, c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
-        if ref not in self.failed:
+        if not self.ignored(ref):
             unacked = {
                 message_id
                 for tags in self.outstanding.values()

@@ -1,0 +1,426 @@
+"""The broker's Raft log, on pysyncobj: the only module that imports it (DESIGN.md §4).
+
+Theory of operation
+-------------------
+`RaftLog.propose(command, on_reply)` collects the commands of one loop turn; `flush()` sends them
+as one log entry (group commit). An entry carries its proposer's identity and a sequence number
+that grows per node incarnation: `(node, incarnation, entry_seq)`. pysyncobj replicates the entry
+and, once a majority has it, every node applies it through `_Replica.apply_entry` in log order.
+There the proposer finds its own entries by sequence number and answers each command's caller
+(reply first, then the entry's effects go to the dispatcher, on every node).
+
+What pysyncobj does not promise, this module adds (RAFT-NOTES.md):
+- Durability. `DurableJournal` writes through pysyncobj's mmap journal and syncs it (msync) once
+  before any message leaves the node (`DurableTransport.send`): a follower's acknowledgement and
+  a leader's append-entries imply the entries are on disk — group commit, one sync per round.
+  The current term and vote are fsynced before a vote can be sent.
+- Raft §5.3, "if an existing entry conflicts with a new one … delete the existing entry and all
+  that follow it": pysyncobj truncates on any append-entries whose prevLogIdx is below its log
+  end, even a stale duplicate, so a follower could drop entries it already acknowledged.
+  `DurableJournal` defers the truncation and only carries it out on a real conflict.
+- Unknown outcomes. pysyncobj may lose an entry on a leader change without saying so. Entries not
+  applied after `resend_after_s` are sent again; the state machine admits each `(node,
+  incarnation, entry_seq)` once, so a re-sent entry that did arrive is not applied twice. An own
+  entry applied after a lower one that never was means that one is lost: its callers hear 320,
+  which closes their connection so the client retries on a fresh one. After `give_up_after_s` a
+  pending entry is given up the same way.
+- Peers authenticate with the cluster secret (pysyncobj's `password`); they exchange pickles, so
+  the Raft port must never be reachable from outside the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+import typing
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pysyncobj
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.syncobj
+import pysyncobj.tcp_connection
+import pysyncobj.transport
+
+from warrenmq.replication.commands import Command, decode_entry, encode_entry
+from warrenmq.replication.machine import Broker, BrokerState, Meta
+from warrenmq.replication.replies import Effect, Refused, Reply
+
+__all__ = ["DurableJournal", "RaftLog", "RaftSettings", "ReplyCallback"]
+
+log = logging.getLogger(__name__)
+
+ReplyCallback = typing.Callable[[Reply], None]
+CONNECTION_FORCED = 320
+_ENTRY_HEADER = struct.Struct(">HQQ")  # node id length, incarnation, entry_seq
+_LOST = Refused(CONNECTION_FORCED, "the cluster lost this command during a leader change")
+_GIVEN_UP = Refused(CONNECTION_FORCED, "the cluster did not commit this command in time")
+
+
+# --- what every node patches the same way -------------------------------------------------
+
+
+class _StoredZlib:
+    """zlib at level 0 for pysyncobj's wire: message bodies are mostly incompressible."""
+
+    @staticmethod
+    def compress(data: bytes, level: int = 0) -> bytes:
+        return zlib.compress(data, 0)
+
+    decompress = staticmethod(zlib.decompress)
+
+
+def _tune_pysyncobj() -> None:
+    # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
+    setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol
+    pysyncobj.tcp_connection.zlib = _StoredZlib  # type: ignore[assignment]
+    pysyncobj.syncobj.createJournal = _create_journal  # type: ignore[assignment]
+
+
+def _create_journal(journal_file: str | None = None) -> pysyncobj.journal.Journal:
+    assert journal_file is not None, "Warren always runs pysyncobj with a journal file"
+    return DurableJournal(journal_file)
+
+
+def _fsync_path(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class DurableJournal(pysyncobj.journal.FileJournal):
+    """pysyncobj's file journal, synced in groups and truncated only on conflicts."""
+
+    def __init__(self, journal_file: str) -> None:
+        super().__init__(journal_file)
+        self._path = journal_file
+        self._dirty = False
+        self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
+
+    # --- group commit ---------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Make every entry written so far durable (msync of the journal's mmap)."""
+        self._settle_truncation()
+        if self._dirty:
+            self.flush()
+            self._dirty = False
+
+    def setCurrentTerm(self, term: int, votedForNodeId: typing.Any) -> None:  # noqa: N802, N803
+        super().setCurrentTerm(term, votedForNodeId)
+        meta_path = self._path + ".meta"
+        _fsync_path(meta_path)  # Raft §5.2: persist currentTerm and votedFor before answering
+        _fsync_path(os.path.dirname(os.path.abspath(meta_path)))
+
+    # --- Raft §5.3: delete only from the first conflicting entry -------------------------
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:  # noqa: N802, N803
+        self._settle_truncation()
+        self._truncate_at = entryFrom
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        position = self._truncate_at
+        if position is not None:
+            if position < super().__len__():
+                existing = super().__getitem__(position)
+                if existing[1] == idx and existing[2] == term:
+                    self._truncate_at = position + 1  # the same entry: keep it
+                    return
+                super().deleteEntriesFrom(position)
+            self._truncate_at = None
+        super().add(command, idx, term)
+        self._dirty = True
+
+    def _settle_truncation(self) -> None:
+        # Whatever the leader sent matched what we hold: nothing conflicts, nothing goes.
+        self._truncate_at = None
+
+    def __getitem__(self, item: typing.Any) -> typing.Any:
+        self._settle_truncation()
+        return super().__getitem__(item)
+
+    def __len__(self) -> int:
+        self._settle_truncation()
+        return super().__len__()
+
+    def clear(self) -> None:
+        self._settle_truncation()
+        super().clear()
+        self._dirty = True
+
+    def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
+        self._settle_truncation()
+        super().deleteEntriesTo(entryTo)
+        self._dirty = True
+
+
+class DurableTransport(pysyncobj.transport.TCPTransport):
+    """Syncs the journal before any message leaves, and notes when the leader last spoke."""
+
+    last_leader_contact_s = 0.0
+
+    def send(self, node: typing.Any, message: typing.Any) -> bool:
+        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
+        if isinstance(journal, DurableJournal):
+            journal.sync()
+        return bool(super().send(node, message))
+
+    def _onMessageReceived(self, node: typing.Any, message: typing.Any) -> None:  # noqa: N802
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self.last_leader_contact_s = time.monotonic()
+        super()._onMessageReceived(node, message)
+
+
+# --- the replicated object ---------------------------------------------------------------
+
+
+class _Replica(pysyncobj.SyncObjConsumer):
+    """The one replicated object: every entry goes through `apply_entry` on every node."""
+
+    def __init__(self, raft_log: RaftLog) -> None:
+        super().__init__()
+        self._raft_log = raft_log
+
+    @pysyncobj.replicated
+    def apply_entry(self, payload: bytes) -> None:
+        self._raft_log._apply_entry(payload)
+
+    def _serialize(self) -> BrokerState:
+        return self._raft_log.broker.state
+
+    def _deserialize(self, data: BrokerState) -> None:
+        self._raft_log.broker.state = data
+
+
+@dataclass(frozen=True, slots=True)
+class RaftSettings:
+    """Timing that makes failover fast on loopback (RAFT-NOTES.md, "Failover")."""
+
+    election_timeout_s_min: float = 0.25
+    election_timeout_s_max: float = 0.5
+    append_entries_period_s: float = 0.02
+    leader_fallback_timeout_s: float = 1.0  # a leader without majority answers steps down
+    connection_retry_s: float = 0.5
+    resend_after_s: float = 1.0
+    give_up_after_s: float = 10.0
+    entry_size_max_bytes: int = 1024 * 1024  # a batch is cut here; one big message still fits
+    message_size_max_bytes: int = 16 * 1024 * 1024
+    compaction_min_entries: int = 50_000
+    compaction_min_time_s: float = 600.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    seq: int
+    payload: bytes
+    callbacks: list[ReplyCallback | None]
+    sent_at_s: float
+    first_sent_at_s: float
+
+
+class RaftLog:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        incarnation: int,
+        raft_address: str,
+        partner_addresses: list[str],
+        directory: Path,
+        broker: Broker,
+        dispatch: typing.Callable[[list[Effect]], None],
+        schedule: typing.Callable[[typing.Callable[[], None]], object],
+        password: str | None,
+        settings: RaftSettings | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.broker = broker
+        self.settings = settings or RaftSettings()
+        self._dispatch = dispatch
+        self._schedule = schedule
+        self._batch: list[tuple[Command, ReplyCallback | None]] = []
+        self._batch_bytes = 0
+        self._pending: dict[int, _Pending] = {}
+        self._next_seq = 1
+        self._replica = _Replica(self)
+        directory.mkdir(parents=True, exist_ok=True)
+        _tune_pysyncobj()
+        settings = self.settings
+        conf = pysyncobj.SyncObjConf(
+            autoTick=False,
+            journalFile=str(directory / "raft.journal"),
+            fullDumpFile=str(directory / "raft.snapshot"),
+            password=password,
+            raftMinTimeout=settings.election_timeout_s_min,
+            raftMaxTimeout=settings.election_timeout_s_max,
+            appendEntriesPeriod=settings.append_entries_period_s,
+            leaderFallbackTimeout=settings.leader_fallback_timeout_s,
+            connectionRetryTime=settings.connection_retry_s,
+            # one entry never takes pysyncobj's chunked path (RAFT-NOTES.md, defect 1)
+            appendEntriesBatchSizeBytes=settings.message_size_max_bytes
+            + settings.entry_size_max_bytes,
+            sendBufferSize=4 * 1024 * 1024,
+            recvBufferSize=4 * 1024 * 1024,
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_time_s,
+            maxBindRetries=50,
+            bindRetryTime=0.1,
+        )
+        self._syncobj = pysyncobj.SyncObj(
+            raft_address,
+            partner_addresses,
+            conf,
+            consumers=[self._replica],
+            transportClass=DurableTransport,
+        )
+
+    # --- the log interface ------------------------------------------------------------
+
+    def propose(self, command: Command, on_reply: ReplyCallback | None = None) -> None:
+        if not self._batch:
+            self._schedule(self.flush)
+        self._batch.append((command, on_reply))
+        body = getattr(command, "body", b"")
+        self._batch_bytes += len(body) + 256
+        if self._batch_bytes >= self.settings.entry_size_max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the commands proposed since the last flush as one entry."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        seq = self._next_seq
+        self._next_seq += 1
+        node = self.node_id.encode()
+        payload = b"".join(
+            (
+                _ENTRY_HEADER.pack(len(node), self.incarnation, seq),
+                node,
+                encode_entry([command for command, _ in batch]),
+            )
+        )
+        now_s = time.monotonic()
+        self._pending[seq] = _Pending(
+            seq, payload, [on_reply for _, on_reply in batch], now_s, now_s
+        )
+        self._replica.apply_entry(payload)
+        self.tick()
+
+    def tick(self) -> None:
+        """One round of pysyncobj's work (network, elections, applying), then our timers."""
+        self._syncobj.doTick(0.0)
+        if self._pending:
+            self._check_pending(time.monotonic())
+
+    def change_incarnation(self, incarnation: int) -> None:
+        """The cluster declared this incarnation lost: nothing it proposed can be answered."""
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        for on_reply in [on_reply for _, on_reply in batch if on_reply is not None]:
+            on_reply(_LOST)
+        for entry in self._pending.values():
+            self._fail(entry, _LOST)
+        self._pending.clear()
+        self.incarnation = incarnation
+        self._next_seq = 1
+
+    def close(self) -> None:
+        self._syncobj.destroy()
+
+    # --- status (local views: "there could be multiple leaders at the same time") -----
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self._syncobj.isReady())
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._syncobj._isLeader())
+
+    @property
+    def leader_address(self) -> str | None:
+        leader = self._syncobj._getLeader()
+        return None if leader is None else str(leader.id)
+
+    @property
+    def term(self) -> int:
+        return int(self._syncobj.raftCurrentTerm)
+
+    @property
+    def commit_index(self) -> int:
+        return int(self._syncobj.raftCommitIndex)
+
+    def is_connected(self, address: str) -> bool:
+        return any(
+            node.id == address and self._syncobj.isNodeConnected(node)
+            for node in self._syncobj.otherNodes
+        )
+
+    def seconds_since_majority_contact(self) -> float:
+        """0 while this node leads with a majority or follows a live leader."""
+        if not self._syncobj.otherNodes:
+            return 0.0
+        if self.is_leader:
+            return 0.0  # pysyncobj demotes a leader after leader_fallback_timeout_s alone
+        transport = self._syncobj._SyncObj__transport
+        return time.monotonic() - transport.last_leader_contact_s
+
+    def peers_silent_for_s(self) -> dict[str, float]:
+        """As leader: how long each follower has not answered (pysyncobj's own bookkeeping)."""
+        if not self.is_leader:
+            return {}
+        last_response = self._syncobj._SyncObj__lastResponseTime
+        now_s = time.monotonic()
+        return {node.id: now_s - seen_s for node, seen_s in last_response.items()}
+
+    # --- applying -------------------------------------------------------------------------
+
+    def _apply_entry(self, payload: bytes) -> None:
+        node_length, incarnation, seq = _ENTRY_HEADER.unpack_from(payload)
+        start = _ENTRY_HEADER.size
+        node = payload[start : start + node_length].decode()
+        if not self.broker.admit_entry(node, incarnation, seq):
+            return  # a re-sent entry that had arrived after all
+        mine = node == self.node_id and incarnation == self.incarnation
+        callbacks: list[ReplyCallback | None] = []
+        if mine:
+            for lost_seq in [pending for pending in self._pending if pending < seq]:
+                self._fail(self._pending.pop(lost_seq), _LOST)
+            entry = self._pending.pop(seq, None)
+            callbacks = entry.callbacks if entry is not None else []
+        commands = decode_entry(payload[start + node_length :])
+        for position, command in enumerate(commands):
+            applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
+            try:
+                on_reply = callbacks[position] if position < len(callbacks) else None
+                if on_reply is not None:
+                    on_reply(applied.reply)
+                if applied.effects:
+                    self._dispatch(applied.effects)
+            except Exception:
+                log.exception("reply or effect dispatch failed for %s", type(command).__name__)
+
+    def _check_pending(self, now_s: float) -> None:
+        for entry in list(self._pending.values()):
+            if now_s - entry.first_sent_at_s > self.settings.give_up_after_s:
+                del self._pending[entry.seq]
+                self._fail(entry, _GIVEN_UP)
+            elif now_s - entry.sent_at_s > self.settings.resend_after_s:
+                entry.sent_at_s = now_s
+                self._replica.apply_entry(entry.payload)
+
+    @staticmethod
+    def _fail(entry: _Pending, refused: Refused) -> None:
+        for on_reply in entry.callbacks:
+            if on_reply is not None:
+                try:
+                    on_reply(refused)
+                except Exception:
+                    log.exception("failing a lost proposal raised")
