@@ -184,13 +184,17 @@ def _up(arguments: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    while not stop and all(process.poll() is None for _, process in processes):
+    reported: set[str] = set()
+    # A node that dies is reported and the others go on, as a cluster should; Ctrl-C stops all.
+    while not stop and any(process.poll() is None for _, process in processes):
+        for member, process in processes:
+            if process.poll() is not None and member.node_id not in reported:
+                reported.add(member.node_id)
+                print(f"{member.node_id} exited with {process.returncode}", flush=True)
         time.sleep(0.2)
-    for member, process in processes:
+    for _, process in processes:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGTERM)
-        else:
-            print(f"{member.node_id} exited with {process.returncode}", flush=True)
     deadline = time.monotonic() + UP_STOP_TIMEOUT_S
     for _, process in processes:
         try:

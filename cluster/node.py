@@ -42,7 +42,7 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
-TICK_S = 0.002  # how often pysyncobj gets a turn on the loop
+TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 

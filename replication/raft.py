@@ -249,6 +249,7 @@ class RaftLog:
         self._batch_bytes = 0
         self._pending: dict[int, _Pending] = {}
         self._next_seq = 1
+        self._leader_progress = (0, 0)  # log size and commit index the followers last heard
         self._replica = _Replica(self)
         directory.mkdir(parents=True, exist_ok=True)
         _tune_pysyncobj()
@@ -316,7 +317,16 @@ class RaftLog:
 
     def tick(self) -> None:
         """One round of pysyncobj's work (network, elections, applying), then our timers."""
-        self._syncobj.doTick(0.0)
+        syncobj = self._syncobj
+        syncobj.doTick(0.0)
+        if syncobj._isLeader():
+            # pysyncobj's batch mode sends only every append_entries_period_s. A leader whose
+            # log grew or whose commit index moved tells the followers now: new entries start
+            # replicating at once, and followers learn of commits without waiting a period.
+            progress = (syncobj._getRaftLogSize(), syncobj.raftCommitIndex)
+            if progress != self._leader_progress:
+                self._leader_progress = progress
+                syncobj._SyncObj__sendAppendEntries()
         if self._pending:
             self._check_pending(time.monotonic())
 
