@@ -11,24 +11,16 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import secrets
 import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from warrenmq.cluster.config import Member, load_config, parse_member
-from warrenmq.cluster.management import CLUSTER_STATUS_PATH
+from warrenmq.cluster.local import LocalCluster, consecutive_members, fetch_cluster_status
 from warrenmq.cluster.node import Node
 
 __all__ = ["main"]
-
-UP_STOP_TIMEOUT_S = 15.0
-
 
 # --- warren node ------------------------------------------------------------------------
 
@@ -123,59 +115,27 @@ async def _run_node(arguments: argparse.Namespace) -> None:
 # --- warren up --------------------------------------------------------------------------
 
 
-def _cluster_secret(directory: Path) -> str:
-    """One secret per local cluster, kept beside its data so a restart rejoins."""
-    path = directory / "cluster-secret"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(24))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def _up(arguments: argparse.Namespace) -> int:
-    directory: Path = arguments.data_dir.resolve()
-    members = [
-        Member(
-            f"warren-{index + 1}",
-            arguments.host,
-            arguments.amqp_port + index,
-            arguments.raft_port + index,
-            arguments.management_port + index,
-        )
-        for index in range(arguments.nodes)
-    ]
-    secret = _cluster_secret(directory)
-    processes: list[tuple[Member, subprocess.Popen[bytes]]] = []
+    members = consecutive_members(
+        arguments.nodes,
+        arguments.host,
+        arguments.amqp_port,
+        arguments.raft_port,
+        arguments.management_port,
+    )
+    cluster = LocalCluster(arguments.data_dir, members, arguments.log_level)
+    cluster.start_all()
     for member in members:
-        command = [
-            sys.executable,
-            "-m",
-            "warrenmq.cluster.cli",
-            "node",
-            "--node-id",
-            member.node_id,
-            "--data-dir",
-            str(directory),
-            "--cluster-secret",
-            secret,
-            "--log-level",
-            arguments.log_level,
-        ]
-        for each in members:
-            command += [
-                "--member",
-                f"{each.node_id}@{each.host}:{each.amqp_port}:"
-                f"{each.raft_port}:{each.management_port}",
-            ]
-        # cwd: the data dir, so the repository's amqp/ folder can never shadow a package
-        processes.append((member, subprocess.Popen(command, cwd=directory)))
         print(
-            f"{member.node_id}: pid {processes[-1][1].pid}, amqp {member.amqp_port}, "
-            f"raft {member.raft_port}, management {member.management_port}",
+            f"{member.node_id}: pid {cluster.processes[member.node_id].pid}, "
+            f"amqp {member.amqp_port}, raft {member.raft_port}, "
+            f"management {member.management_port}",
             flush=True,
         )
-    print(f"cluster of {len(members)} starting; data in {directory}; Ctrl-C stops it", flush=True)
+    print(
+        f"cluster of {len(members)} starting; data in {cluster.directory}; Ctrl-C stops it",
+        flush=True,
+    )
     stop = False
 
     def request_stop(signal_number: int, frame: object) -> None:
@@ -186,22 +146,14 @@ def _up(arguments: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     reported: set[str] = set()
     # A node that dies is reported and the others go on, as a cluster should; Ctrl-C stops all.
-    while not stop and any(process.poll() is None for _, process in processes):
-        for member, process in processes:
-            if process.poll() is not None and member.node_id not in reported:
+    while not stop and any(cluster.is_running(member.node_id) for member in members):
+        for member in members:
+            if not cluster.is_running(member.node_id) and member.node_id not in reported:
                 reported.add(member.node_id)
-                print(f"{member.node_id} exited with {process.returncode}", flush=True)
+                code = cluster.processes[member.node_id].returncode
+                print(f"{member.node_id} exited with {code}", flush=True)
         time.sleep(0.2)
-    for _, process in processes:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + UP_STOP_TIMEOUT_S
-    for _, process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+    cluster.stop()
     print("cluster stopped", flush=True)
     return 0 if stop else 1
 
@@ -211,22 +163,16 @@ def _up(arguments: argparse.Namespace) -> int:
 
 def _ctl(arguments: argparse.Namespace) -> int:
     if arguments.config is not None:
-        config = load_config(arguments.config)
-        targets = [(member.host, member.management_port) for member in config.cluster]
+        targets = list(load_config(arguments.config).cluster)
     else:
-        targets = [(arguments.host, arguments.management_port)]
-    errors = []
-    for host, port in targets:
-        url = f"http://{host}:{port}{CLUSTER_STATUS_PATH}"
-        try:
-            with urllib.request.urlopen(url, timeout=arguments.timeout) as response:
-                status = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            errors.append(f"{host}:{port}: {error}")
-            continue
-        print(json.dumps(status, indent=2))
-        return 0
-    print("no node answered: " + "; ".join(errors), file=sys.stderr)
+        targets = [Member("", arguments.host, 0, 0, arguments.management_port)]
+    for member in targets:
+        status = fetch_cluster_status(member, arguments.timeout)
+        if status is not None:
+            print(json.dumps(status, indent=2))
+            return 0
+    asked = ", ".join(f"{member.host}:{member.management_port}" for member in targets)
+    print(f"no node answered on {asked}", file=sys.stderr)
     return 2
 
 

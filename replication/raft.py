@@ -18,24 +18,28 @@ What pysyncobj does not promise, this module adds (RAFT-NOTES.md):
   that follow it": pysyncobj truncates on any append-entries whose prevLogIdx is below its log
   end, even a stale duplicate, so a follower could drop entries it already acknowledged.
   `DurableJournal` defers the truncation and only carries it out on a real conflict.
-- Unknown outcomes. pysyncobj may lose an entry on a leader change without saying so. Entries not
-  applied after `resend_after_s` are sent again; the state machine admits each `(node,
-  incarnation, entry_seq)` once, so a re-sent entry that did arrive is not applied twice. An own
-  entry applied after a lower one that never was means that one is lost: its callers hear 320,
-  which closes their connection so the client retries on a fresh one. After `give_up_after_s` a
-  pending entry is given up the same way.
+- Unknown outcomes. pysyncobj may lose an entry on a leader change without saying so. Each node
+  keeps one entry in flight (stop-and-wait; whatever arrives meanwhile batches into the next
+  entry, which is group commit anyway). An entry not applied when the leader changes, or after
+  `resend_after_s`, is sent again; the state machine admits each `(node, incarnation,
+  entry_seq)` once, so a copy that arrives second is not applied twice. Since nothing newer was
+  ever sent, a re-send can neither leave a gap nor reorder a channel's commands. After
+  `give_up_after_s` the entry's callers hear 320, which closes their connections so clients
+  retry on fresh ones.
 - Peers authenticate with the cluster secret (pysyncobj's `password`); they exchange pickles, so
   the Raft port must never be reachable from outside the cluster.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import struct
 import time
 import typing
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 ReplyCallback = typing.Callable[[Reply], None]
 CONNECTION_FORCED = 320
 _ENTRY_HEADER = struct.Struct(">HQQ")  # node id length, incarnation, entry_seq
-_LOST = Refused(CONNECTION_FORCED, "the cluster lost this command during a leader change")
+_LOST = Refused(CONNECTION_FORCED, "this node's incarnation was declared lost by the cluster")
 _GIVEN_UP = Refused(CONNECTION_FORCED, "the cluster did not commit this command in time")
 
 
@@ -177,6 +181,26 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         super()._onMessageReceived(node, message)
 
 
+def _align_journal_with_snapshot(journal: DurableJournal, snapshot_path: str) -> None:
+    """Start the journal at the snapshot's last entries before pysyncobj loads the snapshot.
+
+    pysyncobj writes a snapshot in a forked child, renames it into place, and trims the journal
+    to it only on a later tick. A crash in between leaves a journal that starts before the
+    snapshot; on restart pysyncobj finds the mismatch and clears the whole journal, losing every
+    entry after the snapshot. Trimming first keeps them (measured: a one-node log lost its last
+    entries in 3 of 5 restarts under CPU load without this).
+    """
+    if not os.path.exists(snapshot_path):
+        return
+    with open(snapshot_path, "rb") as snapshot, gzip.GzipFile(fileobj=snapshot) as unzipped:
+        _, last_applied, before_last, _ = pysyncobj.pickle.load(unzipped)
+    for position in range(len(journal) - 1):
+        if journal[position] == before_last and journal[position + 1] == last_applied:
+            if position:
+                journal.deleteEntriesTo(position)
+            return
+
+
 # --- the replicated object ---------------------------------------------------------------
 
 
@@ -220,8 +244,8 @@ class _Pending:
     seq: int
     payload: bytes
     callbacks: list[ReplyCallback | None]
-    sent_at_s: float
-    first_sent_at_s: float
+    sent_at_s: float  # when it was last sent
+    first_sent_at_s: float  # when it was first sent
 
 
 class RaftLog:
@@ -247,7 +271,9 @@ class RaftLog:
         self._schedule = schedule
         self._batch: list[tuple[Command, ReplyCallback | None]] = []
         self._batch_bytes = 0
-        self._pending: dict[int, _Pending] = {}
+        self._sealed: deque[_Pending] = deque()  # entries waiting for the one in flight
+        self._in_flight: _Pending | None = None  # sent, not yet applied
+        self._leader_seen: str | None = None  # the leader when the in-flight entry was sent
         self._next_seq = 1
         self._leader_progress = (0, 0)  # log size and commit index the followers last heard
         self._replica = _Replica(self)
@@ -281,6 +307,7 @@ class RaftLog:
             consumers=[self._replica],
             transportClass=DurableTransport,
         )
+        _align_journal_with_snapshot(self._syncobj._SyncObj__raftLog, conf.fullDumpFile)
 
     # --- the log interface ------------------------------------------------------------
 
@@ -294,7 +321,7 @@ class RaftLog:
             self.flush()
 
     def flush(self) -> None:
-        """Send the commands proposed since the last flush as one entry."""
+        """Seal the commands proposed since the last flush into one entry and send when due."""
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
@@ -308,12 +335,21 @@ class RaftLog:
                 encode_entry([command for command, _ in batch]),
             )
         )
-        now_s = time.monotonic()
-        self._pending[seq] = _Pending(
-            seq, payload, [on_reply for _, on_reply in batch], now_s, now_s
-        )
-        self._replica.apply_entry(payload)
+        self._sealed.append(_Pending(seq, payload, [on_reply for _, on_reply in batch], 0.0, 0.0))
+        self._send_next()
         self.tick()
+
+    def _send_next(self) -> None:
+        if self._in_flight is None and self._sealed:
+            self._in_flight = self._sealed.popleft()
+            now_s = time.monotonic()
+            self._in_flight.first_sent_at_s = now_s
+            self._send(self._in_flight, now_s)
+
+    def _send(self, entry: _Pending, now_s: float) -> None:
+        entry.sent_at_s = now_s
+        self._leader_seen = self.leader_address
+        self._replica.apply_entry(entry.payload)
 
     def tick(self) -> None:
         """One round of pysyncobj's work (network, elections, applying), then our timers."""
@@ -327,17 +363,30 @@ class RaftLog:
             if progress != self._leader_progress:
                 self._leader_progress = progress
                 syncobj._SyncObj__sendAppendEntries()
-        if self._pending:
-            self._check_pending(time.monotonic())
+        if self._in_flight is not None:
+            self._check_in_flight(self._in_flight, time.monotonic())
+
+    def _check_in_flight(self, entry: _Pending, now_s: float) -> None:
+        if now_s - entry.first_sent_at_s > self.settings.give_up_after_s:
+            self._in_flight = None
+            self._fail(entry, _GIVEN_UP)
+            self._send_next()
+            return
+        leader = self.leader_address
+        new_leader = leader is not None and leader != self._leader_seen
+        if new_leader or now_s - entry.sent_at_s > self.settings.resend_after_s:
+            self._send(entry, now_s)  # it may have died with the old leader
 
     def change_incarnation(self, incarnation: int) -> None:
         """The cluster declared this incarnation lost: nothing it proposed can be answered."""
         batch, self._batch, self._batch_bytes = self._batch, [], 0
+        entries = [self._in_flight, *self._sealed] if self._in_flight else list(self._sealed)
+        self._in_flight = None
+        self._sealed.clear()
         for on_reply in [on_reply for _, on_reply in batch if on_reply is not None]:
             on_reply(_LOST)
-        for entry in self._pending.values():
+        for entry in entries:
             self._fail(entry, _LOST)
-        self._pending.clear()
         self.incarnation = incarnation
         self._next_seq = 1
 
@@ -398,13 +447,17 @@ class RaftLog:
         node = payload[start : start + node_length].decode()
         if not self.broker.admit_entry(node, incarnation, seq):
             return  # a re-sent entry that had arrived after all
-        mine = node == self.node_id and incarnation == self.incarnation
         callbacks: list[ReplyCallback | None] = []
-        if mine:
-            for lost_seq in [pending for pending in self._pending if pending < seq]:
-                self._fail(self._pending.pop(lost_seq), _LOST)
-            entry = self._pending.pop(seq, None)
-            callbacks = entry.callbacks if entry is not None else []
+        entry = self._in_flight
+        if (
+            entry is not None
+            and entry.seq == seq
+            and node == self.node_id
+            and incarnation == self.incarnation
+        ):
+            callbacks = entry.callbacks
+            self._in_flight = None
+            self._send_next()  # it only queues the entry: pysyncobj sends it later this tick
         commands = decode_entry(payload[start + node_length :])
         for position, command in enumerate(commands):
             applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
@@ -416,15 +469,6 @@ class RaftLog:
                     self._dispatch(applied.effects)
             except Exception:
                 log.exception("reply or effect dispatch failed for %s", type(command).__name__)
-
-    def _check_pending(self, now_s: float) -> None:
-        for entry in list(self._pending.values()):
-            if now_s - entry.first_sent_at_s > self.settings.give_up_after_s:
-                del self._pending[entry.seq]
-                self._fail(entry, _GIVEN_UP)
-            elif now_s - entry.sent_at_s > self.settings.resend_after_s:
-                entry.sent_at_s = now_s
-                self._replica.apply_entry(entry.payload)
 
     @staticmethod
     def _fail(entry: _Pending, refused: Refused) -> None:

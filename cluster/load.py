@@ -1,0 +1,206 @@
+"""A confirmed publish load and consumers that ride out node loss, for tests and benchmarks.
+
+Every message carries a unique id. The publisher counts an id as confirmed only once its
+basic.ack arrived; consumers count every delivery of every id. After the run, `lost` is the set of
+confirmed ids never delivered — it must be empty — and `duplicates` counts extra deliveries, which
+at-least-once delivery allows (a publish retried after a broken connection, a redelivery after a
+consumer's node died).
+
+Publishers and consumers reconnect, rotating through the nodes' URLs, whenever a connection
+breaks. Everything is bounded: `message_count` messages, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import typing
+from dataclasses import dataclass, field
+
+import aio_pika
+
+__all__ = ["Load", "LoadStats"]
+
+CONNECT_TIMEOUT_S = 3.0
+PUBLISH_TIMEOUT_S = 5.0
+RECONNECT_PAUSE_S = 0.2
+
+
+@dataclass
+class LoadStats:
+    confirmed: set[int] = field(default_factory=set)  # ids whose basic.ack arrived
+    delivered: collections.Counter[int] = field(default_factory=collections.Counter)
+    confirm_times_s: list[float] = field(default_factory=list)  # monotonic, one per confirm
+    delivery_times_s: list[float] = field(default_factory=list)  # monotonic, one per delivery
+    publisher_reconnects: int = 0
+    consumer_reconnects: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    @property
+    def lost(self) -> set[int]:
+        return self.confirmed - set(self.delivered)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.delivered.values() if count > 1)
+
+    def summary(self) -> str:
+        return (
+            f"confirmed {len(self.confirmed)}, delivered {len(self.delivered)} ids, "
+            f"lost {len(self.lost)}, duplicates {self.duplicates}, reconnects "
+            f"publisher {self.publisher_reconnects} consumer {self.consumer_reconnects}, "
+            f"errors {dict(self.errors)}"
+        )
+
+
+class Load:
+    def __init__(
+        self,
+        publish_urls: list[str],
+        consume_urls: list[str],
+        queue: str,
+        message_count: int,
+        window: int = 20,
+        rate_per_s: float | None = None,
+        prefetch: int = 100,
+        manual_ack: bool = True,
+    ) -> None:
+        self.publish_urls = publish_urls
+        self.consume_urls = consume_urls
+        self.queue = queue
+        self.message_count = message_count
+        self.window = window
+        self.rate_per_s = rate_per_s
+        self.prefetch = prefetch
+        self.manual_ack = manual_ack
+        self.stats = LoadStats()
+        self.publishing_done = asyncio.Event()
+
+    async def declare(self, url: str) -> None:
+        connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(
+                self.queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+
+    # --- publishing --------------------------------------------------------------------
+
+    async def publish(self, deadline_s: float) -> None:
+        """Publish ids 0 … message_count-1, each until confirmed or the deadline passes."""
+        next_id = 0
+        attempt = 0
+        try:
+            while next_id < self.message_count and time.monotonic() < deadline_s:
+                url = self.publish_urls[attempt % len(self.publish_urls)]
+                attempt += 1
+                try:
+                    next_id = await self._publish_over(url, next_id, deadline_s)
+                except Exception as error:  # any broken connection: count it, go elsewhere
+                    self.stats.errors[type(error).__name__] += 1
+                    self.stats.publisher_reconnects += 1
+                    await asyncio.sleep(RECONNECT_PAUSE_S)
+        finally:
+            self.publishing_done.set()
+
+    async def _publish_over(self, url: str, next_id: int, deadline_s: float) -> int:
+        connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            started_s = time.monotonic()
+            sent = 0
+            while next_id < self.message_count and time.monotonic() < deadline_s:
+                ids = list(range(next_id, min(next_id + self.window, self.message_count)))
+                results = await asyncio.gather(
+                    *(self._publish_one(channel, message_id) for message_id in ids),
+                    return_exceptions=True,
+                )
+                failures = [result for result in results if isinstance(result, BaseException)]
+                if failures:
+                    raise failures[0]  # unconfirmed ids of this window are published again
+                next_id = ids[-1] + 1
+                sent += len(ids)
+                if self.rate_per_s:
+                    ahead_s = sent / self.rate_per_s - (time.monotonic() - started_s)
+                    if ahead_s > 0:
+                        await asyncio.sleep(ahead_s)
+        return next_id
+
+    async def _publish_one(self, channel: aio_pika.abc.AbstractChannel, message_id: int) -> None:
+        if message_id in self.stats.confirmed:
+            return
+        message = aio_pika.Message(
+            str(message_id).encode(),
+            message_id=str(message_id),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        await channel.default_exchange.publish(
+            message, routing_key=self.queue, timeout=PUBLISH_TIMEOUT_S
+        )
+        self.stats.confirmed.add(message_id)
+        self.stats.confirm_times_s.append(time.monotonic())
+
+    # --- consuming ---------------------------------------------------------------------
+
+    async def consume(self, first_url: int, deadline_s: float) -> None:
+        """Consume until every confirmed id arrived after publishing ended, or a deadline."""
+        attempt = first_url
+        while not self._drained() and time.monotonic() < deadline_s:
+            url = self.consume_urls[attempt % len(self.consume_urls)]
+            attempt += 1
+            try:
+                await self._consume_over(url, deadline_s)
+            except Exception as error:  # any broken connection: count it, go elsewhere
+                self.stats.errors[type(error).__name__] += 1
+                self.stats.consumer_reconnects += 1
+                await asyncio.sleep(RECONNECT_PAUSE_S)
+
+    def _drained(self) -> bool:
+        return self.publishing_done.is_set() and not self.stats.lost
+
+    async def _consume_over(self, url: str, deadline_s: float) -> None:
+        connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue = await channel.get_queue(self.queue)
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                self.stats.delivered[int(message.body)] += 1
+                self.stats.delivery_times_s.append(time.monotonic())
+                if self.manual_ack:
+                    await message.ack()
+
+            await queue.consume(on_message, no_ack=not self.manual_ack)
+            while not self._drained() and time.monotonic() < deadline_s:
+                if not connection.connected.is_set():  # the broker closed it
+                    raise ConnectionError("consumer connection closed")
+                await asyncio.sleep(0.05)
+
+    # --- one run ----------------------------------------------------------------------
+
+    async def run(
+        self,
+        timeout_s: float,
+        consumers: int = 1,
+        during: typing.Callable[[], typing.Coroutine[typing.Any, typing.Any, None]] | None = None,
+    ) -> LoadStats:
+        """Publish and consume together; `during` (a fault, say) runs alongside."""
+        deadline_s = time.monotonic() + timeout_s
+        tasks = [asyncio.create_task(self.publish(deadline_s))]
+        tasks += [
+            asyncio.create_task(self.consume(index, deadline_s)) for index in range(consumers)
+        ]
+        if during is not None:
+            tasks.append(asyncio.create_task(during()))
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout_s + 10)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        return self.stats

@@ -1,0 +1,186 @@
+"""A cluster of local node processes: what `warren up`, the failover benchmark and tests run.
+
+Each node is `python -m warrenmq.cluster.cli node` with its own ports and data dir, started in the
+data dir (so a checkout's amqp/ folder never shadows a package). Nodes are signalled by pid only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from warrenmq.cluster.config import Member
+from warrenmq.cluster.management import CLUSTER_STATUS_PATH
+
+__all__ = ["LocalCluster", "consecutive_members", "fetch_cluster_status"]
+
+STOP_TIMEOUT_S = 15.0
+
+
+def consecutive_members(
+    nodes: int, host: str, amqp_port: int, raft_port: int, management_port: int
+) -> list[Member]:
+    """warren-1 … warren-N, each port one above the previous node's."""
+    return [
+        Member(
+            f"warren-{index + 1}",
+            host,
+            amqp_port + index,
+            raft_port + index,
+            management_port + index,
+        )
+        for index in range(nodes)
+    ]
+
+
+def fetch_cluster_status(member: Member, timeout_s: float = 2.0) -> dict[str, typing.Any] | None:
+    url = f"http://{member.host}:{member.management_port}{CLUSTER_STATUS_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return typing.cast(dict[str, typing.Any], json.load(response))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        directory: Path,
+        members: list[Member],
+        log_level: str = "INFO",
+        extra_arguments: typing.Sequence[str] = (),
+    ) -> None:
+        self.directory = directory.resolve()
+        self.members = members
+        self.log_level = log_level
+        self.extra_arguments = list(extra_arguments)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.secret = self._secret()
+
+    def _secret(self) -> str:
+        """One secret per local cluster, kept beside its data so a restart rejoins."""
+        path = self.directory / "cluster-secret"
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def member(self, node_id: str) -> Member:
+        return next(member for member in self.members if member.node_id == node_id)
+
+    def start(self, node_id: str, log_to_file: bool = False) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "warrenmq.cluster.cli",
+            "node",
+            "--node-id",
+            node_id,
+            "--data-dir",
+            str(self.directory),
+            "--cluster-secret",
+            self.secret,
+            "--log-level",
+            self.log_level,
+            *self.extra_arguments,
+        ]
+        for each in self.members:
+            command += [
+                "--member",
+                f"{each.node_id}@{each.host}:{each.amqp_port}:"
+                f"{each.raft_port}:{each.management_port}",
+            ]
+        output: typing.Any = None
+        if log_to_file:
+            output = open(self.directory / f"{node_id}.log", "ab")  # noqa: SIM115
+        try:
+            process = subprocess.Popen(
+                command,
+                cwd=self.directory,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+            )
+        finally:
+            if output is not None:
+                output.close()
+        self.processes[node_id] = process
+        return process
+
+    def start_all(self, log_to_file: bool = False) -> None:
+        for member in self.members:
+            self.start(member.node_id, log_to_file)
+
+    def is_running(self, node_id: str) -> bool:
+        process = self.processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    def signal(self, node_id: str, signal_number: int) -> None:
+        os.kill(self.processes[node_id].pid, signal_number)
+
+    def kill(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGKILL)
+        self.processes[node_id].wait(timeout=10)
+
+    def stop(self, node_id: str | None = None) -> None:
+        """SIGTERM (the node says goodbye to its clients), then SIGKILL if it lingers."""
+        chosen = [node_id] if node_id else list(self.processes)
+        for each in chosen:
+            if self.is_running(each):
+                self.signal(each, signal.SIGTERM)
+        deadline_s = time.monotonic() + STOP_TIMEOUT_S
+        for each in chosen:
+            process = self.processes[each]
+            try:
+                process.wait(timeout=max(0.1, deadline_s - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def status(self) -> dict[str, typing.Any] | None:
+        """cluster-status from the first running node that answers."""
+        for member in self.members:
+            if self.is_running(member.node_id):
+                status = fetch_cluster_status(member)
+                if status is not None:
+                    return status
+        return None
+
+    def serving(self, node_id: str) -> bool:
+        """The node accepts AMQP connections (it listens only once it has joined)."""
+        member = self.member(node_id)
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((member.host, member.amqp_port), 0.2),
+        ):
+            return True
+        return False
+
+    def leader(self, exclude: typing.Collection[str] = ()) -> str | None:
+        """The leader every running node (but `exclude`) agrees on, if they agree."""
+        leaders = set()
+        for member in self.members:
+            if member.node_id in exclude or not self.is_running(member.node_id):
+                continue
+            status = fetch_cluster_status(member)
+            leaders.add(status["leader"] if status else None)
+        return leaders.pop() if len(leaders) == 1 else None
+
+    def wait_for(self, condition: typing.Callable[[], object], timeout_s: float, what: str) -> None:
+        deadline_s = time.monotonic() + timeout_s
+        while time.monotonic() < deadline_s:
+            if condition():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} did not happen within {timeout_s} s")

@@ -1,0 +1,241 @@
+"""Node-kill resilience: three real nodes, real clients, SIGKILL and SIGSTOP, every id counted.
+
+Each test runs a bounded confirmed publish load (`warrenmq.cluster.load`) and checks at the end
+that every confirmed message was delivered (lost = 0); duplicates are allowed and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from warrenmq.cluster.config import Member
+from warrenmq.cluster.load import Load
+from warrenmq.cluster.local import LocalCluster
+
+from .conftest import free_port
+
+READY_S = 60.0
+
+
+def url(member: Member) -> str:
+    return f"amqp://guest:guest@{member.host}:{member.amqp_port}/"
+
+
+def wait_healthy(cluster: LocalCluster, node_ids: list[str] | None = None) -> str:
+    """Every given node serves AMQP and they agree on a leader; return the leader."""
+    node_ids = node_ids or [member.node_id for member in cluster.members]
+    leader: list[str] = []
+
+    def healthy() -> bool:
+        if not all(cluster.serving(node_id) for node_id in node_ids):
+            return False
+        agreed = cluster.leader(
+            exclude=[m.node_id for m in cluster.members if m.node_id not in node_ids]
+        )
+        if agreed is None:
+            return False
+        leader[:] = [agreed]
+        return True
+
+    cluster.wait_for(healthy, READY_S, f"{node_ids} serving with one leader")
+    return leader[0]
+
+
+async def until(condition, timeout_s: float, what: str) -> None:
+    deadline_s = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline_s:
+            raise TimeoutError(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    members = [
+        Member(f"warren-{index}", "127.0.0.1", free_port(), free_port(), free_port())
+        for index in (1, 2, 3)
+    ]
+    cluster = LocalCluster(tmp_path, members)
+    cluster.start_all(log_to_file=True)
+    try:
+        wait_healthy(cluster)
+        yield cluster
+    finally:
+        cluster.stop()
+    for member in members:
+        node_log = (tmp_path / f"{member.node_id}.log").read_text()
+        assert "Traceback" not in node_log, node_log
+
+
+def split(cluster: LocalCluster, leader: str) -> tuple[Member, list[Member]]:
+    followers = [member for member in cluster.members if member.node_id != leader]
+    return cluster.member(leader), followers
+
+
+async def test_sigkill_the_leader_under_load(cluster: LocalCluster) -> None:
+    leader, followers = split(cluster, wait_healthy(cluster))
+    load = Load(
+        [url(leader)] + [url(f) for f in followers],
+        [url(f) for f in followers],
+        "orders",
+        message_count=3000,
+    )
+    await load.declare(url(followers[0]))
+
+    async def kill_the_leader() -> None:
+        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await asyncio.to_thread(cluster.kill, leader.node_id)
+
+    stats = await load.run(timeout_s=120, consumers=2, during=kill_the_leader)
+    assert len(stats.confirmed) == 3000 and not stats.lost, stats.summary()
+    assert stats.publisher_reconnects >= 1  # its node died under it
+    assert stats.consumer_reconnects == 0, stats.summary()  # survivors' consumers never noticed
+    assert wait_healthy(cluster, [f.node_id for f in followers]) != leader.node_id
+
+
+async def test_sigkill_a_follower_goes_unnoticed(cluster: LocalCluster) -> None:
+    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    load = Load(
+        [url(leader), url(survivor)], [url(survivor), url(leader)], "orders", message_count=3000
+    )
+    await load.declare(url(leader))
+
+    async def kill_a_follower() -> None:
+        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await asyncio.to_thread(cluster.kill, victim.node_id)
+
+    stats = await load.run(timeout_s=120, consumers=2, during=kill_a_follower)
+    assert len(stats.confirmed) == 3000 and not stats.lost, stats.summary()
+    assert stats.publisher_reconnects == 0 and stats.consumer_reconnects == 0, stats.summary()
+    assert stats.duplicates == 0, stats.summary()
+
+
+async def test_sigkill_all_three_then_restart(cluster: LocalCluster) -> None:
+    urls = [url(member) for member in cluster.members]
+    load = Load(urls, urls, "orders", message_count=1500)
+    await load.declare(urls[0])
+    await load.publish(time.monotonic() + 60)
+    assert len(load.stats.confirmed) == 1500
+    for member in cluster.members:  # as close to "at once" as signals get
+        cluster.signal(member.node_id, signal.SIGKILL)
+    for member in cluster.members:
+        cluster.processes[member.node_id].wait(timeout=10)
+        cluster.start(member.node_id, log_to_file=True)
+    wait_healthy(cluster)
+    load.stats.publisher_reconnects = 0
+    await load.consume(0, time.monotonic() + 60)
+    assert not load.stats.lost, load.stats.summary()
+    assert load.stats.duplicates == 0, load.stats.summary()
+
+
+async def test_a_killed_node_restarts_catches_up_and_serves(cluster: LocalCluster) -> None:
+    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    await asyncio.to_thread(cluster.kill, victim.node_id)
+    while_down = Load([url(leader), url(survivor)], [url(survivor)], "while-down", 1000)
+    await while_down.declare(url(leader))
+    await while_down.publish(time.monotonic() + 60)
+    assert len(while_down.stats.confirmed) == 1000
+    cluster.start(victim.node_id, log_to_file=True)
+    wait_healthy(cluster)
+    # the restarted node knows everything that happened while it was away …
+    connection = await aio_pika.connect(url(victim))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("while-down", passive=True)
+        assert queue.declaration_result.message_count == 1000
+    await while_down.consume(0, time.monotonic() + 60)  # … and serves consumers
+    assert not while_down.stats.lost and while_down.stats.duplicates == 0
+    after = Load([url(victim)], [url(victim)], "after-restart", 1000)  # … and publishers
+    await after.declare(url(victim))
+    stats = await after.run(timeout_s=60)
+    assert len(stats.confirmed) == 1000 and not stats.lost, stats.summary()
+
+
+async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(
+    cluster: LocalCluster,
+) -> None:
+    leader, followers = split(cluster, wait_healthy(cluster))
+    on_leader = Load(
+        [url(leader)] + [url(f) for f in followers], [url(followers[0])], "hung", message_count=2000
+    )
+    await on_leader.declare(url(followers[0]))
+    paused: dict[str, float] = {}
+
+    async def hang_the_leader() -> None:
+        await until(lambda: len(on_leader.stats.confirmed) >= 400, 60, "400 confirms")
+        cluster.signal(leader.node_id, signal.SIGSTOP)
+        paused["from"] = time.monotonic()
+        await asyncio.sleep(6.0)  # well past node_down_after_s (3 s)
+        new_leader = cluster.leader(exclude=[leader.node_id])
+        cluster.signal(leader.node_id, signal.SIGCONT)
+        paused["until"] = time.monotonic()
+        paused["new_leader"] = new_leader  # type: ignore[assignment]
+
+    stats = await on_leader.run(timeout_s=120, consumers=1, during=hang_the_leader)
+    assert len(stats.confirmed) == 2000 and not stats.lost, stats.summary()
+    assert paused["new_leader"] not in (None, leader.node_id)  # the majority moved on
+    wait_healthy(cluster)  # the old leader rejoined and serves again
+    connection = await aio_pika.connect(url(leader))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("hung", passive=True)
+        assert queue.declaration_result.message_count == 0  # all consumed, none resurrected
+
+
+async def test_rolling_restart_under_load(cluster: LocalCluster) -> None:
+    urls = [url(member) for member in cluster.members]
+    load = Load(urls, list(reversed(urls)), "rolling", message_count=4000, rate_per_s=300)
+    await load.declare(urls[0])
+
+    async def restart_each_node() -> None:
+        for member in cluster.members:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(cluster.stop, member.node_id)
+            cluster.start(member.node_id, log_to_file=True)
+            await asyncio.to_thread(wait_healthy, cluster)
+
+    stats = await load.run(timeout_s=150, consumers=2, during=restart_each_node)
+    assert len(stats.confirmed) == 4000 and not stats.lost, stats.summary()
+
+
+async def test_unacked_messages_of_a_dead_node_go_to_a_consumer_elsewhere(
+    cluster: LocalCluster,
+) -> None:
+    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    publisher = await aio_pika.connect(url(leader))
+    channel = await publisher.channel(publisher_confirms=True)
+    await channel.declare_queue("work", durable=True, arguments={"x-queue-type": "quorum"})
+    for number in range(10):
+        await channel.default_exchange.publish(aio_pika.Message(str(number).encode()), "work")
+
+    holder = await aio_pika.connect(url(victim))
+    holder_channel = await holder.channel()
+    await holder_channel.set_qos(prefetch_count=10)
+    held: list[int] = []
+
+    async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        held.append(int(message.body))  # and never ack
+
+    await (await holder_channel.get_queue("work")).consume(hold)
+    await until(lambda: len(held) == 10, 20, "10 deliveries to the doomed node")
+
+    rescuer = await aio_pika.connect(url(survivor))
+    rescued: list[tuple[int, bool]] = []
+
+    async def rescue(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        rescued.append((int(message.body), message.redelivered))
+        await message.ack()
+
+    await (await (await rescuer.channel()).get_queue("work")).consume(rescue)
+    await asyncio.to_thread(cluster.kill, victim.node_id)
+    await until(lambda: len(rescued) == 10, 30, "redelivery on the surviving node")
+    assert sorted(rescued) == [(number, True) for number in range(10)]
+    await rescuer.close()
+    await publisher.close()

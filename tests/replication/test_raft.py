@@ -1,0 +1,222 @@
+"""The Raft log on pysyncobj: journal guards, replay and snapshots, one entry in flight."""
+
+from __future__ import annotations
+
+import socket
+import time
+import typing
+from pathlib import Path
+
+import pytest
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.machine import Broker
+from warrenmq.replication.raft import DurableJournal, RaftLog, RaftSettings
+from warrenmq.replication.replies import QueueDeclared, Routed
+
+from .harness import VHOST, channel_ref
+
+REF = channel_ref(1)
+
+
+# --- the journal -----------------------------------------------------------------------
+
+
+def journal_with(path: Path, terms: list[int]) -> DurableJournal:
+    journal = DurableJournal(str(path))
+    for index, term in enumerate(terms, start=1):
+        journal.add(b"entry-%d" % index, index, term)
+    return journal
+
+
+def test_a_stale_append_never_shortens_an_acknowledged_log(tmp_path: Path) -> None:
+    """Raft §5.3: a follower deletes entries only from the first one that conflicts.
+
+    pysyncobj answers a stale append-entries (prevLogIdx 2, entries 3-4 again) by deleting
+    everything after index 2 first; the journal keeps 5 and 6, which it had acknowledged.
+    """
+    journal = journal_with(tmp_path / "journal", [1, 1, 1, 1, 1, 1])
+    journal.deleteEntriesFrom(2)  # positions are 0-based: everything after index 2
+    journal.add(b"entry-3", 3, 1)
+    journal.add(b"entry-4", 4, 1)
+    assert [entry[1] for entry in journal[:]] == [1, 2, 3, 4, 5, 6]
+    journal.deleteEntriesFrom(3)  # a heartbeat with an old prevLogIdx: no entries at all
+    assert len(journal) == 6
+
+
+def test_a_conflicting_entry_truncates_from_there(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path / "journal", [1, 1, 1, 1, 1])
+    journal.deleteEntriesFrom(2)
+    journal.add(b"entry-3", 3, 1)  # matches: kept
+    journal.add(b"other-4", 4, 2)  # a newer term at index 4: 4 and 5 go
+    assert [(entry[1], entry[2]) for entry in journal[:]] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+    reopened = DurableJournal(str(tmp_path / "journal"))
+    assert [(entry[1], entry[2]) for entry in reopened[:]] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+
+
+def test_term_and_vote_survive_a_reopen(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path / "journal", [1])
+    journal.setCurrentTerm(7, "127.0.0.1:9")
+    reopened = DurableJournal(str(tmp_path / "journal"))
+    assert (reopened.getCurrentTerm(), reopened.getVotedForNodeId()) == (7, "127.0.0.1:9")
+
+
+# --- a one-node Raft log, driven by hand ---------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Driver:
+    """Runs a RaftLog of one node with a fake loop: scheduled calls run on `turn()`."""
+
+    def __init__(self, directory: Path, port: int, **settings: typing.Any) -> None:
+        self.scheduled: list[typing.Callable[[], None]] = []
+        self.effects: list = []
+        self.log = RaftLog(
+            node_id="n1",
+            incarnation=1,
+            raft_address=f"127.0.0.1:{port}",
+            partner_addresses=[],
+            directory=directory,
+            broker=Broker(),
+            dispatch=self.effects.extend,
+            schedule=self.scheduled.append,
+            password=None,
+            settings=RaftSettings(**settings),
+        )
+
+    def turn(self) -> None:
+        scheduled = list(self.scheduled)
+        self.scheduled.clear()  # in place: the log holds this list's append
+        for call in scheduled:
+            call()
+        self.log.tick()
+
+    def until(self, condition: typing.Callable[[], bool], timeout_s: float = 10.0) -> None:
+        deadline_s = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline_s, "timed out"
+            self.turn()
+            time.sleep(0.001)
+
+    def run(self, commands: list[c.Command]) -> list:
+        replies: list = []
+        for command in commands:
+            self.log.propose(command, replies.append)
+        self.until(lambda: len(replies) == len(commands))
+        return replies
+
+
+def setup_commands(count: int) -> list[c.Command]:
+    commands: list[c.Command] = [
+        c.AddVhost(vhost=VHOST),
+        c.NodeUp(node="n1", incarnation=1, pid=1),
+        c.DeclareQueue(
+            channel=REF,
+            vhost=VHOST,
+            queue="q",
+            server_named=False,
+            passive=False,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={},
+        ),
+    ]
+    commands += [
+        c.Publish(
+            channel=REF,
+            seq=number,
+            vhost=VHOST,
+            exchange="",
+            routing_key="q",
+            mandatory=False,
+            headers=None,
+            properties=b"\x00\x00",
+            body=b"m%d" % number,
+        )
+        for number in range(count)
+    ]
+    return commands
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> typing.Iterator[Driver]:
+    driver = Driver(tmp_path, free_port())
+    driver.until(lambda: driver.log.is_ready and driver.log.is_leader)
+    yield driver
+    driver.log.close()
+
+
+def test_replies_come_back_in_order_after_commit(driver: Driver) -> None:
+    replies = driver.run(setup_commands(3))
+    assert replies[2:] == [QueueDeclared("q", 0, 0), Routed(1), Routed(1), Routed(1)]
+    assert driver.log.commit_index > 1
+
+
+def test_without_a_majority_one_entry_waits_in_flight_then_every_caller_hears_320(
+    tmp_path: Path,
+) -> None:
+    scheduled: list = []
+    log = RaftLog(
+        node_id="n1",
+        incarnation=1,
+        raft_address=f"127.0.0.1:{free_port()}",
+        partner_addresses=[f"127.0.0.1:{free_port()}"],  # nobody there: no majority, ever
+        directory=tmp_path,
+        broker=Broker(),
+        dispatch=lambda effects: None,
+        schedule=scheduled.append,
+        password=None,
+        settings=RaftSettings(give_up_after_s=0.2),
+    )
+    replies: list = []
+    for _ in range(10):
+        log.propose(c.AddVhost(vhost=VHOST), replies.append)
+        log.flush()
+    assert log._in_flight is not None and len(log._sealed) == 9  # stop-and-wait
+    deadline_s = time.monotonic() + 60
+    while len(replies) < 10 and time.monotonic() < deadline_s:
+        log.tick()
+        time.sleep(0.01)
+    assert [reply.reply_code for reply in replies] == [320] * 10
+    log.close()
+
+
+def test_a_resent_entry_is_applied_once(driver: Driver) -> None:
+    driver.run(setup_commands(0))
+    replies: list = []
+    driver.log.propose(setup_commands(1)[-1], replies.append)
+    driver.log.flush()
+    in_flight = driver.log._in_flight
+    assert in_flight is not None
+    driver.log._replica.apply_entry(in_flight.payload)  # as a re-send after a leader change
+    driver.until(lambda: replies == [Routed(1)])
+    for _ in range(50):
+        driver.turn()
+    assert driver.log.broker.query_queue(VHOST, "q").ready_count == 1
+
+
+def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -> None:
+    port = free_port()
+    first = Driver(tmp_path, port, compaction_min_entries=20)
+    first.until(lambda: first.log.is_ready and first.log.is_leader)
+    first.run(setup_commands(40))
+    for _ in range(40):  # entries enough to pass compaction_min_entries
+        first.run(setup_commands(1)[-1:])
+    first.until(lambda: (tmp_path / "raft.snapshot").exists())
+    first.run([c.Get(channel=REF, vhost=VHOST, queue="q", no_ack=True)])
+    state = first.log.broker.state
+    first.log.close()
+    second = Driver(tmp_path, port)
+    second.until(
+        lambda: second.log.is_ready and second.log.broker.state.last_index >= state.last_index
+    )
+    assert second.log.broker.state == state
+    assert second.log.broker.query_queue(VHOST, "q").ready_count == 79
+    assert second.effects == []  # replaying sends nothing: those sessions are gone
+    second.log.close()
