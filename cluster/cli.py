@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from warrenmq.cluster import failover
 from warrenmq.cluster.config import Member, load_config, parse_member
 from warrenmq.cluster.local import LocalCluster, consecutive_members, fetch_cluster_status
 from warrenmq.cluster.node import Node
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--management-port", type=int, default=15672)
     up.add_argument("--data-dir", type=Path, default=Path("warren-data"))
     up.add_argument("--log-level", default="INFO")
+    failover.add_arguments(
+        commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
+    )
     ctl = commands.add_parser("ctl", help="operate a running cluster")
     ctl.add_argument("action", choices=["cluster-status"])
     ctl.add_argument("--host", default="127.0.0.1", help="a node's management host")
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(arguments)
     if arguments.command == "ctl":
         return _ctl(arguments)
+    if arguments.command == "failover-bench":
+        return failover.run(arguments)
     logging.basicConfig(
         level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

@@ -26,6 +26,7 @@ __all__ = ["Load", "LoadStats"]
 CONNECT_TIMEOUT_S = 3.0
 PUBLISH_TIMEOUT_S = 5.0
 RECONNECT_PAUSE_S = 0.2
+DRAIN_S = 30.0  # after publishing ends, how long consumers may take to receive the rest
 
 
 @dataclass
@@ -189,14 +190,16 @@ class Load:
     ) -> LoadStats:
         """Publish and consume together; `during` (a fault, say) runs alongside."""
         deadline_s = time.monotonic() + timeout_s
+        # Consumers get DRAIN_S more, so every id confirmed by the deadline can still arrive.
         tasks = [asyncio.create_task(self.publish(deadline_s))]
         tasks += [
-            asyncio.create_task(self.consume(index, deadline_s)) for index in range(consumers)
+            asyncio.create_task(self.consume(index, deadline_s + DRAIN_S))
+            for index in range(consumers)
         ]
         if during is not None:
             tasks.append(asyncio.create_task(during()))
         try:
-            await asyncio.wait_for(asyncio.gather(*tasks), timeout_s + 10)
+            await asyncio.wait_for(asyncio.gather(*tasks), timeout_s + DRAIN_S + 10)
         finally:
             for task in tasks:
                 if not task.done():

@@ -274,6 +274,7 @@ class RaftLog:
         self._sealed: deque[_Pending] = deque()  # entries waiting for the one in flight
         self._in_flight: _Pending | None = None  # sent, not yet applied
         self._leader_seen: str | None = None  # the leader when the in-flight entry was sent
+        self._leader_logged: str | None = None  # the leader the log last reported
         self._next_seq = 1
         self._leader_progress = (0, 0)  # log size and commit index the followers last heard
         self._replica = _Replica(self)
@@ -318,10 +319,20 @@ class RaftLog:
         body = getattr(command, "body", b"")
         self._batch_bytes += len(body) + 256
         if self._batch_bytes >= self.settings.entry_size_max_bytes:
-            self.flush()
+            self._seal()
+            self._send_next()
 
     def flush(self) -> None:
-        """Seal the commands proposed since the last flush into one entry and send when due."""
+        """Send what was proposed, unless an entry is in flight: then it waits and grows.
+
+        While one entry travels, everything proposed meanwhile joins one next entry (group
+        commit); it is sealed and sent when the one in flight has been applied.
+        """
+        if self._in_flight is None:
+            self._send_next()
+            self.tick()
+
+    def _seal(self) -> None:
         if not self._batch:
             return
         batch, self._batch, self._batch_bytes = self._batch, [], 0
@@ -336,11 +347,13 @@ class RaftLog:
             )
         )
         self._sealed.append(_Pending(seq, payload, [on_reply for _, on_reply in batch], 0.0, 0.0))
-        self._send_next()
-        self.tick()
 
     def _send_next(self) -> None:
-        if self._in_flight is None and self._sealed:
+        if self._in_flight is not None:
+            return
+        if not self._sealed:
+            self._seal()
+        if self._sealed:
             self._in_flight = self._sealed.popleft()
             now_s = time.monotonic()
             self._in_flight.first_sent_at_s = now_s
@@ -363,6 +376,10 @@ class RaftLog:
             if progress != self._leader_progress:
                 self._leader_progress = progress
                 syncobj._SyncObj__sendAppendEntries()
+        leader = self.leader_address
+        if leader != self._leader_logged:
+            self._leader_logged = leader
+            log.info("%s: leader is now %s (term %d)", self.node_id, leader, self.term)
         if self._in_flight is not None:
             self._check_in_flight(self._in_flight, time.monotonic())
 

@@ -1,0 +1,157 @@
+"""`warren failover-bench`: kill the leader again and again under a steady confirmed load.
+
+For each kill it prints how long until publishes were confirmed again and until deliveries
+resumed; at the end, how many confirmed messages were lost (must be 0) or delivered twice.
+A benchmark prints numbers and asserts nothing: machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from warrenmq.cluster.load import Load
+from warrenmq.cluster.local import LocalCluster, consecutive_members
+
+__all__ = ["add_arguments", "run"]
+
+HEALTHY_TIMEOUT_S = 60.0
+RECOVERY_WINDOW_S = 8.0  # after a kill, the load is watched this long for its recovery
+
+
+@dataclass
+class Kill:
+    node_id: str
+    confirms_resumed_s: float | None  # from SIGKILL to the next publisher confirm
+    deliveries_resumed_s: float | None  # from SIGKILL to the next delivery
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kills", type=int, default=5, help="leader kills (default 5)")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="confirmed publishes per second (default 500)"
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=3.0,
+        help="steady load before each kill, seconds (default 3)",
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=45672,
+        help="AMQP ports from here; Raft +1000, management +2000",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="cluster data (default: a fresh temporary folder)",
+    )
+
+
+def _resumed_after(times_s: list[float], moment_s: float, window_s: float) -> float | None:
+    """How long after `moment_s` the stream resumed: the end of its longest pause spanning it.
+
+    Events already in flight when the leader died still arrive just after the kill; the outage
+    is the longest silence that starts before the kill (or just after) and ends after it.
+    """
+    times_s = sorted(times_s)
+    longest: tuple[float, float] | None = None
+    for before, after in zip(times_s, times_s[1:], strict=False):
+        if after <= moment_s or before > moment_s + window_s:
+            continue
+        if longest is None or after - before > longest[1] - longest[0]:
+            longest = (before, after)
+    return None if longest is None else longest[1] - moment_s
+
+
+def _wait_healthy(cluster: LocalCluster) -> str:
+    def healthy() -> bool:
+        return all(cluster.serving(m.node_id) for m in cluster.members) and bool(cluster.leader())
+
+    cluster.wait_for(healthy, HEALTHY_TIMEOUT_S, "a healthy cluster")
+    leader = cluster.leader()
+    assert leader is not None
+    return leader
+
+
+async def _bench(cluster: LocalCluster, arguments: argparse.Namespace) -> int:
+    leader = await asyncio.to_thread(_wait_healthy, cluster)
+    urls = [f"amqp://guest:guest@{m.host}:{m.amqp_port}/" for m in cluster.members]
+    duration_s = arguments.kills * (arguments.settle_s + RECOVERY_WINDOW_S + 4.0) + 10.0
+    load = Load(
+        urls,
+        list(reversed(urls)),
+        "failover-bench",
+        message_count=int(arguments.rate * duration_s),
+        rate_per_s=arguments.rate,
+    )
+    await load.declare(urls[0])
+    kills: list[Kill] = []
+
+    async def kill_leaders() -> None:
+        nonlocal leader
+        for _ in range(arguments.kills):
+            await asyncio.sleep(arguments.settle_s)
+            killed_at_s = time.monotonic()
+            print(f"{time.strftime('%H:%M:%S')} killing leader {leader}", flush=True)
+            await asyncio.to_thread(cluster.kill, leader)
+            victim = leader
+            await asyncio.sleep(RECOVERY_WINDOW_S)  # let the load show its recovery
+            kills.append(
+                Kill(
+                    victim,
+                    _resumed_after(load.stats.confirm_times_s, killed_at_s, RECOVERY_WINDOW_S),
+                    _resumed_after(load.stats.delivery_times_s, killed_at_s, RECOVERY_WINDOW_S),
+                )
+            )
+            print(
+                f"killed leader {victim}: confirms again after "
+                f"{_seconds(kills[-1].confirms_resumed_s)}, deliveries after "
+                f"{_seconds(kills[-1].deliveries_resumed_s)}",
+                flush=True,
+            )
+            cluster.start(victim, log_to_file=True)
+            leader = await asyncio.to_thread(_wait_healthy, cluster)
+
+    stats = await load.run(timeout_s=duration_s + 60, consumers=2, during=kill_leaders)
+    print()
+    for label, values in (
+        ("confirms resumed", [k.confirms_resumed_s for k in kills]),
+        ("deliveries resumed", [k.deliveries_resumed_s for k in kills]),
+    ):
+        known = [value for value in values if value is not None]
+        if known:
+            print(
+                f"{label:>20}: min {min(known):.3f} s  median "
+                f"{statistics.median(known):.3f} s  max {max(known):.3f} s  "
+                f"({len(known)} of {len(values)} kills)"
+            )
+    print(f"{'messages':>20}: {stats.summary()}")
+    print(f"{'lost':>20}: {len(stats.lost)}")
+    return 0 if not stats.lost else 1
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f} s"
+
+
+def run(arguments: argparse.Namespace) -> int:
+    members = consecutive_members(
+        3, "127.0.0.1", arguments.base_port, arguments.base_port + 1000, arguments.base_port + 2000
+    )
+    with tempfile.TemporaryDirectory(prefix="warren-failover-") as scratch:
+        directory = arguments.data_dir or Path(scratch)
+        cluster = LocalCluster(directory, members, log_level="INFO")
+        cluster.start_all(log_to_file=True)
+        try:
+            return asyncio.run(_bench(cluster, arguments))
+        finally:
+            cluster.stop()
