@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/warren node
+	$(VENV)/bin/warren up
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

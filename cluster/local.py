@@ -23,9 +23,16 @@ from pathlib import Path
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.management import CLUSTER_STATUS_PATH
 
-__all__ = ["LocalCluster", "consecutive_members", "fetch_cluster_status"]
+__all__ = ["LocalCluster", "consecutive_members", "fetch_cluster_status", "free_port"]
 
 STOP_TIMEOUT_S = 15.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (for nodes started by tests and benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def consecutive_members(

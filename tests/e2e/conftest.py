@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from warrenmq.cluster.local import free_port
+
 STARTUP_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -17,9 +17,7 @@ import pytest
 
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.load import Load
-from warrenmq.cluster.local import LocalCluster
-
-from .conftest import free_port
+from warrenmq.cluster.local import LocalCluster, free_port
 
 READY_S = 60.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import typing
 
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker, BrokerState, Meta
@@ -15,6 +16,40 @@ def channel_ref(
     channel: int, connection: int = 1, node: str = "n1", incarnation: int = 1
 ) -> c.ChannelRef:
     return c.ChannelRef(node, incarnation, connection, channel)
+
+
+def declare_queue_command(channel: c.ChannelRef, queue: str, **flags: typing.Any) -> c.DeclareQueue:
+    options = {
+        "server_named": False,
+        "passive": False,
+        "durable": True,
+        "exclusive": False,
+        "auto_delete": False,
+        "arguments": {},
+        **flags,
+    }
+    return c.DeclareQueue(channel=channel, vhost=VHOST, queue=queue, **options)
+
+
+def publish_command(
+    channel: c.ChannelRef,
+    routing_key: str,
+    body: bytes,
+    exchange: str = "",
+    headers: dict | None = None,
+    seq: int = 0,
+) -> c.Publish:
+    return c.Publish(
+        channel=channel,
+        seq=seq,
+        vhost=VHOST,
+        exchange=exchange,
+        routing_key=routing_key,
+        mandatory=False,
+        headers=headers,
+        properties=b"\x00\x00",
+        body=body,
+    )
 
 
 class Harness:
@@ -42,17 +77,8 @@ class Harness:
 
     # --- shorthands -------------------------------------------------------------------
 
-    def declare_queue(self, channel: c.ChannelRef, queue: str, **flags) -> Applied:
-        options = {
-            "server_named": False,
-            "passive": False,
-            "durable": True,
-            "exclusive": False,
-            "auto_delete": False,
-            "arguments": {},
-            **flags,
-        }
-        return self.apply(c.DeclareQueue(channel=channel, vhost=VHOST, queue=queue, **options))
+    def declare_queue(self, channel: c.ChannelRef, queue: str, **flags: typing.Any) -> Applied:
+        return self.apply(declare_queue_command(channel, queue, **flags))
 
     def publish(
         self,
@@ -63,19 +89,7 @@ class Harness:
         headers: dict | None = None,
         seq: int = 0,
     ) -> Applied:
-        return self.apply(
-            c.Publish(
-                channel=channel,
-                seq=seq,
-                vhost=VHOST,
-                exchange=exchange,
-                routing_key=routing_key,
-                mandatory=False,
-                headers=headers,
-                properties=b"\x00\x00",
-                body=body,
-            )
-        )
+        return self.apply(publish_command(channel, routing_key, body, exchange, headers, seq))
 
     def consume(
         self,

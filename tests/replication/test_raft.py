@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import typing
 from pathlib import Path
 
 import pytest
 
+from warrenmq.cluster.local import free_port
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker
 from warrenmq.replication.raft import DurableJournal, RaftLog, RaftSettings
 from warrenmq.replication.replies import QueueDeclared, Routed
 
-from .harness import VHOST, channel_ref
+from .harness import VHOST, channel_ref, declare_queue_command, publish_command
 
 REF = channel_ref(1)
 
@@ -64,12 +64,6 @@ def test_term_and_vote_survive_a_reopen(tmp_path: Path) -> None:
 # --- a one-node Raft log, driven by hand ---------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class Driver:
     """Runs a RaftLog of one node with a fake loop: scheduled calls run on `turn()`."""
 
@@ -115,33 +109,9 @@ def setup_commands(count: int) -> list[c.Command]:
     commands: list[c.Command] = [
         c.AddVhost(vhost=VHOST),
         c.NodeUp(node="n1", incarnation=1, pid=1),
-        c.DeclareQueue(
-            channel=REF,
-            vhost=VHOST,
-            queue="q",
-            server_named=False,
-            passive=False,
-            durable=True,
-            exclusive=False,
-            auto_delete=False,
-            arguments={},
-        ),
+        declare_queue_command(REF, "q"),
     ]
-    commands += [
-        c.Publish(
-            channel=REF,
-            seq=number,
-            vhost=VHOST,
-            exchange="",
-            routing_key="q",
-            mandatory=False,
-            headers=None,
-            properties=b"\x00\x00",
-            body=b"m%d" % number,
-        )
-        for number in range(count)
-    ]
-    return commands
+    return commands + [publish_command(REF, "q", b"m%d" % number) for number in range(count)]
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Ignored, Ok, Refused
 
-from .harness import VHOST, Harness
+from .harness import VHOST, Harness, publish_command
 
 QUEUES = ("q0", "q1")
 FANOUT = "both"
@@ -121,17 +121,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.next_id += 1
         exchange, routing_key = (FANOUT, "") if fanout else ("", QUEUES[queue])
         applied = self.harness.apply(
-            c.Publish(
-                channel=ref,
-                seq=message_id,
-                vhost=VHOST,
-                exchange=exchange,
-                routing_key=routing_key,
-                mandatory=False,
-                headers=None,
-                properties=b"\x00\x00",
-                body=str(message_id).encode(),
-            )
+            publish_command(ref, routing_key, str(message_id).encode(), exchange, seq=message_id)
         )
         if self.ignored(ref):
             assert applied.reply == Ignored()
