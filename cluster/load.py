@@ -77,6 +77,7 @@ class Load:
         self.prefetch = prefetch
         self.manual_ack = manual_ack
         self.stats = LoadStats()
+        self._next_id = 0  # the first id of the first window not yet wholly confirmed
         self.publishing_done = asyncio.Event()
 
     async def declare(self, url: str) -> None:
@@ -91,14 +92,13 @@ class Load:
 
     async def publish(self, deadline_s: float) -> None:
         """Publish ids 0 … message_count-1, each until confirmed or the deadline passes."""
-        next_id = 0
         attempt = 0
         try:
-            while next_id < self.message_count and time.monotonic() < deadline_s:
+            while self._next_id < self.message_count and time.monotonic() < deadline_s:
                 url = self.publish_urls[attempt % len(self.publish_urls)]
                 attempt += 1
                 try:
-                    next_id = await self._publish_over(url, next_id, deadline_s)
+                    await self._publish_over(url, deadline_s)
                 except Exception as error:  # any broken connection: count it, go elsewhere
                     self.stats.errors[type(error).__name__] += 1
                     self.stats.publisher_reconnects += 1
@@ -106,14 +106,15 @@ class Load:
         finally:
             self.publishing_done.set()
 
-    async def _publish_over(self, url: str, next_id: int, deadline_s: float) -> int:
+    async def _publish_over(self, url: str, deadline_s: float) -> None:
+        """Publish window after window on one connection, from the first unconfirmed window."""
         connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             started_s = time.monotonic()
             sent = 0
-            while next_id < self.message_count and time.monotonic() < deadline_s:
-                ids = list(range(next_id, min(next_id + self.window, self.message_count)))
+            while self._next_id < self.message_count and time.monotonic() < deadline_s:
+                ids = range(self._next_id, min(self._next_id + self.window, self.message_count))
                 results = await asyncio.gather(
                     *(self._publish_one(channel, message_id) for message_id in ids),
                     return_exceptions=True,
@@ -121,13 +122,12 @@ class Load:
                 failures = [result for result in results if isinstance(result, BaseException)]
                 if failures:
                     raise failures[0]  # unconfirmed ids of this window are published again
-                next_id = ids[-1] + 1
+                self._next_id = ids[-1] + 1
                 sent += len(ids)
-                if self.rate_per_s:
+                if self.rate_per_s:  # pace what this connection sent, nothing else
                     ahead_s = sent / self.rate_per_s - (time.monotonic() - started_s)
                     if ahead_s > 0:
                         await asyncio.sleep(ahead_s)
-        return next_id
 
     async def _publish_one(self, channel: aio_pika.abc.AbstractChannel, message_id: int) -> None:
         if message_id in self.stats.confirmed:
