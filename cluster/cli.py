@@ -29,7 +29,12 @@ __all__ = ["main"]
 def _node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML file with node settings")
     parser.add_argument("--node-id", dest="node_id")
-    parser.add_argument("--host", help="address of this node's listeners (default 127.0.0.1)")
+    parser.add_argument("--host", help="how clients and peers reach this node (default 127.0.0.1)")
+    parser.add_argument(
+        "--bind-host",
+        dest="bind_host",
+        help="where the listeners bind (default: --host; 0.0.0.0 in containers)",
+    )
     parser.add_argument("--port", dest="amqp_port", type=int, help="AMQP port (default 5672)")
     parser.add_argument("--raft-port", dest="raft_port", type=int, help="default 25672")
     parser.add_argument("--management-port", dest="management_port", type=int, help="default 15672")
@@ -74,6 +79,7 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
 _NODE_SETTINGS = (
     "node_id",
     "host",
+    "bind_host",
     "amqp_port",
     "raft_port",
     "management_port",

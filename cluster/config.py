@@ -40,7 +40,8 @@ class Member:
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     node_id: str = "warren-1"
-    host: str = "127.0.0.1"  # where this node's listeners bind
+    host: str = "127.0.0.1"  # how clients and peers reach this node
+    bind_host: str = ""  # where its listeners bind; "" means `host` (containers: 0.0.0.0)
     amqp_port: int = 5672
     raft_port: int = 25672  # peers only: never publish it outside the cluster network
     management_port: int = 15672
@@ -62,6 +63,10 @@ class NodeConfig:
     @property
     def node_data_dir(self) -> Path:
         return self.data_dir / self.node_id
+
+    @property
+    def listen_host(self) -> str:
+        return self.bind_host or self.host
 
     @property
     def me(self) -> Member:

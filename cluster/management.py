@@ -26,5 +26,5 @@ async def start_management(node: Node) -> web.AppRunner:
     application.router.add_get(CLUSTER_STATUS_PATH, cluster_status)
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, node.config.host, node.config.management_port).start()
+    await web.TCPSite(runner, node.config.listen_host, node.config.management_port).start()
     return runner

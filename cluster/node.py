@@ -123,6 +123,7 @@ class Node:
             node_id=self.config.node_id,
             incarnation=self.incarnation,
             raft_address=self.config.me.raft_address,
+            bind_address=f"{self.config.listen_host}:{self.config.raft_port}",
             partner_addresses=[member.raft_address for member in self.config.peers],
             directory=directory,
             broker=self.broker,
@@ -151,7 +152,7 @@ class Node:
             server_properties=server_properties(self.config),
         )
         self._server = await serve(
-            self.config.host, self.config.amqp_port, settings, self._new_session
+            self.config.listen_host, self.config.amqp_port, settings, self._new_session
         )
         self._tasks.append(loop.create_task(self._watch_forever()))
         log.info(

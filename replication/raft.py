@@ -255,6 +255,7 @@ class RaftLog:
         node_id: str,
         incarnation: int,
         raft_address: str,
+        bind_address: str,
         partner_addresses: list[str],
         directory: Path,
         broker: Broker,
@@ -286,6 +287,8 @@ class RaftLog:
             journalFile=str(directory / "raft.journal"),
             fullDumpFile=str(directory / "raft.snapshot"),
             password=password,
+            # pysyncobj binds 0.0.0.0 unless told: the Raft port speaks pickle, keep it inside
+            bindAddress=bind_address,
             raftMinTimeout=settings.election_timeout_s_min,
             raftMaxTimeout=settings.election_timeout_s_max,
             appendEntriesPeriod=settings.append_entries_period_s,

@@ -74,6 +74,7 @@ class Driver:
             node_id="n1",
             incarnation=1,
             raft_address=f"127.0.0.1:{port}",
+            bind_address=f"127.0.0.1:{port}",
             partner_addresses=[],
             directory=directory,
             broker=Broker(),
@@ -132,10 +133,12 @@ def test_without_a_majority_one_entry_flies_the_rest_batch_then_every_caller_hea
     tmp_path: Path,
 ) -> None:
     scheduled: list = []
+    port = free_port()
     log = RaftLog(
         node_id="n1",
         incarnation=1,
-        raft_address=f"127.0.0.1:{free_port()}",
+        raft_address=f"127.0.0.1:{port}",
+        bind_address=f"127.0.0.1:{port}",
         partner_addresses=[f"127.0.0.1:{free_port()}"],  # nobody there: no majority, ever
         directory=tmp_path,
         broker=Broker(),
