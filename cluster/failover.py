@@ -56,22 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resumed_after(times_s: list[float], moment_s: float, window_s: float) -> float | None:
-    """How long after `moment_s` the stream resumed: the end of its longest pause spanning it.
-
-    Events already in flight when the leader died still arrive just after the kill; the outage
-    is the longest silence that starts before the kill (or just after) and ends after it.
-    """
-    times_s = sorted(times_s)
-    longest: tuple[float, float] | None = None
-    for before, after in zip(times_s, times_s[1:], strict=False):
-        if after <= moment_s or before > moment_s + window_s:
-            continue
-        if longest is None or after - before > longest[1] - longest[0]:
-            longest = (before, after)
-    return None if longest is None else longest[1] - moment_s
-
-
 def _wait_healthy(cluster: LocalCluster) -> str:
     def healthy() -> bool:
         return all(cluster.serving(m.node_id) for m in cluster.members) and bool(cluster.leader())
@@ -108,8 +92,12 @@ async def _bench(cluster: LocalCluster, arguments: argparse.Namespace) -> int:
             kills.append(
                 Kill(
                     victim,
-                    _resumed_after(load.stats.confirm_times_s, killed_at_s, RECOVERY_WINDOW_S),
-                    _resumed_after(load.stats.delivery_times_s, killed_at_s, RECOVERY_WINDOW_S),
+                    load.stats.resumed_after(
+                        load.stats.confirm_times_s, killed_at_s, RECOVERY_WINDOW_S
+                    ),
+                    load.stats.resumed_after(
+                        load.stats.delivery_times_s, killed_at_s, RECOVERY_WINDOW_S
+                    ),
                 )
             )
             print(

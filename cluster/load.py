@@ -47,6 +47,22 @@ class LoadStats:
     def duplicates(self) -> int:
         return sum(count - 1 for count in self.delivered.values() if count > 1)
 
+    @staticmethod
+    def resumed_after(times_s: list[float], moment_s: float, window_s: float) -> float | None:
+        """How long after `moment_s` a stream resumed: the end of its longest pause spanning it.
+
+        Events already in flight when a node died still arrive just after the fault; the outage
+        is the longest silence that starts before the fault (or within `window_s` after it).
+        """
+        times_s = sorted(times_s)
+        longest: tuple[float, float] | None = None
+        for before, after in zip(times_s, times_s[1:], strict=False):
+            if after <= moment_s or before > moment_s + window_s:
+                continue
+            if longest is None or after - before > longest[1] - longest[0]:
+                longest = (before, after)
+        return None if longest is None else longest[1] - moment_s
+
     def summary(self) -> str:
         return (
             f"confirmed {len(self.confirmed)}, delivered {len(self.delivered)} ids, "
