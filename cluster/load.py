@@ -21,12 +21,21 @@ from dataclasses import dataclass, field
 
 import aio_pika
 
-__all__ = ["Load", "LoadStats"]
+__all__ = ["Load", "LoadStats", "wait_until"]
 
 CONNECT_TIMEOUT_S = 3.0
 PUBLISH_TIMEOUT_S = 5.0
 RECONNECT_PAUSE_S = 0.2
 DRAIN_S = 30.0  # after publishing ends, how long consumers may take to receive the rest
+
+
+async def wait_until(condition: typing.Callable[[], object], timeout_s: float, what: str) -> None:
+    """Poll `condition` on the loop until it holds; TimeoutError naming `what` if it never does."""
+    deadline_s = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline_s:
+            raise TimeoutError(f"{what} did not happen within {timeout_s} s")
+        await asyncio.sleep(0.05)
 
 
 @dataclass

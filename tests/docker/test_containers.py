@@ -10,19 +10,11 @@ import time
 
 import aio_pika
 
-from warrenmq.cluster.load import Load, LoadStats
+from warrenmq.cluster.load import Load, LoadStats, wait_until
 
 from .conftest import NODES, ContainerCluster
 
 WINDOW_S = 15.0  # how long after a fault the recovery is looked for
-
-
-async def until(condition, timeout_s: float, what: str) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline_s:
-            raise TimeoutError(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 def report(what: str, stats: LoadStats, fault_s: float) -> None:
@@ -61,7 +53,7 @@ async def test_docker_kill_the_leader_then_start_it_again(cluster: ContainerClus
     fault: dict[str, float] = {}
 
     async def kill_the_leader() -> None:
-        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await wait_until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
         fault["at"] = time.monotonic()
         await asyncio.to_thread(cluster.wrapped(leader).kill)
 
@@ -99,7 +91,7 @@ async def test_docker_pause_the_leader_past_the_failure_timeout(
     during: dict[str, str] = {}
 
     async def pause_the_leader() -> None:
-        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await wait_until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
         fault["at"] = time.monotonic()
         await asyncio.to_thread(cluster.wrapped(leader).pause)
         survivors = [node for node in NODES if node != leader]
@@ -122,7 +114,7 @@ async def test_network_disconnect_the_leader_then_heal(cluster: ContainerCluster
     during: dict[str, str] = {}
 
     async def cut_off_the_leader() -> None:
-        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await wait_until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
         fault["at"] = time.monotonic()
         await asyncio.to_thread(cluster.disconnect, leader)
         survivors = [node for node in NODES if node != leader]

@@ -16,7 +16,7 @@ import aio_pika
 import pytest
 
 from warrenmq.cluster.config import Member
-from warrenmq.cluster.load import Load
+from warrenmq.cluster.load import Load, wait_until
 from warrenmq.cluster.local import LocalCluster, free_port
 
 READY_S = 60.0
@@ -44,14 +44,6 @@ def wait_healthy(cluster: LocalCluster, node_ids: list[str] | None = None) -> st
 
     cluster.wait_for(healthy, READY_S, f"{node_ids} serving with one leader")
     return leader[0]
-
-
-async def until(condition, timeout_s: float, what: str) -> None:
-    deadline_s = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline_s:
-            raise TimeoutError(f"{what} did not happen within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ async def test_sigkill_the_leader_under_load(cluster: LocalCluster) -> None:
     await load.declare(url(followers[0]))
 
     async def kill_the_leader() -> None:
-        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await wait_until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
         await asyncio.to_thread(cluster.kill, leader.node_id)
 
     stats = await load.run(timeout_s=120, consumers=2, during=kill_the_leader)
@@ -106,7 +98,7 @@ async def test_sigkill_a_follower_goes_unnoticed(cluster: LocalCluster) -> None:
     await load.declare(url(leader))
 
     async def kill_a_follower() -> None:
-        await until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
+        await wait_until(lambda: len(load.stats.confirmed) >= 600, 60, "600 confirms")
         await asyncio.to_thread(cluster.kill, victim.node_id)
 
     stats = await load.run(timeout_s=120, consumers=2, during=kill_a_follower)
@@ -167,7 +159,7 @@ async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(
     paused: dict[str, float] = {}
 
     async def hang_the_leader() -> None:
-        await until(lambda: len(on_leader.stats.confirmed) >= 400, 60, "400 confirms")
+        await wait_until(lambda: len(on_leader.stats.confirmed) >= 400, 60, "400 confirms")
         cluster.signal(leader.node_id, signal.SIGSTOP)
         paused["from"] = time.monotonic()
         await asyncio.sleep(6.0)  # well past node_down_after_s (3 s)
@@ -222,7 +214,7 @@ async def test_unacked_messages_of_a_dead_node_go_to_a_consumer_elsewhere(
         held.append(int(message.body))  # and never ack
 
     await (await holder_channel.get_queue("work")).consume(hold)
-    await until(lambda: len(held) == 10, 20, "10 deliveries to the doomed node")
+    await wait_until(lambda: len(held) == 10, 20, "10 deliveries to the doomed node")
 
     rescuer = await aio_pika.connect(url(survivor))
     rescued: list[tuple[int, bool]] = []
@@ -233,7 +225,7 @@ async def test_unacked_messages_of_a_dead_node_go_to_a_consumer_elsewhere(
 
     await (await (await rescuer.channel()).get_queue("work")).consume(rescue)
     await asyncio.to_thread(cluster.kill, victim.node_id)
-    await until(lambda: len(rescued) == 10, 30, "redelivery on the surviving node")
+    await wait_until(lambda: len(rescued) == 10, 30, "redelivery on the surviving node")
     assert sorted(rescued) == [(number, True) for number in range(10)]
     await rescuer.close()
     await publisher.close()
