@@ -78,7 +78,31 @@ class _StoredZlib:
     decompress = staticmethod(zlib.decompress)
 
 
+class _StaleAppendFilter(logging.Filter):
+    """pysyncobj's CRITICAL "truncating already-applied log entries", said truthfully.
+
+    pysyncobj logs it for every stale append-entries that reaches below the applied index. With
+    DurableJournal nothing is truncated unless an entry conflicts (and that is logged where it
+    happens), so the record becomes a warning that says what actually happens.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.CRITICAL and str(record.msg).startswith(
+            "truncating already-applied"
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (
+                "stale append-entries from index %d reached below the last applied %d; "
+                "the journal keeps every entry that does not conflict (Raft 5.3)"
+            )
+        return True
+
+
+_STALE_APPEND_FILTER = _StaleAppendFilter()
+
+
 def _tune_pysyncobj() -> None:
+    logging.getLogger("pysyncobj.syncobj").addFilter(_STALE_APPEND_FILTER)
     # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
     setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol
     pysyncobj.tcp_connection.zlib = _StoredZlib  # type: ignore[assignment]
@@ -136,6 +160,13 @@ class DurableJournal(pysyncobj.journal.FileJournal):
                 if existing[1] == idx and existing[2] == term:
                     self._truncate_at = position + 1  # the same entry: keep it
                     return
+                log.warning(
+                    "entry %d of term %d conflicts with the leader's of term %d: "
+                    "truncating from there (Raft 5.3)",
+                    idx,
+                    existing[2],
+                    term,
+                )
                 super().deleteEntriesFrom(position)
             self._truncate_at = None
         super().add(command, idx, term)

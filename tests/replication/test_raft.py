@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import typing
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from warrenmq.cluster.local import free_port
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker
-from warrenmq.replication.raft import DurableJournal, RaftLog, RaftSettings
+from warrenmq.replication.raft import DurableJournal, RaftLog, RaftSettings, _tune_pysyncobj
 from warrenmq.replication.replies import QueueDeclared, Routed
 
 from .harness import VHOST, channel_ref, declare_queue_command, publish_command
@@ -52,6 +53,23 @@ def test_a_conflicting_entry_truncates_from_there(tmp_path: Path) -> None:
     assert [(entry[1], entry[2]) for entry in journal[:]] == [(1, 1), (2, 1), (3, 1), (4, 2)]
     reopened = DurableJournal(str(tmp_path / "journal"))
     assert [(entry[1], entry[2]) for entry in reopened[:]] == [(1, 1), (2, 1), (3, 1), (4, 2)]
+
+
+def test_the_stale_append_alarm_is_said_truthfully(caplog: pytest.LogCaptureFixture) -> None:
+    _tune_pysyncobj()
+    with caplog.at_level(logging.WARNING, logger="pysyncobj.syncobj"):
+        logging.getLogger("pysyncobj.syncobj").critical(
+            "truncating already-applied log entries from index %d (last applied: %d) - state "
+            "machine may have diverged from other cluster members",
+            5,
+            7,
+        )
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        "stale append-entries from index 5 reached below the last applied 7; the journal "
+        "keeps every entry that does not conflict (Raft 5.3)"
+    )
 
 
 def test_term_and_vote_survive_a_reopen(tmp_path: Path) -> None:
