@@ -130,6 +130,7 @@ class DurableJournal(pysyncobj.journal.FileJournal):
         self._path = journal_file
         self._dirty = False
         self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
+        self.size_bytes = sum(len(entry[0]) for entry in super().__getitem__(slice(None)))
 
     # --- group commit ---------------------------------------------------------------
 
@@ -167,9 +168,14 @@ class DurableJournal(pysyncobj.journal.FileJournal):
                     existing[2],
                     term,
                 )
+                self.size_bytes -= sum(
+                    len(super(DurableJournal, self).__getitem__(index)[0])
+                    for index in range(position, super().__len__())
+                )
                 super().deleteEntriesFrom(position)
             self._truncate_at = None
         super().add(command, idx, term)
+        self.size_bytes += len(command)
         self._dirty = True
 
     def _settle_truncation(self) -> None:
@@ -187,6 +193,7 @@ class DurableJournal(pysyncobj.journal.FileJournal):
     def clear(self) -> None:
         self._settle_truncation()
         super().clear()
+        self.size_bytes = 0
         self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
@@ -268,6 +275,9 @@ class RaftSettings:
     message_size_max_bytes: int = 16 * 1024 * 1024
     compaction_min_entries: int = 50_000
     compaction_min_time_s: float = 600.0
+    # pysyncobj keeps the whole journal in memory and compacts only by entry count or time;
+    # past this many journal bytes a snapshot is forced, which bounds memory and disk
+    compaction_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -410,6 +420,9 @@ class RaftLog:
             if progress != self._leader_progress:
                 self._leader_progress = progress
                 syncobj._SyncObj__sendAppendEntries()
+        journal = syncobj._SyncObj__raftLog
+        if journal.size_bytes > self.settings.compaction_bytes:
+            syncobj.forceLogCompaction()  # pysyncobj starts it once; the journal shrinks after
         leader = self.leader_address
         if leader != self._leader_logged:
             self._leader_logged = leader

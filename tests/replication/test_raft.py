@@ -212,3 +212,24 @@ def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -
     assert second.log.broker.query_queue(VHOST, "q").ready_count == 79
     assert second.effects == []  # replaying sends nothing: those sessions are gone
     second.log.close()
+
+
+def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None:
+    port = free_port()
+    driver = Driver(tmp_path, port, compaction_bytes=64 * 1024)
+    driver.until(lambda: driver.log.is_ready and driver.log.is_leader)
+    driver.run(setup_commands(0))
+    journal = driver.log._syncobj._SyncObj__raftLog
+    for number in range(60):  # 60 entries of 4 KiB: 240 KiB, well past the 64 KiB limit
+        driver.run([publish_command(REF, "q", bytes(4096), seq=number)])
+    driver.until(lambda: (tmp_path / "raft.snapshot").exists() and journal.size_bytes < 64 * 1024)
+    assert journal.size_bytes == sum(len(entry[0]) for entry in journal[:])  # kept exact
+    state = driver.log.broker.state
+    driver.log.close()
+    again = Driver(tmp_path, port)
+    again.until(
+        lambda: again.log.is_ready and again.log.broker.state.last_index >= state.last_index
+    )
+    assert again.log.broker.state == state
+    assert again.log.broker.query_queue(VHOST, "q").ready_count == 60
+    again.log.close()
