@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from warrenmq.cluster import failover
+from warrenmq.cluster import bench, failover
 from warrenmq.cluster.config import Member, load_config, parse_member
 from warrenmq.cluster.local import LocalCluster, consecutive_members, fetch_cluster_status
 from warrenmq.cluster.node import Node
@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--management-port", type=int, default=15672)
     up.add_argument("--data-dir", type=Path, default=Path("warren-data"))
     up.add_argument("--log-level", default="INFO")
+    bench.add_arguments(
+        commands.add_parser("bench", help="measure throughput and latency against any broker")
+    )
     failover.add_arguments(
         commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
     )
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return _ctl(arguments)
     if arguments.command == "failover-bench":
         return failover.run(arguments)
+    if arguments.command == "bench":
+        return bench.run(arguments)
     logging.basicConfig(
         level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
