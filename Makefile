@@ -8,7 +8,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run test
+.PHONY: install run test bench
 install: $(STAMP)
 
 run: $(STAMP)
@@ -16,3 +16,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	bash bench/compare.sh

@@ -16,8 +16,8 @@ SOURCES = ["amqp", "cluster", "replication"]
 @pytest.mark.parametrize(
     "command",
     [
-        [str(BIN / "ruff"), "check", *SOURCES, "tests"],
-        [str(BIN / "ruff"), "format", "--check", *SOURCES, "tests"],
+        [str(BIN / "ruff"), "check", *SOURCES, "tests", "bench"],
+        [str(BIN / "ruff"), "format", "--check", *SOURCES, "tests", "bench"],
         [str(BIN / "mypy"), *SOURCES],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
