@@ -155,15 +155,6 @@ class LocalCluster:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
 
-    def status(self) -> dict[str, typing.Any] | None:
-        """cluster-status from the first running node that answers."""
-        for member in self.members:
-            if self.is_running(member.node_id):
-                status = fetch_cluster_status(member)
-                if status is not None:
-                    return status
-        return None
-
     def serving(self, node_id: str) -> bool:
         """The node accepts AMQP connections (it listens only once it has joined)."""
         member = self.member(node_id)
