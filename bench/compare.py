@@ -8,12 +8,15 @@ data dirs under a scratch folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from warrenmq.cluster.local import LocalCluster, consecutive_members
@@ -21,6 +24,7 @@ from warrenmq.cluster.local import LocalCluster, consecutive_members
 RABBIT_AMQP_PORT = 55672  # RabbitMQ nodes: AMQP 55672-55674, distribution 55772-55774
 WARREN_AMQP_PORT = 56672  # Warren nodes: AMQP 56672-56674, Raft +1000, management +2000
 DURATION_S = 10
+STARTUP_TIMEOUT_S = 90.0
 
 WORKLOADS = [  # (label, bench arguments)
     ("16 B", ["--size", "16"]),
@@ -46,6 +50,7 @@ class RabbitCluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.nodes = [f"warrenbench{index}@localhost" for index in (1, 2, 3)]
+        self.started_epmd = False  # whether start() brought up Erlang's port mapper
         # Debian's rabbitmq-server and rabbitmqctl run as the rabbitmq user (its own home and
         # Erlang cookie): the data dirs must be theirs
         self.environment = dict(os.environ)
@@ -79,6 +84,10 @@ class RabbitCluster:
         )
 
     def start(self) -> None:
+        # RabbitMQ's start spawns Erlang's port mapper if none runs: then it is ours to end
+        self.started_epmd = (
+            subprocess.run(["epmd", "-names"], capture_output=True, check=False).returncode != 0
+        )
         for index in range(1, len(self.nodes) + 1):
             subprocess.run(
                 ["rabbitmq-server", "-detached"],
@@ -87,11 +96,28 @@ class RabbitCluster:
                 timeout=60,
             )
         for node in self.nodes:
-            self.ctl(node, "await_startup")
+            self._await_startup(node)
         for node in self.nodes[1:]:
             self.ctl(node, "stop_app")
             self.ctl(node, "join_cluster", self.nodes[0])
             self.ctl(node, "start_app")
+
+    def _await_startup(self, node: str) -> None:
+        """-detached returns before the node registers; await_startup fails until it has."""
+        deadline_s = time.monotonic() + STARTUP_TIMEOUT_S
+        while True:
+            done = subprocess.run(
+                ["rabbitmqctl", "-n", node, "await_startup"],
+                env=self.environment,
+                capture_output=True,
+                check=False,
+                timeout=120,
+            )
+            if done.returncode == 0:
+                return
+            if time.monotonic() > deadline_s:
+                raise RuntimeError(f"{node} did not start: {done.stderr.decode()[-500:]}")
+            time.sleep(1.0)
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -102,6 +128,15 @@ class RabbitCluster:
                 stderr=subprocess.DEVNULL,
                 timeout=120,
             )
+        # a node still booting ignores rabbitmqctl: end what is left by the pid it wrote
+        for index in range(1, len(self.nodes) + 1):
+            pid_file = self.directory / f"rabbit{index}" / "pid"
+            if pid_file.exists() and pid_file.read_text().strip().isdigit():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        if self.started_epmd:
+            time.sleep(1.0)
+            subprocess.run(["epmd", "-kill"], capture_output=True, check=False, timeout=30)
 
     def urls(self) -> list[str]:
         return [f"amqp://guest:guest@127.0.0.1:{RABBIT_AMQP_PORT + i}/" for i in range(3)]

@@ -113,14 +113,6 @@ def _add(counter: typing.Any, amount: int) -> None:
 # --- producer process --------------------------------------------------------------------
 
 
-def _produce(
-    index: int, options: dict[str, typing.Any], counters: _Counters, results: multiprocessing.Queue
-) -> None:
-    result = _ProducerResult()
-    asyncio.run(_produce_async(index, options, counters, result))
-    results.put(("producer", result))
-
-
 async def _produce_async(
     index: int, options: dict[str, typing.Any], counters: _Counters, result: _ProducerResult
 ) -> None:
@@ -189,14 +181,6 @@ async def _produce_async(
 # --- consumer process --------------------------------------------------------------------
 
 
-def _consume(
-    index: int, options: dict[str, typing.Any], counters: _Counters, results: multiprocessing.Queue
-) -> None:
-    result = _ConsumerResult()
-    asyncio.run(_consume_async(index, options, counters, result))
-    results.put(("consumer", result))
-
-
 async def _consume_async(
     index: int, options: dict[str, typing.Any], counters: _Counters, result: _ConsumerResult
 ) -> None:
@@ -249,6 +233,24 @@ async def _consume_async(
                     return
 
 
+def _worker(
+    role: str,
+    index: int,
+    options: dict[str, typing.Any],
+    counters: _Counters,
+    results: multiprocessing.Queue,
+) -> None:
+    """One producer or consumer process: run it, hand its result back to the parent."""
+    result: _ProducerResult | _ConsumerResult
+    if role == "producer":
+        result = _ProducerResult()
+        asyncio.run(_produce_async(index, options, counters, result))
+    else:
+        result = _ConsumerResult()
+        asyncio.run(_consume_async(index, options, counters, result))
+    results.put((role, result))
+
+
 # --- the parent ----------------------------------------------------------------------------
 
 
@@ -292,11 +294,11 @@ def run(arguments: argparse.Namespace) -> int:
     counters = _Counters(*(context.Value("q", 0) for _ in range(4)))
     results: multiprocessing.Queue = context.Queue()
     consumers = [
-        context.Process(target=_consume, args=(i, options, counters, results))
+        context.Process(target=_worker, args=("consumer", i, options, counters, results))
         for i in range(arguments.consumers)
     ]
     producers = [
-        context.Process(target=_produce, args=(i, options, counters, results))
+        context.Process(target=_worker, args=("producer", i, options, counters, results))
         for i in range(arguments.producers)
     ]
     for process in consumers + producers:
