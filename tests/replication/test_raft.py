@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import typing
 from pathlib import Path
@@ -12,7 +13,13 @@ import pytest
 from warrenmq.cluster.local import free_port
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker
-from warrenmq.replication.raft import DurableJournal, RaftLog, RaftSettings, _tune_pysyncobj
+from warrenmq.replication.raft import (
+    DurableJournal,
+    PeerCipher,
+    RaftLog,
+    RaftSettings,
+    _tune_pysyncobj,
+)
 from warrenmq.replication.replies import QueueDeclared, Routed
 
 from .harness import VHOST, channel_ref, declare_queue_command, publish_command
@@ -233,3 +240,22 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     assert again.log.broker.state == state
     assert again.log.broker.query_queue(VHOST, "q").ready_count == 60
     again.log.close()
+
+
+def test_peer_cipher_round_trips_and_rejects_every_tampering() -> None:
+    cipher, same_secret = PeerCipher("cluster secret"), PeerCipher("cluster secret")
+    message = os.urandom(70_000)
+    token = cipher.encrypt_at_time(message, 1234)
+    assert message not in token  # encrypted, not merely signed
+    assert same_secret.extract_timestamp(token) == 1234
+    assert same_secret.decrypt(token) == message
+    assert cipher.encrypt_at_time(message, 1234) != token  # a fresh nonce every time
+    for position in (0, 8, 30, len(token) // 2, len(token) - 1):  # header, nonce, body, tag
+        tampered = bytearray(token)
+        tampered[position] ^= 0x01
+        with pytest.raises(ValueError, match="authentication"):
+            PeerCipher("cluster secret").decrypt(bytes(tampered))
+    with pytest.raises(ValueError, match="authentication"):
+        PeerCipher("another secret").extract_timestamp(token)
+    with pytest.raises(ValueError, match="too short"):
+        cipher.decrypt(token[:40])
