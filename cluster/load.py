@@ -105,13 +105,22 @@ class Load:
         self._next_id = 0  # the first id of the first window not yet wholly confirmed
         self.publishing_done = asyncio.Event()
 
-    async def declare(self, url: str) -> None:
-        connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
-        async with connection:
-            channel = await connection.channel()
-            await channel.declare_queue(
-                self.queue, durable=True, arguments={"x-queue-type": "quorum"}
-            )
+    async def declare(self, url: str, timeout_s: float = 60.0) -> None:
+        """Declare the quorum queue, retrying while the node is still starting to serve."""
+        deadline_s = time.monotonic() + timeout_s
+        while True:
+            try:
+                connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
+                async with connection:
+                    channel = await connection.channel()
+                    await channel.declare_queue(
+                        self.queue, durable=True, arguments={"x-queue-type": "quorum"}
+                    )
+                return
+            except Exception:  # not serving yet (a proxy may accept and drop): try again
+                if time.monotonic() > deadline_s:
+                    raise
+                await asyncio.sleep(RECONNECT_PAUSE_S)
 
     # --- publishing --------------------------------------------------------------------
 

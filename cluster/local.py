@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -28,11 +29,38 @@ __all__ = ["LocalCluster", "consecutive_members", "fetch_cluster_status", "free_
 STOP_TIMEOUT_S = 15.0
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port gave this process: never twice
+_PORTS_FROM = 10_000
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as port_range:
+            return int(port_range.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (for nodes started by tests and benchmarks)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    """A port nobody listens on, for nodes started by tests and benchmarks.
+
+    Chosen below the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) can be taken as the local port of some client connection while a killed node is
+    down, and the node then cannot bind it again when it restarts.
+    """
+    upper = _ephemeral_ports_start()
+    for _ in range(1000):
+        port = random.randrange(_PORTS_FROM, upper)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_PORTS_FROM} and {upper}")
 
 
 def consecutive_members(
@@ -145,14 +173,16 @@ class LocalCluster:
         chosen = [node_id] if node_id else list(self.processes)
         for each in chosen:
             if self.is_running(each):
-                self.signal(each, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it may die as we ask
+                    self.signal(each, signal.SIGTERM)
         deadline_s = time.monotonic() + STOP_TIMEOUT_S
         for each in chosen:
             process = self.processes[each]
             try:
                 process.wait(timeout=max(0.1, deadline_s - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
                 process.wait()
 
     def serving(self, node_id: str) -> bool:
