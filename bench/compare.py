@@ -187,11 +187,7 @@ def main() -> int:
         warren = LocalCluster(directory / "warren", members, log_level="WARNING")
         warren.start_all(log_to_file=True)
         try:
-            warren.wait_for(
-                lambda: all(warren.serving(m.node_id) for m in members) and warren.leader(),
-                60,
-                "the Warren cluster",
-            )
+            warren.wait_healthy()
             urls = [f"amqp://guest:guest@127.0.0.1:{m.amqp_port}/" for m in members]
             warren_reports = run_workloads("Warren", urls)
         finally:

@@ -110,6 +110,23 @@ def _add(counter: typing.Any, amount: int) -> None:
         counter.value += amount
 
 
+async def _connect(
+    urls: list[str], attempt: int, deadline_s: float, result: _ProducerResult | _ConsumerResult
+) -> tuple[aio_pika.abc.AbstractConnection | None, int]:
+    """The next node in turn that answers, and the attempt counter; None past the deadline."""
+    while time.monotonic() < deadline_s:
+        try:
+            connection = await aio_pika.connect(
+                urls[attempt % len(urls)], timeout=CONNECT_TIMEOUT_S
+            )
+            return connection, attempt
+        except Exception:
+            result.errors += 1
+            attempt += 1
+            await asyncio.sleep(0.2)
+    return None, attempt
+
+
 # --- producer process --------------------------------------------------------------------
 
 
@@ -128,15 +145,9 @@ async def _produce_async(
     next_seq = 0
     attempt = index
     while time.monotonic() < deadline_s:
-        try:
-            connection = await aio_pika.connect(
-                urls[attempt % len(urls)], timeout=CONNECT_TIMEOUT_S
-            )
-        except Exception:
-            result.errors += 1
-            attempt += 1
-            await asyncio.sleep(0.2)
-            continue
+        connection, attempt = await _connect(urls, attempt, deadline_s, result)
+        if connection is None:
+            break
         async with connection:
             channel = await connection.channel(publisher_confirms=options["confirm"] > 0)
             exchange = channel.default_exchange
@@ -207,15 +218,9 @@ async def _consume_async(
 
     attempt = index
     while time.monotonic() < hard_deadline_s:
-        try:
-            connection = await aio_pika.connect(
-                urls[attempt % len(urls)], timeout=CONNECT_TIMEOUT_S
-            )
-        except Exception:
-            result.errors += 1
-            attempt += 1
-            await asyncio.sleep(0.2)
-            continue
+        connection, attempt = await _connect(urls, attempt, hard_deadline_s, result)
+        if connection is None:
+            break
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=options["prefetch"])

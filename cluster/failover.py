@@ -56,18 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _wait_healthy(cluster: LocalCluster) -> str:
-    def healthy() -> bool:
-        return all(cluster.serving(m.node_id) for m in cluster.members) and bool(cluster.leader())
-
-    cluster.wait_for(healthy, HEALTHY_TIMEOUT_S, "a healthy cluster")
-    leader = cluster.leader()
-    assert leader is not None
-    return leader
-
-
 async def _bench(cluster: LocalCluster, arguments: argparse.Namespace) -> int:
-    leader = await asyncio.to_thread(_wait_healthy, cluster)
+    leader = await asyncio.to_thread(cluster.wait_healthy, None, HEALTHY_TIMEOUT_S)
     urls = [f"amqp://guest:guest@{m.host}:{m.amqp_port}/" for m in cluster.members]
     duration_s = arguments.kills * (arguments.settle_s + RECOVERY_WINDOW_S + 4.0) + 10.0
     load = Load(
@@ -107,7 +97,7 @@ async def _bench(cluster: LocalCluster, arguments: argparse.Namespace) -> int:
                 flush=True,
             )
             cluster.start(victim, log_to_file=True)
-            leader = await asyncio.to_thread(_wait_healthy, cluster)
+            leader = await asyncio.to_thread(cluster.wait_healthy, None, HEALTHY_TIMEOUT_S)
 
     stats = await load.run(timeout_s=duration_s + 60, consumers=2, during=kill_leaders)
     print()

@@ -205,6 +205,24 @@ class LocalCluster:
             leaders.add(status["leader"] if status else None)
         return leaders.pop() if len(leaders) == 1 else None
 
+    def wait_healthy(
+        self, node_ids: typing.Sequence[str] | None = None, timeout_s: float = 60.0
+    ) -> str:
+        """Every given node (all, by default) serves AMQP and they name one leader: return it."""
+        node_ids = list(node_ids or [member.node_id for member in self.members])
+        others = [member.node_id for member in self.members if member.node_id not in node_ids]
+        agreed: list[str] = []
+
+        def healthy() -> bool:
+            if not all(self.serving(node_id) for node_id in node_ids):
+                return False
+            leader = self.leader(exclude=others)
+            agreed[:] = [leader] if leader else []
+            return bool(leader)
+
+        self.wait_for(healthy, timeout_s, f"{node_ids} serving with one leader")
+        return agreed[0]
+
     def wait_for(self, condition: typing.Callable[[], object], timeout_s: float, what: str) -> None:
         deadline_s = time.monotonic() + timeout_s
         while time.monotonic() < deadline_s:

@@ -26,26 +26,6 @@ def url(member: Member) -> str:
     return f"amqp://guest:guest@{member.host}:{member.amqp_port}/"
 
 
-def wait_healthy(cluster: LocalCluster, node_ids: list[str] | None = None) -> str:
-    """Every given node serves AMQP and they agree on a leader; return the leader."""
-    node_ids = node_ids or [member.node_id for member in cluster.members]
-    leader: list[str] = []
-
-    def healthy() -> bool:
-        if not all(cluster.serving(node_id) for node_id in node_ids):
-            return False
-        agreed = cluster.leader(
-            exclude=[m.node_id for m in cluster.members if m.node_id not in node_ids]
-        )
-        if agreed is None:
-            return False
-        leader[:] = [agreed]
-        return True
-
-    cluster.wait_for(healthy, READY_S, f"{node_ids} serving with one leader")
-    return leader[0]
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     members = [
@@ -55,7 +35,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     cluster = LocalCluster(tmp_path, members)
     cluster.start_all(log_to_file=True)
     try:
-        wait_healthy(cluster)
+        cluster.wait_healthy(timeout_s=READY_S)
         yield cluster
     finally:
         cluster.stop()
@@ -70,7 +50,7 @@ def split(cluster: LocalCluster, leader: str) -> tuple[Member, list[Member]]:
 
 
 async def test_sigkill_the_leader_under_load(cluster: LocalCluster) -> None:
-    leader, followers = split(cluster, wait_healthy(cluster))
+    leader, followers = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
     load = Load(
         [url(leader)] + [url(f) for f in followers],
         [url(f) for f in followers],
@@ -87,11 +67,11 @@ async def test_sigkill_the_leader_under_load(cluster: LocalCluster) -> None:
     assert len(stats.confirmed) == 3000 and not stats.lost, stats.summary()
     assert stats.publisher_reconnects >= 1  # its node died under it
     assert stats.consumer_reconnects == 0, stats.summary()  # survivors' consumers never noticed
-    assert wait_healthy(cluster, [f.node_id for f in followers]) != leader.node_id
+    assert cluster.wait_healthy([f.node_id for f in followers], READY_S) != leader.node_id
 
 
 async def test_sigkill_a_follower_goes_unnoticed(cluster: LocalCluster) -> None:
-    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    leader, (victim, survivor) = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
     load = Load(
         [url(leader), url(survivor)], [url(survivor), url(leader)], "orders", message_count=3000
     )
@@ -118,7 +98,7 @@ async def test_sigkill_all_three_then_restart(cluster: LocalCluster) -> None:
     for member in cluster.members:
         cluster.processes[member.node_id].wait(timeout=10)
         cluster.start(member.node_id, log_to_file=True)
-    wait_healthy(cluster)
+    cluster.wait_healthy(timeout_s=READY_S)
     load.stats.publisher_reconnects = 0
     await load.consume(0, time.monotonic() + 60)
     assert not load.stats.lost, load.stats.summary()
@@ -126,14 +106,14 @@ async def test_sigkill_all_three_then_restart(cluster: LocalCluster) -> None:
 
 
 async def test_a_killed_node_restarts_catches_up_and_serves(cluster: LocalCluster) -> None:
-    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    leader, (victim, survivor) = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
     await asyncio.to_thread(cluster.kill, victim.node_id)
     while_down = Load([url(leader), url(survivor)], [url(survivor)], "while-down", 1000)
     await while_down.declare(url(leader))
     await while_down.publish(time.monotonic() + 60)
     assert len(while_down.stats.confirmed) == 1000
     cluster.start(victim.node_id, log_to_file=True)
-    wait_healthy(cluster)
+    cluster.wait_healthy(timeout_s=READY_S)
     # the restarted node knows everything that happened while it was away …
     connection = await aio_pika.connect(url(victim))
     async with connection:
@@ -151,7 +131,7 @@ async def test_a_killed_node_restarts_catches_up_and_serves(cluster: LocalCluste
 async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(
     cluster: LocalCluster,
 ) -> None:
-    leader, followers = split(cluster, wait_healthy(cluster))
+    leader, followers = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
     on_leader = Load(
         [url(leader)] + [url(f) for f in followers], [url(followers[0])], "hung", message_count=2000
     )
@@ -171,7 +151,7 @@ async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(
     stats = await on_leader.run(timeout_s=120, consumers=1, during=hang_the_leader)
     assert len(stats.confirmed) == 2000 and not stats.lost, stats.summary()
     assert paused["new_leader"] not in (None, leader.node_id)  # the majority moved on
-    wait_healthy(cluster)  # the old leader rejoined and serves again
+    cluster.wait_healthy(timeout_s=READY_S)  # the old leader rejoined and serves again
     connection = await aio_pika.connect(url(leader))
     async with connection:
         channel = await connection.channel()
@@ -189,7 +169,7 @@ async def test_rolling_restart_under_load(cluster: LocalCluster) -> None:
             await asyncio.sleep(1.0)
             await asyncio.to_thread(cluster.stop, member.node_id)
             cluster.start(member.node_id, log_to_file=True)
-            await asyncio.to_thread(wait_healthy, cluster)
+            await asyncio.to_thread(cluster.wait_healthy, None, READY_S)
 
     stats = await load.run(timeout_s=150, consumers=2, during=restart_each_node)
     assert len(stats.confirmed) == 4000 and not stats.lost, stats.summary()
@@ -198,7 +178,7 @@ async def test_rolling_restart_under_load(cluster: LocalCluster) -> None:
 async def test_unacked_messages_of_a_dead_node_go_to_a_consumer_elsewhere(
     cluster: LocalCluster,
 ) -> None:
-    leader, (victim, survivor) = split(cluster, wait_healthy(cluster))
+    leader, (victim, survivor) = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
     publisher = await aio_pika.connect(url(leader))
     channel = await publisher.channel(publisher_confirms=True)
     await channel.declare_queue("work", durable=True, arguments={"x-queue-type": "quorum"})
