@@ -40,7 +40,6 @@ import os
 import struct
 import time
 import typing
-import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +50,9 @@ import pysyncobj.pickle
 import pysyncobj.syncobj
 import pysyncobj.tcp_connection
 import pysyncobj.transport
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from warrenmq.replication.commands import Command, decode_entry, encode_entry
@@ -73,14 +73,17 @@ _GIVEN_UP = Refused(CONNECTION_FORCED, "the cluster did not commit this command 
 # --- what every node patches the same way -------------------------------------------------
 
 
-class _StoredZlib:
-    """zlib at level 0 for pysyncobj's wire: message bodies are mostly incompressible."""
+class _NoZlib:
+    """pysyncobj's wire without zlib: message bodies are mostly incompressible, and even zlib's
+    stored blocks cost a copy and a checksum each way (py-spy: a tenth of a follower's CPU)."""
 
     @staticmethod
     def compress(data: bytes, level: int = 0) -> bytes:
-        return zlib.compress(data, 0)
+        return data
 
-    decompress = staticmethod(zlib.decompress)
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        return data
 
 
 class _StaleAppendFilter(logging.Filter):
@@ -107,55 +110,70 @@ _STALE_APPEND_FILTER = _StaleAppendFilter()
 
 
 class PeerCipher:
-    """Authenticated encryption of peer messages under the cluster secret, without base64.
+    """Authenticated encryption of peer messages under the cluster secret: AES-256-GCM.
 
     pysyncobj's `password` wraps every peer message in Fernet, whose base64 alone took a third of
-    a leader's CPU with 64 KiB messages (py-spy). This is the same encrypt-then-MAC idea in
-    binary: token = u64 timestamp | 16-byte random nonce | AES-256-CTR ciphertext | HMAC-SHA256
-    of everything before it. Cipher and MAC keys are separate halves of PBKDF2 output. A fresh
-    random 128-bit nonce per message keeps CTR's counter blocks from ever overlapping in practice.
-    pysyncobj asks for the timestamp before decrypting (replay check), so the tag is verified
-    there already and not twice.
+    a leader's CPU with 64 KiB messages; HMAC-SHA256 beside AES-CTR still took a fifth (py-spy).
+    GCM encrypts and authenticates in one pass, several times faster on AES-NI.
+
+    token = header | ciphertext and tag, header = u64 timestamp | 16-byte sender salt | u64
+    counter, authenticated as associated data. GCM must never see a nonce twice under one key,
+    and random 96-bit nonces wear out after some 2^32 messages, which a cluster's lifetime can
+    exceed. So each instance (one per node process) draws a random salt and encrypts under its
+    own key, HMAC-SHA256(cluster key, salt), with its message counter as nonce: no nonce repeats
+    under a key, and two instances share a key only if they draw the same 128-bit salt.
+    pysyncobj asks for the timestamp before decrypting (its replay check), so the tag is checked
+    there already and the plaintext kept for `decrypt`.
     """
 
-    _SALT = b"warren raft peer cipher v1"
-    _HEADER = struct.Struct(">Q16s")
-    _TAG_BYTES = 32
+    _SALT = b"warren raft peer cipher v2"
+    _HEADER = struct.Struct(">Q16sQ")
+    _TAG_BYTES = 16
+    _KEYS_KEPT = 64  # senders' keys a receiver remembers (senders restart, salts change)
 
     def __init__(self, secret: str) -> None:
-        material = PBKDF2HMAC(
-            algorithm=hashes.SHA256(), length=64, salt=self._SALT, iterations=200_000
+        self._master_key = PBKDF2HMAC(
+            algorithm=hashes.SHA256(), length=32, salt=self._SALT, iterations=200_000
         ).derive(secret.encode())
-        self._cipher_key, self._mac_key = material[:32], material[32:]
-        self._verified: bytes | None = None  # the last token whose tag checked out
+        self._salt = os.urandom(16)
+        self._aead = self._key_for(self._salt)
+        self._counter = 0
+        self._keys: dict[bytes, AESGCM] = {}
+        self._opened: tuple[bytes, bytes] | None = None  # the last token that checked out
+
+    def _key_for(self, salt: bytes) -> AESGCM:
+        return AESGCM(hmac.digest(self._master_key, salt, "sha256"))
 
     def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
-        nonce = os.urandom(16)
-        encryptor = Cipher(algorithms.AES(self._cipher_key), modes.CTR(nonce)).encryptor()
-        sealed = self._HEADER.pack(current_time, nonce) + encryptor.update(data)
-        sealed += encryptor.finalize()
-        return sealed + hmac.digest(self._mac_key, sealed, "sha256")
+        self._counter += 1
+        header = self._HEADER.pack(current_time, self._salt, self._counter)
+        return header + self._aead.encrypt(self._counter.to_bytes(12, "big"), data, header)
 
-    def _verify(self, token: bytes) -> None:
-        if token is self._verified:
-            return
+    def _open(self, token: bytes) -> bytes:
+        if self._opened is not None and self._opened[0] is token:
+            return self._opened[1]
         if len(token) < self._HEADER.size + self._TAG_BYTES:
             raise ValueError("peer message too short")
-        sealed, tag = token[: -self._TAG_BYTES], token[-self._TAG_BYTES :]
-        if not hmac.compare_digest(hmac.digest(self._mac_key, sealed, "sha256"), tag):
-            raise ValueError("peer message failed authentication")
-        self._verified = token
+        _, salt, counter = self._HEADER.unpack_from(token)
+        aead = self._keys.get(salt)
+        if aead is None:
+            if len(self._keys) >= self._KEYS_KEPT:
+                self._keys.clear()
+            aead = self._keys[salt] = self._key_for(salt)
+        header = token[: self._HEADER.size]
+        try:
+            plain = aead.decrypt(counter.to_bytes(12, "big"), token[self._HEADER.size :], header)
+        except InvalidTag:
+            raise ValueError("peer message failed authentication") from None
+        self._opened = (token, plain)
+        return plain
 
     def extract_timestamp(self, token: bytes) -> int:
-        self._verify(token)
+        self._open(token)
         return int(self._HEADER.unpack_from(token)[0])
 
     def decrypt(self, token: bytes) -> bytes:
-        self._verify(token)
-        _, nonce = self._HEADER.unpack_from(token)
-        decryptor = Cipher(algorithms.AES(self._cipher_key), modes.CTR(nonce)).decryptor()
-        plain = decryptor.update(token[self._HEADER.size : -self._TAG_BYTES])
-        return plain + decryptor.finalize()
+        return self._open(token)
 
 
 def _tune_pysyncobj() -> None:
@@ -163,7 +181,7 @@ def _tune_pysyncobj() -> None:
     pysyncobj.syncobj.getEncryptor = PeerCipher  # type: ignore[assignment]
     # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
     setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol
-    pysyncobj.tcp_connection.zlib = _StoredZlib  # type: ignore[assignment]
+    pysyncobj.tcp_connection.zlib = _NoZlib  # type: ignore[assignment]
     pysyncobj.syncobj.createJournal = _create_journal  # type: ignore[assignment]
 
 

@@ -250,6 +250,10 @@ def test_peer_cipher_round_trips_and_rejects_every_tampering() -> None:
     assert same_secret.extract_timestamp(token) == 1234
     assert same_secret.decrypt(token) == message
     assert cipher.encrypt_at_time(message, 1234) != token  # a fresh nonce every time
+    # each instance encrypts under a key of its own (a random salt), so two nodes' counters
+    # never give one key the same nonce twice
+    assert same_secret.encrypt_at_time(message, 1234)[8:24] != token[8:24]
+    assert cipher.decrypt(same_secret.encrypt_at_time(message, 1234)) == message
     for position in (0, 8, 30, len(token) // 2, len(token) - 1):  # header, nonce, body, tag
         tampered = bytearray(token)
         tampered[position] ^= 0x01
