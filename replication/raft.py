@@ -13,7 +13,8 @@ What pysyncobj does not promise, this module adds (RAFT-NOTES.md):
 - Durability. `DurableJournal` writes through pysyncobj's mmap journal and syncs it (msync) once
   before any message leaves the node (`DurableTransport.send`): a follower's acknowledgement and
   a leader's append-entries imply the entries are on disk — group commit, one sync per round.
-  The current term and vote are fsynced before a vote can be sent.
+  A group of one sends nothing, so it syncs before each tick commits. The current term and vote
+  are fsynced before a vote can be sent.
 - Raft §5.3, "if an existing entry conflicts with a new one … delete the existing entry and all
   that follow it": pysyncobj truncates on any append-entries whose prevLogIdx is below its log
   end, even a stale duplicate, so a follower could drop entries it already acknowledged.
@@ -487,6 +488,11 @@ class RaftLog:
     def tick(self) -> None:
         """One round of pysyncobj's work (network, elections, applying), then our timers."""
         syncobj = self._syncobj
+        journal = syncobj._SyncObj__raftLog
+        if not syncobj.otherNodes:
+            # A group of one commits without sending anything, so nothing would sync the
+            # journal: sync here, before this tick commits and applies what earlier ones wrote.
+            journal.sync()
         syncobj.doTick(0.0)
         if syncobj._isLeader():
             # pysyncobj's batch mode sends only every append_entries_period_s. A leader whose
@@ -496,7 +502,6 @@ class RaftLog:
             if progress != self._leader_progress:
                 self._leader_progress = progress
                 syncobj._SyncObj__sendAppendEntries()
-        journal = syncobj._SyncObj__raftLog
         if journal.size_bytes > self.settings.compaction_bytes:
             syncobj.forceLogCompaction()  # pysyncobj starts it once; the journal shrinks after
         leader = self.leader_address

@@ -186,6 +186,15 @@ def test_without_a_majority_one_entry_flies_the_rest_batch_then_every_caller_hea
     log.close()
 
 
+def test_a_group_of_one_answers_only_what_its_journal_has_synced(driver: Driver) -> None:
+    journal = driver.log._syncobj._SyncObj__raftLog
+    unsynced_when_answered: list[bool] = []
+    for command in setup_commands(20):
+        driver.log.propose(command, lambda reply: unsynced_when_answered.append(journal._dirty))
+    driver.until(lambda: len(unsynced_when_answered) == 23)
+    assert unsynced_when_answered == [False] * 23
+
+
 def test_a_resent_entry_is_applied_once(driver: Driver) -> None:
     driver.run(setup_commands(0))
     replies: list = []
