@@ -76,14 +76,18 @@ def server_properties(config: NodeConfig) -> dict[str, typing.Any]:
     }
 
 
-def _next_incarnation(directory: os.PathLike[str]) -> int:
-    """A number that grows with every start of this node, kept in its data dir."""
+def _next_incarnation(directory: os.PathLike[str], after: int = 0) -> int:
+    """A number that grows with every start of this node, kept in its data dir.
+
+    `after` is the last incarnation the cluster knows of this node, for a data dir that lost
+    its count (a replaced disk).
+    """
     path = os.path.join(directory, "incarnation")
     try:
         with open(path) as previous:
-            incarnation = int(previous.read().strip() or 0) + 1
+            incarnation = max(int(previous.read().strip() or 0), after) + 1
     except FileNotFoundError:
-        incarnation = 1
+        incarnation = after + 1
     temporary = path + ".tmp"
     with open(temporary, "w") as current:
         current.write(str(incarnation))
@@ -135,6 +139,18 @@ class Node:
         self._tasks.append(loop.create_task(self._tick_forever()))
         self._management = await start_management(self)
         await self._wait_for(lambda: self.log.is_ready, "catching up with the cluster")
+        known = self.broker.query_last_incarnation(self.config.node_id)
+        if known >= self.incarnation:
+            # the data dir lost its count: entries under a number the cluster has seen would
+            # be turned away as duplicates, so this node goes on after the last one it knows
+            self.incarnation = _next_incarnation(directory, after=known)
+            log.warning(
+                "node %s: the cluster knows incarnation %d of this node; starting as %d",
+                self.config.node_id,
+                known,
+                self.incarnation,
+            )
+            self.log.change_incarnation(self.incarnation)
         self.log.propose(
             c.BootstrapDefaults(
                 vhost=self.config.default_vhost,

@@ -377,6 +377,11 @@ class Broker:
             return None
         return incarnation
 
+    def query_last_incarnation(self, node: str) -> int:
+        """The newest incarnation of `node` the cluster has heard of (0: none)."""
+        announced = self.state.incarnations.get(node, 0)
+        return max(announced, self.state.entry_seqs.get(node, (0, 0))[0])
+
     def query_pid(self, node: str) -> int | None:
         return self.state.pids.get(node)
 

@@ -7,6 +7,7 @@ that every confirmed message was delivered (lost = 0); duplicates are allowed an
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -126,6 +127,27 @@ async def test_a_killed_node_restarts_catches_up_and_serves(cluster: LocalCluste
     await after.declare(url(victim))
     stats = await after.run(timeout_s=60)
     assert len(stats.confirmed) == 1000 and not stats.lost, stats.summary()
+
+
+async def test_a_node_whose_disk_was_wiped_rejoins_and_serves(cluster: LocalCluster) -> None:
+    leader, (victim, survivor) = split(cluster, cluster.wait_healthy(timeout_s=READY_S))
+    before = Load([url(leader)], [url(survivor)], "before-wipe", 500)
+    await before.declare(url(leader))
+    await before.publish(time.monotonic() + 60)
+    assert len(before.stats.confirmed) == 500
+    await asyncio.to_thread(cluster.kill, victim.node_id)
+    shutil.rmtree(cluster.directory / victim.node_id)  # a replaced disk: no journal, no state
+    cluster.start(victim.node_id, log_to_file=True)
+    cluster.wait_healthy(timeout_s=READY_S)
+    connection = await aio_pika.connect(url(victim))
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("before-wipe", passive=True)
+        assert queue.declaration_result.message_count == 500
+    after = Load([url(victim)], [url(victim)], "after-wipe", 500)
+    await after.declare(url(victim))
+    stats = await after.run(timeout_s=60)
+    assert len(stats.confirmed) == 500 and not stats.lost, stats.summary()
 
 
 async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(
