@@ -75,13 +75,17 @@ class RabbitCluster:
         }
 
     def ctl(self, node: str, *arguments: str) -> None:
-        subprocess.run(
+        # join_cluster logs errors about tables of the joining node even when it succeeds:
+        # rabbitmqctl's output is shown only when the command fails
+        done = subprocess.run(
             ["rabbitmqctl", "-n", node, *arguments],
             env=self.environment,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
             timeout=120,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {done.stderr.decode()}")
 
     def start(self) -> None:
         # RabbitMQ's start spawns Erlang's port mapper if none runs: then it is ours to end
