@@ -157,6 +157,11 @@ def decode_properties(properties: bytes) -> commands.Basic.Properties:
     return content_header.properties
 
 
+def encode_properties(properties: commands.Basic.Properties) -> bytes:
+    """A content header's property flags and list, as `decode_properties` reads them."""
+    return header.ContentHeader(0, 0, properties).marshal()[_CONTENT_HEADER.size :]
+
+
 MethodType = typing.TypeVar("MethodType", bound=base.Frame)
 
 

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 import typing
 from importlib import metadata
 
@@ -45,6 +46,7 @@ SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shu
 TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
+TICK_MS = 1000  # how often the leader proposes its clock (Tick)
 
 
 def _version() -> str:
@@ -110,6 +112,7 @@ class Node:
         self._management: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._declared_down: set[tuple[str, int]] = set()  # NodeDown proposals already sent
+        self._last_tick_ms = 0  # when this node, as leader, last proposed Tick
         self._node_by_raft_address = {m.raft_address: m.node_id for m in config.cluster}
 
     def next_connection_serial(self) -> int:
@@ -243,6 +246,7 @@ class Node:
     async def _watch(self) -> None:
         if self.log.is_leader:
             self._declare_silent_members_down()
+            self._tick_clock()
         if self.log.seconds_since_majority_contact() > self.config.minority_close_after_s:
             if self.serving:
                 log.warning(
@@ -265,6 +269,13 @@ class Node:
         elif not self.serving:
             self.serving = True
             log.info("node %s is back in the majority", self.config.node_id)
+
+    def _tick_clock(self) -> None:
+        """The state machine's clock (x-death times, expiry) is the leader's, once a second."""
+        now_ms = int(time.time() * 1000)
+        if now_ms - self._last_tick_ms >= TICK_MS:
+            self._last_tick_ms = now_ms
+            self.log.propose(c.Tick(now_ms=now_ms))
 
     def _declare_silent_members_down(self) -> None:
         for raft_address, silent_s in self.log.peers_silent_for_s().items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import ipaddress
 import logging
 import os
@@ -22,7 +23,7 @@ import typing
 
 from pamqp import base, commands
 
-from warrenmq.amqp.codec import unchecked
+from warrenmq.amqp.codec import decode_properties, encode_properties, unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
     ChannelOpened,
@@ -37,7 +38,9 @@ from warrenmq.cluster.passwords import verify_password
 from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import (
+    Annotations,
     CancelConsumer,
+    Death,
     Deliver,
     GetEmpty,
     GetOk,
@@ -468,7 +471,9 @@ class Session:
                     event.properties,
                     event.body,
                 )
-            if confirm_tag:
+            if confirm_tag and result.rejected:
+                self._nack_publish(channel, confirm_tag)
+            elif confirm_tag:
                 self._confirm(channel, confirm_tag)
 
         self._propose(channel, command, method, on_reply)
@@ -483,13 +488,26 @@ class Session:
     def _send_confirms(self) -> None:
         confirming, self._confirming = self._confirming, {}
         for number, channel in confirming.items():
-            if self.channels.get(number) is not channel:
-                continue  # closed meanwhile: its unconfirmed publishes stay unconfirmed
+            if self.channels.get(number) is channel:  # else its publishes stay unconfirmed
+                self._send_acks(channel)
+        self.protocol.flush_soon()
+
+    def _send_acks(self, channel: ChannelSession) -> None:
+        if channel.confirmed_tag > channel.acked_tag:
             multiple = channel.confirmed_tag - channel.acked_tag > 1
             self._send(
                 channel, commands.Basic.Ack(delivery_tag=channel.confirmed_tag, multiple=multiple)
             )
             channel.acked_tag = channel.confirmed_tag
+
+    def _nack_publish(self, channel: ChannelSession, confirm_tag: int) -> None:
+        """A queue at its limit refused the message (reject-publish): the acks collected so far
+        go out first, then basic.nack for this one."""
+        self._send_acks(channel)
+        self._send(
+            channel, commands.Basic.Nack(delivery_tag=confirm_tag, multiple=False, requeue=False)
+        )
+        channel.confirmed_tag = channel.acked_tag = confirm_tag
         self.protocol.flush_soon()
 
     def on_basic_qos(self, channel: ChannelSession, method: commands.Basic.Qos) -> None:
@@ -556,7 +574,7 @@ class Session:
                     routing_key=result.routing_key,
                     message_count=result.message_count,
                 ),
-                result.properties,
+                _annotated(result.properties, result.annotations),
                 result.body,
             )
 
@@ -664,7 +682,7 @@ class Session:
                     exchange=effect.exchange,
                     routing_key=effect.routing_key,
                 ),
-                effect.properties,
+                _annotated(effect.properties, effect.annotations),
                 effect.body,
             )
         elif self.cancel_notify:
@@ -672,6 +690,37 @@ class Session:
                 channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True)
             )
         self.protocol.flush_soon()
+
+
+def _annotated(properties: bytes, annotations: Annotations | None) -> bytes:
+    """The message's properties with the headers the broker adds (RabbitMQ docs: quorum queues,
+    "Poison Message Handling"; dead letter exchanges, "Dead-Lettered Effects on Messages")."""
+    if annotations is None:
+        return properties
+    decoded = decode_properties(properties)
+    headers = dict(decoded.headers or {})
+    if annotations.delivery_count:
+        headers["x-delivery-count"] = annotations.delivery_count
+    if annotations.deaths:
+        headers["x-death"] = [_death_table(death) for death in annotations.deaths]
+    for which, death in (("first", annotations.first_death), ("last", annotations.last_death)):
+        if death is not None:
+            headers[f"x-{which}-death-queue"] = death.queue
+            headers[f"x-{which}-death-reason"] = death.reason
+            headers[f"x-{which}-death-exchange"] = death.exchange
+    decoded.headers = headers
+    return encode_properties(decoded)
+
+
+def _death_table(death: Death) -> dict[str, object]:
+    return {
+        "count": death.count,
+        "reason": death.reason,
+        "queue": death.queue,
+        "time": datetime.datetime.fromtimestamp(death.time_ms // 1000, datetime.UTC),
+        "exchange": death.exchange,
+        "routing-keys": list(death.routing_keys),
+    }
 
 
 def _no_reply(_: Reply) -> None:

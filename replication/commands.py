@@ -47,6 +47,7 @@ __all__ = [
     "Reject",
     "SessionClosed",
     "Settle",
+    "Tick",
     "UnbindExchange",
     "UnbindQueue",
     "decode_entry",
@@ -104,6 +105,13 @@ class BootstrapDefaults:
     user: str
     password_hash: str
     tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tick:
+    """The leader's clock, once a second: the only time the state machine knows."""
+
+    now_ms: int  # milliseconds since the Unix epoch, on the proposing leader
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,6 +332,7 @@ Command = (
     | SessionClosed
     | NodeDown
     | BootstrapDefaults
+    | Tick
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

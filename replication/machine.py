@@ -34,8 +34,10 @@ import orjson
 
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import (
+    Annotations,
     Applied,
     CancelConsumer,
+    Death,
     Deliver,
     Effect,
     GetEmpty,
@@ -160,10 +162,14 @@ class User:
 
 @dataclass(slots=True)
 class Message:
-    exchange: str  # exchange the publisher named
-    routing_key: str  # routing key the publisher gave
+    exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
+    routing_key: str  # routing key the publisher gave (or the dead-letter routing key)
     properties: bytes  # encoded content properties, delivered as received
     body: bytes
+    headers: c.Arguments | None = None  # the headers table, plain, for headers-exchange routing
+    deaths: tuple[Death, ...] = ()  # x-death, most recent first
+    first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
+    last_death: Death | None = None  # the latest (x-last-death-*)
 
 
 @dataclass(slots=True)
@@ -207,6 +213,18 @@ class Consumer:
     unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A queue's length limits, overflow, delivery limit and dead-lettering, from its arguments."""
+
+    max_length: int | None = None  # ready messages
+    max_length_bytes: int | None = None  # body bytes of ready messages
+    overflow: str = "drop-head"  # or reject-publish, reject-publish-dlx
+    delivery_limit: int | None = None  # returns allowed before the message is dead-lettered
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None  # None: the message's own routing key
+
+
 @dataclass(slots=True)
 class Queue:
     vhost: str
@@ -224,20 +242,43 @@ class Queue:
     had_consumer: bool = False  # auto-delete only applies after a first consumer
     unacked_count: int = 0  # entries delivered and not yet settled
     deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
+    limits: Limits = field(default_factory=Limits)
+    ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
 
     @property
     def ready_count(self) -> int:
         return len(self.ready) + len(self.returned)
 
+    def append(self, message: Message) -> None:
+        self.ready.append(Entry(self.next_seq, message, False, 0))
+        self.next_seq += 1
+        self.ready_bytes += len(message.body)
+
     def take(self) -> Entry:
         if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
-            return heapq.heappop(self.returned)[1]
-        return self.ready.popleft()
+            entry = heapq.heappop(self.returned)[1]
+        else:
+            entry = self.ready.popleft()
+        self.ready_bytes -= len(entry.message.body)
+        return entry
 
     def give_back(self, entry: Entry) -> None:
-        entry.redelivered = True
-        entry.delivery_count += 1
         heapq.heappush(self.returned, (entry.seq, entry))
+        self.ready_bytes += len(entry.message.body)
+
+    def clear(self) -> None:
+        self.ready.clear()
+        self.returned.clear()
+        self.ready_bytes = 0
+
+    def over_limit(self, adding: Message | None = None) -> bool:
+        """Whether the ready messages (with `adding`) exceed x-max-length or -bytes."""
+        limits = self.limits
+        count = self.ready_count + (adding is not None)
+        size = self.ready_bytes + (len(adding.body) if adding is not None else 0)
+        return (limits.max_length is not None and count > limits.max_length) or (
+            limits.max_length_bytes is not None and size > limits.max_length_bytes
+        )
 
 
 @dataclass(slots=True)
@@ -276,6 +317,7 @@ class BrokerState:
     entry_seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (incarnation,
     # sequence number of its last admitted log entry)
     last_index: int = 0  # index of the last applied command
+    clock_ms: int = 0  # the leader's clock at its last Tick
 
 
 class _Refusal(Exception):
@@ -293,6 +335,7 @@ class Broker:
             c.NodeUp: self._node_up,
             c.NodeDown: self._node_down,
             c.BootstrapDefaults: self._bootstrap_defaults,
+            c.Tick: self._tick,
             c.AddVhost: self._add_vhost,
             c.AddUser: self._add_user,
             c.DeclareExchange: self._declare_exchange,
@@ -476,6 +519,10 @@ class Broker:
             )
         return Ok()
 
+    def _tick(self, command: c.Tick) -> Reply:
+        self.state.clock_ms = max(self.state.clock_ms, command.now_ms)
+        return Ok()
+
     def _add_vhost(self, command: c.AddVhost) -> Reply:
         if command.vhost not in self.state.vhosts:
             vhost = self.state.vhosts[command.vhost] = Vhost()
@@ -653,6 +700,7 @@ class Broker:
             command.auto_delete,
             command.arguments,
             queue_type,
+            limits=_queue_limits(command, queue_type),
         )
         return QueueDeclared(command.queue, 0, 0)
 
@@ -737,8 +785,7 @@ class Broker:
     def _purge_queue(self, command: c.PurgeQueue) -> Reply:
         queue = self._queue(command.channel, command.vhost, command.queue)
         count = queue.ready_count
-        queue.ready.clear()
-        queue.returned.clear()
+        queue.clear()
         return MessageCount(count)
 
     def _delete_queue(self, command: c.DeleteQueue) -> Reply:
@@ -759,8 +806,7 @@ class Broker:
     def _remove_queue(self, vhost: Vhost, queue: Queue) -> None:
         del vhost.queues[queue.name]
         queue.deleted = True
-        queue.ready.clear()
-        queue.returned.clear()
+        queue.clear()
         for consumer in queue.consumers:
             channel = self.state.channels.get(consumer.channel)
             if channel is not None:
@@ -781,15 +827,80 @@ class Broker:
                     f"'{command.vhost}'",
                 )
             )
-        queues = self._route(self.state.vhosts[command.vhost], exchange, command)
-        message = Message(command.exchange, command.routing_key, command.properties, command.body)
-        for queue in queues:
-            queue.ready.append(Entry(queue.next_seq, message, False, 0))
-            queue.next_seq += 1
-            self._dispatch(queue)
-        return Routed(len(queues))
+        queues = self._route(
+            self.state.vhosts[command.vhost], exchange, command.routing_key, command.headers
+        )
+        message = Message(
+            command.exchange, command.routing_key, command.properties, command.body, command.headers
+        )
+        rejected = [queue for queue in queues if not self._enqueue(queue, message)]
+        return Routed(len(queues), bool(rejected))
 
-    def _route(self, vhost: Vhost, exchange: Exchange, command: c.Publish) -> list[Queue]:
+    def _enqueue(self, queue: Queue, message: Message) -> bool:
+        """Add a message, within the queue's length limits; False if the queue refuses it."""
+        overflow = queue.limits.overflow
+        if overflow != "drop-head" and queue.over_limit(adding=message):
+            if overflow == "reject-publish-dlx":
+                self._dead_letter(queue, message, "maxlen")
+            return False
+        queue.append(message)
+        while overflow == "drop-head" and queue.over_limit():
+            self._dead_letter(queue, queue.take().message, "maxlen")
+        self._dispatch(queue)
+        return True
+
+    def _dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
+        """Republish to the queue's dead-letter exchange (at most once), or drop it."""
+        limits = queue.limits
+        vhost = self.state.vhosts.get(queue.vhost)
+        if limits.dead_letter_exchange is None or vhost is None:
+            return
+        exchange = vhost.exchanges.get(limits.dead_letter_exchange)
+        if exchange is None:
+            return  # RabbitMQ drops what it cannot dead-letter to a missing exchange
+        event = Death(
+            queue.name, reason, 1, self.state.clock_ms, message.exchange, (message.routing_key,)
+        )
+        earlier = next(
+            (d for d in message.deaths if d.queue == queue.name and d.reason == reason), None
+        )
+        if earlier is None:
+            death = event
+        else:
+            death = Death(
+                earlier.queue,
+                earlier.reason,
+                earlier.count + 1,
+                earlier.time_ms,
+                earlier.exchange,
+                earlier.routing_keys,
+            )
+        deaths = (death, *(d for d in message.deaths if d is not earlier))
+        routing_key = limits.dead_letter_routing_key or message.routing_key
+        dead = Message(
+            exchange.name,
+            routing_key,
+            message.properties,
+            message.body,
+            message.headers,
+            deaths,
+            message.first_death or event,
+            event,
+        )
+        # a cycle (the message was dead-lettered from a queue before) ends here, unless a
+        # consumer rejected it somewhere on the way (RabbitMQ docs, "Dead-letter cycle")
+        rejected = any(d.reason == "rejected" for d in deaths)
+        for target in self._route(vhost, exchange, routing_key, message.headers):
+            if rejected or all(d.queue != target.name for d in deaths):
+                self._enqueue(target, dead)
+
+    def _route(
+        self,
+        vhost: Vhost,
+        exchange: Exchange,
+        routing_key: str,
+        headers: c.Arguments | None,
+    ) -> list[Queue]:
         found: dict[str, Queue] = {}
         visited: set[str] = set()
 
@@ -799,11 +910,11 @@ class Broker:
             visited.add(source.name)
             routed = False
             if source.name == "":
-                queue = vhost.queues.get(command.routing_key)
+                queue = vhost.queues.get(routing_key)
                 if queue is not None:
                     found[queue.name] = queue
                     routed = True
-            for binding in _matching_bindings(source, command):
+            for binding in _matching_bindings(source, routing_key, headers):
                 if binding.destination_kind == "queue":
                     queue = vhost.queues.get(binding.destination)
                     if queue is not None:
@@ -896,6 +1007,7 @@ class Broker:
             queue.ready_count,
             message.properties,
             message.body,
+            _annotations(queue, entry),
         )
 
     def _hand_out(
@@ -945,6 +1057,7 @@ class Broker:
                     message.routing_key,
                     message.properties,
                     message.body,
+                    _annotations(queue, entry),
                 )
             )
 
@@ -983,12 +1096,25 @@ class Broker:
 
     def _reject(self, command: c.Reject) -> Reply:
         settled = self._take_unacked(command)
-        if command.requeue:
-            for unacked in settled:
-                if not unacked.queue.deleted:
-                    unacked.queue.give_back(unacked.entry)
+        for unacked in settled:
+            if unacked.queue.deleted:
+                continue
+            if command.requeue:
+                self._return(unacked.queue, unacked.entry)
+            else:
+                self._dead_letter(unacked.queue, unacked.entry.message, "rejected")
         self._redispatch(settled)
         return Ok()
+
+    def _return(self, queue: Queue, entry: Entry) -> None:
+        """Back to its place in the queue, or dead-lettered once past the delivery limit."""
+        entry.redelivered = True
+        entry.delivery_count += 1
+        limit = queue.limits.delivery_limit
+        if limit is not None and entry.delivery_count > limit:
+            self._dead_letter(queue, entry.message, "delivery_limit")
+        else:
+            queue.give_back(entry)
 
     def _redispatch(self, settled: list[Unacked]) -> None:
         """Settling frees credit: dispatch every queue it may unblock, each once, in order."""
@@ -1014,7 +1140,7 @@ class Broker:
         channel.unacked.clear()
         for unacked in settled:
             if not unacked.queue.deleted:
-                unacked.queue.give_back(unacked.entry)
+                self._return(unacked.queue, unacked.entry)
         return settled
 
     # --- endings -------------------------------------------------------------------------
@@ -1058,21 +1184,23 @@ class Broker:
         return Ok()
 
 
-def _matching_bindings(exchange: Exchange, command: c.Publish) -> typing.Iterable[Binding]:
+def _matching_bindings(
+    exchange: Exchange, routing_key: str, headers: c.Arguments | None
+) -> typing.Iterable[Binding]:
     if exchange.type == "direct":
-        return exchange.by_routing_key.get(command.routing_key, ())
+        return exchange.by_routing_key.get(routing_key, ())
     if exchange.type == "fanout":
         return exchange.bindings.values()
     if exchange.type == "topic":
         return [
             binding
             for binding in exchange.bindings.values()
-            if topic_matches(binding.routing_key, command.routing_key)
+            if topic_matches(binding.routing_key, routing_key)
         ]
     return [
         binding
         for binding in exchange.bindings.values()
-        if headers_match(binding.arguments, command.headers)
+        if headers_match(binding.arguments, headers)
     ]
 
 
@@ -1118,3 +1246,71 @@ def _check_arguments_equivalence(
                     f"{_describe(current.get(argument))}",
                 )
             )
+
+
+# RabbitMQ 4.x: a quorum queue dead-letters (or drops) a message returned more than 20 times
+QUORUM_DELIVERY_LIMIT = 20
+OVERFLOW_MODES = {
+    "classic": ("drop-head", "reject-publish", "reject-publish-dlx"),
+    "quorum": ("drop-head", "reject-publish"),
+}
+
+
+def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
+    """Read and check the limit and dead-letter arguments (406 with RabbitMQ's reasons)."""
+    arguments = command.arguments
+
+    def invalid(argument: str, reason: str) -> _Refusal:
+        return _Refusal(
+            _refuse(
+                ReplyCode.PRECONDITION_FAILED,
+                f"invalid arg '{argument}' for queue '{command.queue}' in vhost "
+                f"'{command.vhost}': {reason}",
+            )
+        )
+
+    def integer(argument: str, least: int = 0) -> int | None:
+        value = arguments.get(argument)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(argument, f"{{unacceptable_type,{_amqp_type_name(value)}}}")
+        if value < least:
+            raise invalid(argument, f"{{value_negative,{value}}}")
+        return value
+
+    def string(argument: str) -> str | None:
+        value = arguments.get(argument)
+        if value is not None and not isinstance(value, str):
+            raise invalid(argument, f"{{unacceptable_type,{_amqp_type_name(value)}}}")
+        return value
+
+    overflow = string("x-overflow") or "drop-head"
+    if overflow not in OVERFLOW_MODES[queue_type]:
+        raise invalid("x-overflow", f'{{invalid_value,<<"{overflow}">>}}')
+    dead_letter_exchange = string("x-dead-letter-exchange")
+    dead_letter_routing_key = string("x-dead-letter-routing-key")
+    if dead_letter_routing_key is not None and dead_letter_exchange is None:
+        raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
+    delivery_limit = integer("x-delivery-limit", least=-1)
+    if queue_type != "quorum" or delivery_limit == -1:
+        delivery_limit = None  # classic queues count no deliveries; -1 means no limit
+    elif delivery_limit is None:
+        delivery_limit = QUORUM_DELIVERY_LIMIT
+    return Limits(
+        max_length=integer("x-max-length"),
+        max_length_bytes=integer("x-max-length-bytes"),
+        overflow=overflow,
+        delivery_limit=delivery_limit,
+        dead_letter_exchange=dead_letter_exchange,
+        dead_letter_routing_key=dead_letter_routing_key,
+    )
+
+
+def _annotations(queue: Queue, entry: Entry) -> Annotations | None:
+    """The headers the broker adds on delivery, or None when it adds none."""
+    delivery_count = entry.delivery_count if queue.queue_type == "quorum" else 0
+    message = entry.message
+    if not delivery_count and not message.deaths:
+        return None
+    return Annotations(delivery_count, message.deaths, message.first_death, message.last_death)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from warrenmq.replication.commands import ChannelRef
 
 __all__ = [
+    "Annotations",
     "Applied",
     "CancelConsumer",
+    "Death",
     "Deliver",
     "Effect",
     "GetEmpty",
@@ -57,9 +59,37 @@ class MessageCount:
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """Reply of basic.publish: how many queues took the message."""
+    """Reply of basic.publish: how many queues it was routed to, and whether one refused it.
+
+    A queue at its length limit with x-overflow reject-publish refuses the message (the
+    publisher gets basic.nack in confirm mode); the other queues still take it.
+    """
 
     queue_count: int
+    rejected: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Death:
+    """One x-death record: a message dead-lettered from `queue` for `reason`, `count` times."""
+
+    queue: str
+    reason: str  # rejected, expired, maxlen or delivery_limit
+    count: int
+    time_ms: int  # the first time, by the leader's clock (Tick)
+    exchange: str  # the exchange the message was published to before that first time
+    routing_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Annotations:
+    """What the broker adds to a message's headers when it hands it out (the session writes
+    them): x-delivery-count for quorum queues, x-death and the x-first/last-death headers."""
+
+    delivery_count: int = 0  # times the message went back to its queue
+    deaths: tuple[Death, ...] = ()  # most recent first
+    first_death: Death | None = None  # the first dead-lettering: x-first-death-*
+    last_death: Death | None = None  # the latest one: x-last-death-*
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +101,7 @@ class GetOk:
     message_count: int
     properties: bytes
     body: bytes
+    annotations: Annotations | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +124,7 @@ class Deliver:
     routing_key: str
     properties: bytes
     body: bytes
+    annotations: Annotations | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,355 @@
+"""Poison messages, dead-lettering and length limits on three real nodes, with pika.
+
+Each test asserts the headers and counts a RabbitMQ 4.x user would see: x-delivery-count on
+redeliveries from quorum queues, x-death (most recent first, counted per queue and reason) with
+the x-first-death-* and x-last-death-* headers, basic.nack for reject-publish. The tests that
+kill the leader midway run on a cluster of their own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pika.exceptions
+import pytest
+
+from warrenmq.cluster.config import Member
+from warrenmq.cluster.local import LocalCluster, free_port
+
+READY_S = 60.0
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def start_cluster(directory: Path) -> LocalCluster:
+    members = [
+        Member(f"warren-{index}", "127.0.0.1", free_port(), free_port(), free_port())
+        for index in (1, 2, 3)
+    ]
+    cluster = LocalCluster(directory, members)
+    cluster.start_all(log_to_file=True)
+    cluster.wait_healthy(timeout_s=READY_S)
+    return cluster
+
+
+def stop_cluster(cluster: LocalCluster) -> None:
+    cluster.stop()
+    for member in cluster.members:
+        node_log = (cluster.directory / f"{member.node_id}.log").read_text()
+        assert "Traceback" not in node_log, node_log
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("quorum-semantics"))
+    yield cluster
+    stop_cluster(cluster)
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = start_cluster(tmp_path)
+    yield cluster
+    stop_cluster(cluster)
+
+
+def url(member: Member) -> str:
+    return f"amqp://guest:guest@{member.host}:{member.amqp_port}/"
+
+
+def connect(member: Member) -> pika.BlockingConnection:
+    return pika.BlockingConnection(pika.URLParameters(url(member)))
+
+
+@pytest.fixture
+def channel(
+    shared_cluster: LocalCluster,
+) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    connection = connect(shared_cluster.members[1])
+    yield connection.channel()
+    if connection.is_open:
+        connection.close()
+
+
+def dead_letter_pair(channel, *, routing_key: str | None = None, **queue_arguments) -> tuple:
+    """A quorum work queue dead-lettering to a direct exchange with one queue behind it."""
+    work, dlx, dead = unique("work"), unique("dlx"), unique("dead")
+    channel.exchange_declare(dlx, "direct")
+    channel.queue_declare(dead, durable=True, arguments=QUORUM)
+    channel.queue_bind(dead, dlx, routing_key or work)
+    arguments = {**QUORUM, "x-dead-letter-exchange": dlx, **queue_arguments}
+    if routing_key is not None:
+        arguments["x-dead-letter-routing-key"] = routing_key
+    channel.queue_declare(work, durable=True, arguments=arguments)
+    return work, dlx, dead
+
+
+def get(channel, queue: str, timeout_s: float = 10.0):
+    """basic.get until a message arrives (dead-lettering is one replicated step, but the get
+    may be answered before a confirm from another channel reached this one)."""
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=timeout_s)
+    while datetime.datetime.now() < deadline:
+        method, properties, body = channel.basic_get(queue)
+        if method is not None:
+            return method, properties, body
+    raise AssertionError(f"nothing arrived in {queue}")
+
+
+def reject_until_gone(channel, queue: str, deliveries_max: int) -> list[dict]:
+    """Take the one message in `queue` and nack it back until the queue lets it go."""
+    seen = []
+    for _ in range(deliveries_max + 1):
+        method, properties, _ = channel.basic_get(queue)
+        if method is None:
+            return seen
+        seen.append({"redelivered": method.redelivered, "headers": properties.headers or {}})
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    raise AssertionError(f"still there after {deliveries_max} deliveries: {seen[-1]}")
+
+
+# --- poison messages ----------------------------------------------------------------------
+
+
+def test_delivery_limit_counts_every_return_then_dead_letters(channel) -> None:
+    work, dlx, dead = dead_letter_pair(channel, routing_key="poison", **{"x-delivery-limit": 2})
+    channel.confirm_delivery()
+    channel.basic_publish("", work, b"poison", pika.BasicProperties(headers={"app": "kept"}))
+    seen = reject_until_gone(channel, work, 10)
+    assert [d["redelivered"] for d in seen] == [False, True, True]
+    assert [d["headers"].get("x-delivery-count") for d in seen] == [None, 1, 2]
+    assert all(d["headers"]["app"] == "kept" for d in seen)
+    method, properties, body = get(channel, dead)
+    assert (method.exchange, method.routing_key, body) == (dlx, "poison", b"poison")
+    headers = properties.headers
+    (death,) = headers["x-death"]
+    assert {key: death[key] for key in ("count", "reason", "queue", "exchange")} == {
+        "count": 1,
+        "reason": "delivery_limit",
+        "queue": work,
+        "exchange": "",
+    }
+    assert death["routing-keys"] == [work]
+    assert isinstance(death["time"], datetime.datetime)
+    assert headers["x-first-death-reason"] == headers["x-last-death-reason"] == "delivery_limit"
+    assert headers["x-first-death-queue"] == work and headers["x-first-death-exchange"] == ""
+    assert headers["app"] == "kept"
+    channel.basic_ack(method.delivery_tag)
+
+
+def test_quorum_queues_drop_a_message_after_20_returns_by_default(channel) -> None:
+    queue = unique("default-limit")
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.basic_publish("", queue, b"m")
+    seen = reject_until_gone(channel, queue, 30)
+    assert len(seen) == 21  # the first delivery and 20 redeliveries
+    assert seen[-1]["headers"]["x-delivery-count"] == 20
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+
+
+def test_classic_queues_count_no_deliveries(channel) -> None:
+    queue = unique("classic")
+    channel.queue_declare(queue, arguments={"x-delivery-limit": 1})
+    channel.basic_publish("", queue, b"m")
+    for _ in range(3):
+        method, properties, _ = get(channel, queue)
+        assert "x-delivery-count" not in (properties.headers or {})
+        channel.basic_nack(method.delivery_tag, requeue=True)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 1
+
+
+# --- dead-lettering -----------------------------------------------------------------------
+
+
+def test_reject_without_requeue_dead_letters_with_the_original_routing_key(channel) -> None:
+    work, dlx, dead = dead_letter_pair(channel)
+    channel.basic_publish("", work, b"no")
+    method, _, _ = get(channel, work)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    method, properties, body = get(channel, dead)
+    assert (method.exchange, method.routing_key, body) == (dlx, work, b"no")
+    (death,) = properties.headers["x-death"]
+    assert (death["reason"], death["count"], death["queue"]) == ("rejected", 1, work)
+    assert channel.queue_declare(work, passive=True).method.message_count == 0
+
+
+def test_x_death_counts_per_queue_and_reason_most_recent_first(channel) -> None:
+    # work -> (rejected) -> back via dlx to retry -> (rejected) -> back to work, twice round
+    work, retry, dlx_to_retry, dlx_to_work = (unique(n) for n in ("work", "retry", "a", "b"))
+    for exchange in (dlx_to_retry, dlx_to_work):
+        channel.exchange_declare(exchange, "fanout")
+    channel.queue_declare(
+        work, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": dlx_to_retry}
+    )
+    channel.queue_declare(
+        retry, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": dlx_to_work}
+    )
+    channel.queue_bind(retry, dlx_to_retry)
+    channel.queue_bind(work, dlx_to_work)
+    channel.basic_publish("", work, b"loop")
+    for queue in (work, retry, work):
+        method, _, _ = get(channel, queue)
+        channel.basic_nack(method.delivery_tag, requeue=False)
+    method, properties, _ = get(channel, retry)
+    deaths = [(d["queue"], d["reason"], d["count"]) for d in properties.headers["x-death"]]
+    assert deaths == [(work, "rejected", 2), (retry, "rejected", 1)]
+    headers = properties.headers
+    assert (headers["x-first-death-queue"], headers["x-last-death-queue"]) == (work, work)
+    assert headers["x-last-death-exchange"] == dlx_to_work
+    assert headers["x-first-death-exchange"] == ""
+    channel.basic_ack(method.delivery_tag)
+
+
+def test_a_missing_dead_letter_exchange_drops_the_message(channel) -> None:
+    queue = unique("nowhere")
+    channel.queue_declare(
+        queue, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": unique("missing")}
+    )
+    channel.basic_publish("", queue, b"m")
+    method, _, _ = get(channel, queue)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 0
+
+
+# --- length limits ------------------------------------------------------------------------
+
+
+def test_max_length_drops_from_the_head_into_the_dead_letter_exchange(channel) -> None:
+    work, _, dead = dead_letter_pair(channel, **{"x-max-length": 2})
+    channel.confirm_delivery()
+    for body in (b"m1", b"m2", b"m3"):
+        channel.basic_publish("", work, body)
+    assert [get(channel, work, 1)[2] for _ in range(2)] == [b"m2", b"m3"]
+    _, properties, body = get(channel, dead)
+    assert body == b"m1" and properties.headers["x-death"][0]["reason"] == "maxlen"
+
+
+def test_max_length_bytes_counts_body_bytes_of_ready_messages(channel) -> None:
+    queue = unique("bytes")
+    channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length-bytes": 10})
+    channel.confirm_delivery()
+    for body in (b"aaaa", b"bbbb", b"cccc"):  # 12 bytes: the oldest goes
+        channel.basic_publish("", queue, body)
+    assert channel.queue_declare(queue, passive=True).method.message_count == 2
+    method, _, body = get(channel, queue)
+    assert body == b"bbbb"  # unacked now: it no longer counts towards the limit
+    channel.basic_publish("", queue, b"dddddd")  # ready: cccc + dddddd = 10 bytes
+    assert channel.queue_declare(queue, passive=True).method.message_count == 2
+
+
+def test_reject_publish_nacks_the_publisher_and_keeps_the_queue(channel) -> None:
+    full, other = unique("full"), unique("other")
+    exchange = unique("both")
+    channel.exchange_declare(exchange, "fanout")
+    channel.queue_declare(
+        full,
+        durable=True,
+        arguments={**QUORUM, "x-max-length": 1, "x-overflow": "reject-publish"},
+    )
+    channel.queue_declare(other, durable=True, arguments=QUORUM)
+    channel.queue_bind(full, exchange)
+    channel.queue_bind(other, exchange)
+    channel.confirm_delivery()
+    channel.basic_publish(exchange, "", b"first")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish(exchange, "", b"second")
+    channel.basic_publish("", other, b"third")  # confirms go on after a nack
+    assert channel.queue_declare(full, passive=True).method.message_count == 1
+    # a queue that refused the message does not stop the others from taking it
+    assert channel.queue_declare(other, passive=True).method.message_count == 3
+
+
+# --- arguments are checked on declare -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        ({"x-max-length": "ten"}, "{unacceptable_type,longstr}"),
+        ({"x-max-length-bytes": -1}, "{value_negative,-1}"),
+        ({"x-delivery-limit": True}, "{unacceptable_type,bool}"),
+        ({"x-overflow": "reject-publish-dlx"}, '{invalid_value,<<"reject-publish-dlx">>}'),
+        ({"x-dead-letter-routing-key": "k"}, "routing_key_but_no_dlx_defined"),
+    ],
+)
+def test_invalid_queue_arguments_are_refused_with_406(
+    shared_cluster: LocalCluster, arguments: dict, reason: str
+) -> None:
+    connection = connect(shared_cluster.members[0])
+    channel = connection.channel()
+    queue = unique("bad")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, **arguments})
+    argument = next(iter(arguments))
+    assert refused.value.reply_code == 406
+    assert refused.value.reply_text == (
+        f"PRECONDITION_FAILED - invalid arg '{argument}' for queue '{queue}' in vhost '/': {reason}"
+    )
+    connection.close()
+
+
+def test_a_redeclare_with_another_limit_is_inequivalent(channel) -> None:
+    queue = unique("limited")
+    channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length": 5})
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length": 6})
+    assert refused.value.reply_code == 406
+    assert "inequivalent arg 'x-max-length'" in refused.value.reply_text
+
+
+# --- the same outcomes across a leader change -----------------------------------------------
+
+
+def test_delivery_limit_and_dead_letters_survive_killing_the_leader(
+    own_cluster: LocalCluster,
+) -> None:
+    leader = own_cluster.wait_healthy(timeout_s=READY_S)
+    follower = next(m for m in own_cluster.members if m.node_id != leader)
+    connection = connect(follower)
+    channel = connection.channel()
+    work, dlx, dead = dead_letter_pair(channel, **{"x-delivery-limit": 3})
+    channel.confirm_delivery()
+    bodies = [b"m%d" % number for number in range(20)]
+    for body in bodies:
+        channel.basic_publish("", work, body)
+    for _ in range(2):  # every message taken, then all returned: twice, x-delivery-count 2
+        taken = [get(channel, work) for _ in bodies]
+        channel.basic_nack(taken[-1][0].delivery_tag, multiple=True, requeue=True)
+    own_cluster.kill(leader)
+    own_cluster.wait_healthy(
+        [m.node_id for m in own_cluster.members if m.node_id != leader], timeout_s=READY_S
+    )
+    if not connection.is_open:  # the node may have closed clients while it lost the majority
+        connection = connect(follower)
+        channel = connection.channel()
+    taken = [get(channel, work) for _ in bodies]
+    assert sorted(body for _, _, body in taken) == sorted(bodies)
+    assert {properties.headers["x-delivery-count"] for _, properties, _ in taken} == {2}
+    returned_again, rejected = set(), set()
+    for method, _, body in taken:  # half go back once more, half are rejected outright
+        requeue = int(body[1:]) % 2 == 0
+        (returned_again if requeue else rejected).add(body)
+        channel.basic_nack(method.delivery_tag, requeue=requeue)
+    taken = [get(channel, work) for _ in returned_again]
+    assert {properties.headers["x-delivery-count"] for _, properties, _ in taken} == {3}
+    # the fourth return passes the limit of 3: dead-lettered, not redelivered
+    channel.basic_nack(taken[-1][0].delivery_tag, multiple=True, requeue=True)
+    reasons: dict[bytes, str] = {}
+    for _ in bodies:
+        method, properties, body = get(channel, dead)
+        assert body not in reasons, "dead-lettered twice"
+        reasons[body] = properties.headers["x-death"][0]["reason"]
+        channel.basic_ack(method.delivery_tag)
+    assert reasons == {
+        **dict.fromkeys(returned_again, "delivery_limit"),
+        **dict.fromkeys(rejected, "rejected"),
+    }
+    assert channel.queue_declare(work, passive=True).method.message_count == 0
+    assert channel.basic_get(dead)[0] is None
+    connection.close()
