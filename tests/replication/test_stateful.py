@@ -1,10 +1,17 @@
 """Random command logs against the broker, checked after every step against a simple model.
 
-The model knows, per queue, which message ids are alive (published, not yet consumed for good)
-and, per channel, which delivery tags are outstanding. Invariants: no message lost or duplicated,
-ready + unacked = alive for every queue, outstanding tags match the broker's, prefetch holds,
-each consumer sees first deliveries in publish order, and replaying the encoded log or restoring
-a snapshot gives the same state.
+The model knows, per queue, which messages are alive (published or dead-lettered there, not yet
+consumed for good), how often each went back to its queue, and, per channel, which delivery
+tags are outstanding. The queues have rules: q0 is a quorum queue with x-max-length 3
+(drop-head) and x-delivery-limit 2, q1 a classic queue with x-max-length 4 and reject-publish,
+and both dead-letter into dlq, which has no dead-letter exchange of its own. The model predicts
+every drop and dead-lettering from those rules (drop-head takes the oldest ready message).
+
+Invariants: no message lost or duplicated except where a rule drops it, dead-lettered messages
+arrive once with the reason and queue the rule gives, ready + unacked = alive for every queue,
+x-delivery-count matches the returns, outstanding tags match the broker's, prefetch holds, each
+consumer sees first deliveries in publish order, and replaying the encoded log or restoring a
+snapshot gives the same state.
 """
 
 from __future__ import annotations
@@ -14,12 +21,35 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from warrenmq.replication import commands as c
-from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Ignored, Ok, Refused
+from warrenmq.replication.machine import Entry
+from warrenmq.replication.replies import (
+    Annotations,
+    Deliver,
+    GetEmpty,
+    GetOk,
+    Ignored,
+    Ok,
+    Refused,
+    Routed,
+)
 
 from .harness import VHOST, Harness, publish_command
 
-QUEUES = ("q0", "q1")
-FANOUT = "both"
+QUEUES = ("q0", "q1", "dlq")
+FANOUT = "both"  # q0 and q1
+DEAD = "dead"  # the dead-letter exchange of q0 and q1; dlq is bound to it
+QUEUE_ARGUMENTS = {
+    "q0": {
+        "x-queue-type": "quorum",
+        "x-max-length": 3,
+        "x-delivery-limit": 2,
+        "x-dead-letter-exchange": DEAD,
+    },
+    "q1": {"x-max-length": 4, "x-overflow": "reject-publish", "x-dead-letter-exchange": DEAD},
+    "dlq": {},
+}
+# A message in q0 or q1 is (id, ""); dead-lettered into dlq it is (id, "<queue>:<reason>").
+Key = tuple[int, str]
 # (node, connection, channel): two channels on one connection of n1, one channel on n2
 CHANNELS = (("n1", 1, 1), ("n1", 1, 2), ("n2", 2, 1))
 channel_indexes = st.integers(0, len(CHANNELS) - 1)
@@ -32,39 +62,44 @@ class BrokerMachine(RuleBasedStateMachine):
         self.harness = Harness()
         self.incarnations = {"n1": 1, "n2": 1}
         self.next_id = 0
-        self.alive: dict[str, set[int]] = {queue: set() for queue in QUEUES}
-        self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, int]]] = {}
+        self.alive: dict[str, set[Key]] = {queue: set() for queue in QUEUES}
+        self.returns: dict[tuple[str, Key], int] = {}  # times each went back to its queue
+        self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, Key]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
         self.failed: set[c.ChannelRef] = set()
         self.down: set[str] = set()  # nodes declared lost and not restarted since
         self.last_first_delivery: dict[tuple[c.ChannelRef, str], int] = {}
         setup = self.ref(0)
         for queue in QUEUES:
-            self.harness.declare_queue(setup, queue)
-        self.harness.apply(
-            c.DeclareExchange(
-                channel=setup,
-                vhost=VHOST,
-                exchange=FANOUT,
-                type="fanout",
-                passive=False,
-                durable=True,
-                auto_delete=False,
-                internal=False,
-                arguments={},
+            assert not isinstance(
+                self.harness.declare_queue(setup, queue, arguments=QUEUE_ARGUMENTS[queue]).reply,
+                Refused,
             )
-        )
-        for queue in QUEUES:
+        for exchange, queues in ((FANOUT, ("q0", "q1")), (DEAD, ("dlq",))):
             self.harness.apply(
-                c.BindQueue(
+                c.DeclareExchange(
                     channel=setup,
                     vhost=VHOST,
-                    queue=queue,
-                    exchange=FANOUT,
-                    routing_key="",
+                    exchange=exchange,
+                    type="fanout",
+                    passive=False,
+                    durable=True,
+                    auto_delete=False,
+                    internal=False,
                     arguments={},
                 )
             )
+            for queue in queues:
+                self.harness.apply(
+                    c.BindQueue(
+                        channel=setup,
+                        vhost=VHOST,
+                        queue=queue,
+                        exchange=exchange,
+                        routing_key="",
+                        arguments={},
+                    )
+                )
 
     def ignored(self, ref: c.ChannelRef) -> bool:
         """The broker ignores this channel: refused earlier, or its node is lost."""
@@ -73,6 +108,52 @@ class BrokerMachine(RuleBasedStateMachine):
     def ref(self, index: int) -> c.ChannelRef:
         node, connection, channel = CHANNELS[index]
         return c.ChannelRef(node, self.incarnations[node], connection, channel)
+
+    # --- the queues' rules, as the model sees them -----------------------------------------
+
+    def ready(self, queue: str) -> set[Key]:
+        unacked = {
+            key
+            for tags in self.outstanding.values()
+            for name, key in tags.values()
+            if name == queue
+        }
+        return self.alive[queue] - unacked
+
+    def dead_letter(self, queue: str, key: Key, reason: str) -> None:
+        """Gone from `queue`: into dlq, unless it came from dlq (no dead-letter exchange)."""
+        self.alive[queue].discard(key)
+        self.returns.pop((queue, key), None)
+        if queue != "dlq":
+            self.alive["dlq"].add((key[0], f"{queue}:{reason}"))
+
+    def returned(self, queue: str, key: Key) -> None:
+        count = self.returns.get((queue, key), 0) + 1
+        self.returns[(queue, key)] = count
+        if queue == "q0" and count > QUEUE_ARGUMENTS["q0"]["x-delivery-limit"]:
+            self.dead_letter(queue, key, "delivery_limit")
+
+    def enqueue(self, queue: str, key: Key) -> bool:
+        limit = QUEUE_ARGUMENTS[queue].get("x-max-length")
+        if queue == "q1" and len(self.ready(queue)) >= limit:
+            return False  # reject-publish
+        self.alive[queue].add(key)
+        while queue == "q0" and len(self.ready(queue)) > limit:
+            self.dead_letter(queue, min(self.ready(queue)), "maxlen")  # the oldest goes
+        return True
+
+    def key_of(self, queue: str, body: bytes, annotations: Annotations | None) -> Key:
+        """The model's key for a message handed out from `queue`; checks its annotations."""
+        count = self.returns.get((queue, (int(body), "")), 0) if queue == "q0" else 0
+        if queue != "dlq":
+            assert (annotations.delivery_count if annotations else 0) == count, "delivery count"
+            assert annotations is None or not annotations.deaths
+            return (int(body), "")
+        if annotations is None:
+            return (int(body), "")  # published to dlq directly
+        last = annotations.deaths[0]
+        assert last.count == 1 and annotations.last_death == annotations.first_death
+        return (int(body), f"{last.queue}:{last.reason}")
 
     # --- feeding the model from what apply says -------------------------------------------
 
@@ -87,26 +168,32 @@ class BrokerMachine(RuleBasedStateMachine):
         for effect in effects:
             assert isinstance(effect, Deliver), effect
             queue, no_ack = self.consumers[effect.owner][effect.consumer_tag]
-            message_id = int(effect.body)
-            assert message_id in self.alive[queue], "delivered a message that is not alive"
+            message = self.key_of(queue, effect.body, effect.annotations)
+            assert message in self.alive[queue], "delivered a message that is not alive"
             if not effect.redelivered:
                 key = (effect.owner, effect.consumer_tag)
-                assert message_id > self.last_first_delivery.get(key, -1), "order broken"
-                self.last_first_delivery[key] = message_id
-            self.take(effect.owner, effect.delivery_tag, queue, message_id, no_ack)
+                assert message > self.last_first_delivery.get(key, (-1, "")), "order broken"
+                self.last_first_delivery[key] = message
+            self.take(effect.owner, effect.delivery_tag, queue, message, no_ack)
 
     def take(
-        self, ref: c.ChannelRef, delivery_tag: int, queue: str, message_id: int, no_ack: bool
+        self, ref: c.ChannelRef, delivery_tag: int, queue: str, key: Key, no_ack: bool
     ) -> None:
         if no_ack:
-            self.alive[queue].discard(message_id)
+            self.alive[queue].discard(key)
+            self.returns.pop((queue, key), None)
         else:
             tags = self.outstanding.setdefault(ref, {})
             assert delivery_tag not in tags
-            tags[delivery_tag] = (queue, message_id)
+            tags[delivery_tag] = (queue, key)
+
+    def give_back(self, ref: c.ChannelRef) -> None:
+        """Every message the channel holds goes back to its queue."""
+        for _, (queue, key) in sorted(self.outstanding.pop(ref, {}).items()):
+            self.returned(queue, key)
 
     def release(self, ref: c.ChannelRef) -> None:
-        self.outstanding.pop(ref, None)
+        self.give_back(ref)
         self.consumers.pop(ref, None)
         self.failed.discard(ref)
         for key in [key for key in self.last_first_delivery if key[0] == ref]:
@@ -126,8 +213,9 @@ class BrokerMachine(RuleBasedStateMachine):
         if self.ignored(ref):
             assert applied.reply == Ignored()
             return
-        for target in QUEUES if fanout else (QUEUES[queue],):
-            self.alive[target].add(message_id)
+        targets = ("q0", "q1") if fanout else (QUEUES[queue],)
+        refused = [target for target in targets if not self.enqueue(target, (message_id, ""))]
+        assert applied.reply == Routed(len(targets), bool(refused))
         self.observe(applied.effects)
 
     @rule(
@@ -175,19 +263,14 @@ class BrokerMachine(RuleBasedStateMachine):
     def get(self, channel: int, queue: int, no_ack: bool) -> None:
         ref = self.ref(channel)
         applied = self.run(ref, c.Get(channel=ref, vhost=VHOST, queue=QUEUES[queue], no_ack=no_ack))
+        name = QUEUES[queue]
         if isinstance(applied.reply, GetOk):
-            message_id = int(applied.reply.body)
-            assert message_id in self.alive[QUEUES[queue]]
-            self.take(ref, applied.reply.delivery_tag, QUEUES[queue], message_id, no_ack)
+            key = self.key_of(name, applied.reply.body, applied.reply.annotations)
+            assert key in self.alive[name]
+            self.take(ref, applied.reply.delivery_tag, name, key, no_ack)
         elif not self.ignored(ref):
             assert applied.reply == GetEmpty()
-            ready = self.alive[QUEUES[queue]] - {
-                message_id
-                for tags in self.outstanding.values()
-                for name, message_id in tags.values()
-                if name == QUEUES[queue]
-            }
-            assert not ready, "basic.get said empty while messages were ready"
+            assert not self.ready(name), "basic.get said empty while messages were ready"
 
     @precondition(lambda self: any(self.outstanding.values()))
     @rule(
@@ -216,12 +299,17 @@ class BrokerMachine(RuleBasedStateMachine):
         applied = self.harness.apply(command)
         assert applied.reply == (Ignored() if self.ignored(ref) else Ok())
         if not self.ignored(ref):
-            for tag in [
+            for tag in sorted(
                 tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)
-            ]:
-                queue, message_id = tags.pop(tag)
-                if settle != "requeue":
-                    self.alive[queue].discard(message_id)
+            ):
+                queue, key = tags.pop(tag)
+                if settle == "requeue":
+                    self.returned(queue, key)
+                elif settle == "drop":
+                    self.dead_letter(queue, key, "rejected")
+                else:
+                    self.alive[queue].discard(key)
+                    self.returns.pop((queue, key), None)
         self.observe(applied.effects)
 
     @rule(channel=channel_indexes, delivery_tag=st.integers(1000, 1010))
@@ -237,7 +325,7 @@ class BrokerMachine(RuleBasedStateMachine):
         ref = self.ref(channel)
         failed = self.ignored(ref)
         if not failed:
-            self.outstanding.pop(ref, None)
+            self.give_back(ref)
             self.last_first_delivery = {
                 key: value for key, value in self.last_first_delivery.items() if key[0] != ref
             }
@@ -293,14 +381,12 @@ class BrokerMachine(RuleBasedStateMachine):
         ref = self.ref(channel)
         applied = self.run(ref, c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
         if not self.ignored(ref):
-            unacked = {
-                message_id
-                for tags in self.outstanding.values()
-                for name, message_id in tags.values()
-                if name == QUEUES[queue]
-            }
-            assert applied.reply.message_count == len(self.alive[QUEUES[queue]] - unacked)
-            self.alive[QUEUES[queue]] &= unacked
+            name = QUEUES[queue]
+            ready = self.ready(name)
+            assert applied.reply.message_count == len(ready)
+            self.alive[name] -= ready
+            for key in ready:
+                self.returns.pop((name, key), None)
 
     # --- invariants ---------------------------------------------------------------------------
 
@@ -309,10 +395,10 @@ class BrokerMachine(RuleBasedStateMachine):
         state = self.harness.broker.state
         for name in QUEUES:
             queue = state.vhosts[VHOST].queues[name]
-            ready = [int(entry.message.body) for entry in queue.ready]
-            ready += [int(entry.message.body) for _, entry in queue.returned]
+            ready = [held_key(entry) for entry in queue.ready]
+            ready += [held_key(entry) for _, entry in queue.returned]
             unacked = [
-                int(unacked.entry.message.body)
+                held_key(unacked.entry)
                 for channel in state.channels.values()
                 for unacked in channel.unacked.values()
                 if unacked.queue is queue
@@ -329,7 +415,7 @@ class BrokerMachine(RuleBasedStateMachine):
         for ref, tags in self.outstanding.items():
             channel = state.channels.get(ref)
             held = {
-                tag: (unacked.queue.name, int(unacked.entry.message.body))
+                tag: (unacked.queue.name, held_key(unacked.entry))
                 for tag, unacked in (channel.unacked.items() if channel else ())
             }
             assert held == tags, ref
@@ -346,6 +432,12 @@ class BrokerMachine(RuleBasedStateMachine):
         state = self.harness.broker.state
         assert self.harness.replayed() == state, "replaying the log gave another state"
         assert self.harness.snapshot_restored() == state, "a snapshot restored another state"
+
+
+def held_key(entry: Entry) -> Key:
+    deaths = entry.message.deaths
+    origin = f"{deaths[0].queue}:{deaths[0].reason}" if deaths else ""
+    return (int(entry.message.body), origin)
 
 
 BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
