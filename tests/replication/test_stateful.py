@@ -38,14 +38,19 @@ from .harness import VHOST, Harness, publish_command
 QUEUES = ("q0", "q1", "dlq")
 FANOUT = "both"  # q0 and q1
 DEAD = "dead"  # the dead-letter exchange of q0 and q1; dlq is bound to it
-QUEUE_ARGUMENTS = {
+Q0_MAX_LENGTH, Q0_DELIVERY_LIMIT, Q1_MAX_LENGTH = 3, 2, 4
+QUEUE_ARGUMENTS: dict[str, dict[str, object]] = {
     "q0": {
         "x-queue-type": "quorum",
-        "x-max-length": 3,
-        "x-delivery-limit": 2,
+        "x-max-length": Q0_MAX_LENGTH,
+        "x-delivery-limit": Q0_DELIVERY_LIMIT,
         "x-dead-letter-exchange": DEAD,
     },
-    "q1": {"x-max-length": 4, "x-overflow": "reject-publish", "x-dead-letter-exchange": DEAD},
+    "q1": {
+        "x-max-length": Q1_MAX_LENGTH,
+        "x-overflow": "reject-publish",
+        "x-dead-letter-exchange": DEAD,
+    },
     "dlq": {},
 }
 # A message in q0 or q1 is (id, ""); dead-lettered into dlq it is (id, "<queue>:<reason>").
@@ -64,11 +69,12 @@ class BrokerMachine(RuleBasedStateMachine):
         self.next_id = 0
         self.alive: dict[str, set[Key]] = {queue: set() for queue in QUEUES}
         self.returns: dict[tuple[str, Key], int] = {}  # times each went back to its queue
+        self.arrivals: dict[tuple[str, Key], int] = {}  # the order messages entered each queue
         self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, Key]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
         self.failed: set[c.ChannelRef] = set()
         self.down: set[str] = set()  # nodes declared lost and not restarted since
-        self.last_first_delivery: dict[tuple[c.ChannelRef, str], int] = {}
+        self.last_first_delivery: dict[tuple[c.ChannelRef, str], int] = {}  # arrival
         setup = self.ref(0)
         for queue in QUEUES:
             assert not isinstance(
@@ -125,21 +131,25 @@ class BrokerMachine(RuleBasedStateMachine):
         self.alive[queue].discard(key)
         self.returns.pop((queue, key), None)
         if queue != "dlq":
-            self.alive["dlq"].add((key[0], f"{queue}:{reason}"))
+            self.arrive("dlq", (key[0], f"{queue}:{reason}"))
+
+    def arrive(self, queue: str, key: Key) -> None:
+        self.alive[queue].add(key)
+        self.arrivals[(queue, key)] = len(self.arrivals)
 
     def returned(self, queue: str, key: Key) -> None:
         count = self.returns.get((queue, key), 0) + 1
         self.returns[(queue, key)] = count
-        if queue == "q0" and count > QUEUE_ARGUMENTS["q0"]["x-delivery-limit"]:
+        if queue == "q0" and count > Q0_DELIVERY_LIMIT:
             self.dead_letter(queue, key, "delivery_limit")
 
     def enqueue(self, queue: str, key: Key) -> bool:
-        limit = QUEUE_ARGUMENTS[queue].get("x-max-length")
-        if queue == "q1" and len(self.ready(queue)) >= limit:
+        if queue == "q1" and len(self.ready(queue)) >= Q1_MAX_LENGTH:
             return False  # reject-publish
-        self.alive[queue].add(key)
-        while queue == "q0" and len(self.ready(queue)) > limit:
-            self.dead_letter(queue, min(self.ready(queue)), "maxlen")  # the oldest goes
+        self.arrive(queue, key)
+        while queue == "q0" and len(self.ready(queue)) > Q0_MAX_LENGTH:
+            oldest = min(self.ready(queue), key=lambda key: self.arrivals[(queue, key)])
+            self.dead_letter(queue, oldest, "maxlen")
         return True
 
     def key_of(self, queue: str, body: bytes, annotations: Annotations | None) -> Key:
@@ -172,8 +182,9 @@ class BrokerMachine(RuleBasedStateMachine):
             assert message in self.alive[queue], "delivered a message that is not alive"
             if not effect.redelivered:
                 key = (effect.owner, effect.consumer_tag)
-                assert message > self.last_first_delivery.get(key, (-1, "")), "order broken"
-                self.last_first_delivery[key] = message
+                arrival = self.arrivals[(queue, message)]
+                assert arrival > self.last_first_delivery.get(key, -1), "order broken"
+                self.last_first_delivery[key] = arrival
             self.take(effect.owner, effect.delivery_tag, queue, message, no_ack)
 
     def take(
