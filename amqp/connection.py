@@ -54,7 +54,8 @@ from warrenmq.amqp.spec import (
 
 __all__ = ["Authenticator", "Connection", "ConnectionState", "Settings"]
 
-_HEADERS_FLAG = 0x2000  # Basic.Properties flag bit of the headers table
+_HEADERS_FLAG = 0x2000  # Basic.Properties flag bits of the headers table and the expiration
+_EXPIRATION_FLAG = 0x0100
 
 
 class ConnectionState(enum.Enum):
@@ -449,13 +450,17 @@ class Connection:
     ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
-        headers = None
-        if len(header.properties) >= 2 and int.from_bytes(header.properties[:2]) & _HEADERS_FLAG:
+        headers = expiration = None
+        flags = int.from_bytes(header.properties[:2]) if len(header.properties) >= 2 else 0
+        if flags & (_HEADERS_FLAG | _EXPIRATION_FLAG):  # else nothing to decode: the fast path
             try:
-                headers = decode_properties(header.properties).headers
+                properties = decode_properties(header.properties)
             except FrameError as error:
                 raise _ConnectionError(ReplyCode.FRAME_ERROR, str(error), publish) from error
-        self._events.append(ContentReceived(number, publish, header.properties, headers, body))
+            headers, expiration = properties.headers, properties.expiration
+        self._events.append(
+            ContentReceived(number, publish, header.properties, headers, body, expiration)
+        )
 
     @staticmethod
     def _reset_content(channel: _Channel) -> None:

@@ -46,6 +46,7 @@ class ContentReceived:
     properties: bytes  # encoded property list, as received
     headers: dict | None  # the decoded headers property (for headers-exchange routing)
     body: bytes
+    expiration: str | None = None  # the decoded expiration property (per-message TTL)
 
 
 @dataclass(frozen=True, slots=True)

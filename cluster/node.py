@@ -271,9 +271,12 @@ class Node:
             log.info("node %s is back in the majority", self.config.node_id)
 
     def _tick_clock(self) -> None:
-        """The state machine's clock (x-death times, expiry) is the leader's, once a second."""
+        """The state machine's clock is the leader's: proposed once a second, and as soon as a
+        message or queue expiry falls due (so TTLs are kept to about a watch period)."""
         now_ms = int(time.time() * 1000)
-        if now_ms - self._last_tick_ms >= TICK_MS:
+        deadline_ms = self.broker.query_next_deadline_ms()
+        due = deadline_ms is not None and deadline_ms <= now_ms
+        if due or now_ms - self._last_tick_ms >= TICK_MS:
             self._last_tick_ms = now_ms
             self.log.propose(c.Tick(now_ms=now_ms))
 

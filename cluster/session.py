@@ -19,6 +19,8 @@ import datetime
 import ipaddress
 import logging
 import os
+import re
+import time
 import typing
 
 from pamqp import base, commands
@@ -227,7 +229,9 @@ class Session:
             self.node.log.propose(c.CloseChannel(channel=channel.ref))
 
     def _on_method(self, event: MethodReceived) -> None:
-        channel = self.channels[event.channel]
+        channel = self.channels.get(event.channel)
+        if channel is None:
+            return  # the channel failed earlier in this read; AMQP ignores what follows
         handler = self._handlers.get(type(event.method))
         try:
             if handler is None:
@@ -433,12 +437,24 @@ class Session:
     # --- basic class ----------------------------------------------------------------------------
 
     def _on_content(self, event: ContentReceived) -> None:
-        channel = self.channels[event.channel]
+        channel = self.channels.get(event.channel)
+        if channel is None:
+            return  # the channel failed earlier in this read; AMQP ignores what follows
         method = event.method
         if method.immediate:
             self.connection.close(ReplyCode.NOT_IMPLEMENTED, "immediate=true", method)
             self.protocol.flush_soon()
             return
+        if event.expiration is not None:
+            error = _expiration_error(event.expiration)
+            if error is not None:
+                self._fail(
+                    channel,
+                    ReplyCode.PRECONDITION_FAILED,
+                    f"invalid expiration '{event.expiration}': {error}",
+                    method,
+                )
+                return
         channel.publish_count += 1
         confirm_tag = 0
         if channel.confirm:
@@ -454,6 +470,8 @@ class Session:
             headers=plain_table(event.headers) if event.headers else None,
             properties=event.properties,
             body=event.body,
+            now_ms=int(time.time() * 1000),
+            expiration=event.expiration,
         )
 
         def on_reply(result: Reply) -> None:
@@ -692,12 +710,26 @@ class Session:
         self.protocol.flush_soon()
 
 
+def _expiration_error(expiration: str) -> str | None:
+    """RabbitMQ's objection to an expiration property, as it words it; None if it is valid."""
+    digits = re.match(r"[+-]?[0-9]+", expiration)
+    if digits is None:
+        return "{error,no_integer}"
+    if digits.end() < len(expiration):
+        return f'{{error,{{leftover_string,"{expiration[digits.end() :]}"}}}}'
+    if int(expiration) < 0:
+        return f"{{error,{{value_negative,{int(expiration)}}}}}"
+    return None
+
+
 def _annotated(properties: bytes, annotations: Annotations | None) -> bytes:
     """The message's properties with the headers the broker adds (RabbitMQ docs: quorum queues,
     "Poison Message Handling"; dead letter exchanges, "Dead-Lettered Effects on Messages")."""
     if annotations is None:
         return properties
     decoded = decode_properties(properties)
+    if annotations.deaths:
+        decoded.expiration = None  # removed on dead-lettering, kept as original-expiration
     headers = dict(decoded.headers or {})
     if annotations.delivery_count:
         headers["x-delivery-count"] = annotations.delivery_count
@@ -713,7 +745,7 @@ def _annotated(properties: bytes, annotations: Annotations | None) -> bytes:
 
 
 def _death_table(death: Death) -> dict[str, object]:
-    return {
+    table: dict[str, object] = {
         "count": death.count,
         "reason": death.reason,
         "queue": death.queue,
@@ -721,6 +753,9 @@ def _death_table(death: Death) -> dict[str, object]:
         "exchange": death.exchange,
         "routing-keys": list(death.routing_keys),
     }
+    if death.original_expiration is not None:
+        table["original-expiration"] = death.original_expiration
+    return table
 
 
 def _no_reply(_: Reply) -> None:

@@ -10,6 +10,8 @@ Log encoding (version 1), one entry = a batch of commands:
         u8 tag | u32 json length | json array of the non-bytes fields
         | per bytes field: u32 length, raw bytes
 Bodies and content properties stay raw bytes: orjson handles only the metadata.
+A command's fields are append-only, and a field added later has a default: an entry written
+before the field existed has a shorter json array and decodes with that default.
 """
 
 from __future__ import annotations
@@ -233,6 +235,8 @@ class Publish:
     headers: Arguments | None  # the message's headers table, plain, for headers-exchange routing
     properties: bytes  # the content header's encoded property flags and list, as received
     body: bytes
+    now_ms: int = 0  # the proposer's clock (ms since the epoch): when the message arrived
+    expiration: str | None = None  # the expiration property (per-message TTL, ms), checked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -396,7 +400,11 @@ def decode_entry(data: bytes) -> list[Command]:
         values = orjson.loads(data[offset : offset + length])
         offset += length
         fields: dict[str, object] = {}
-        for name, value in zip(layout.plain, values, strict=True):
+        if len(values) > len(layout.plain):
+            raise ValueError(
+                f"{command_type.__name__} has {len(values)} fields, not <= {len(layout.plain)}"
+            )
+        for name, value in zip(layout.plain, values, strict=False):  # missing: defaults
             if name in layout.channel_fields:
                 value = ChannelRef(*value)
             elif name in layout.tuple_fields:

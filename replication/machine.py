@@ -170,6 +170,7 @@ class Message:
     deaths: tuple[Death, ...] = ()  # x-death, most recent first
     first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
     last_death: Death | None = None  # the latest (x-last-death-*)
+    expiration: str | None = None  # the expiration property (ms), until dead-lettered
 
 
 @dataclass(slots=True)
@@ -180,6 +181,7 @@ class Entry:
     message: Message
     redelivered: bool  # has been delivered before
     delivery_count: int  # times it was returned to the queue
+    expires_at_ms: int | None = None  # by the state's clock; it expires only at the head
 
 
 @dataclass(slots=True)
@@ -223,6 +225,8 @@ class Limits:
     delivery_limit: int | None = None  # returns allowed before the message is dead-lettered
     dead_letter_exchange: str | None = None
     dead_letter_routing_key: str | None = None  # None: the message's own routing key
+    message_ttl_ms: int | None = None  # x-message-ttl
+    expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
 
 
 @dataclass(slots=True)
@@ -244,15 +248,26 @@ class Queue:
     deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
     limits: Limits = field(default_factory=Limits)
     ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
+    last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
+    used: bool = True  # declared, consumed from or read since the last Tick
 
     @property
     def ready_count(self) -> int:
         return len(self.ready) + len(self.returned)
 
-    def append(self, message: Message) -> None:
-        self.ready.append(Entry(self.next_seq, message, False, 0))
+    def append(self, message: Message, now_ms: int) -> None:
+        ttls = [
+            ttl for ttl in (self.limits.message_ttl_ms, _expiration_ms(message)) if ttl is not None
+        ]
+        expires_at_ms = now_ms + min(ttls) if ttls else None
+        self.ready.append(Entry(self.next_seq, message, False, 0, expires_at_ms))
         self.next_seq += 1
         self.ready_bytes += len(message.body)
+
+    def head(self) -> Entry | None:
+        if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
+            return self.returned[0][1]
+        return self.ready[0] if self.ready else None
 
     def take(self) -> Entry:
         if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
@@ -520,8 +535,41 @@ class Broker:
         return Ok()
 
     def _tick(self, command: c.Tick) -> Reply:
-        self.state.clock_ms = max(self.state.clock_ms, command.now_ms)
+        """Time passes: messages at the head expire, unused queues with x-expires go."""
+        now_ms = self.state.clock_ms = max(self.state.clock_ms, command.now_ms)
+        for vhost in self.state.vhosts.values():
+            for queue in list(vhost.queues.values()):
+                if queue.used or queue.consumers:
+                    queue.used, queue.last_used_ms = False, now_ms
+                expires_ms = queue.limits.expires_ms
+                if expires_ms is not None and now_ms - queue.last_used_ms >= expires_ms:
+                    self._remove_queue(vhost, queue)  # its messages are not dead-lettered
+                elif self._expire(queue):
+                    self._dispatch(queue)
         return Ok()
+
+    def _expire(self, queue: Queue) -> bool:
+        """Dead-letter the expired messages at the head of the queue (as RabbitMQ does, a
+        message expires when it reaches the head); True if any did."""
+        expired = False
+        while (head := queue.head()) is not None and (
+            head.expires_at_ms is not None and head.expires_at_ms < self.state.clock_ms
+        ):
+            self._dead_letter(queue, queue.take().message, "expired")
+            expired = True
+        return expired
+
+    def query_next_deadline_ms(self) -> int | None:
+        """When the next message expiry or queue expiry is due (for the leader's Tick)."""
+        deadlines = []
+        for vhost in self.state.vhosts.values():
+            for queue in vhost.queues.values():
+                head = queue.head()
+                if head is not None and head.expires_at_ms is not None:
+                    deadlines.append(head.expires_at_ms + 1)
+                if queue.limits.expires_ms is not None and not queue.consumers:
+                    deadlines.append(queue.last_used_ms + queue.limits.expires_ms)
+        return min(deadlines, default=None)
 
     def _add_vhost(self, command: c.AddVhost) -> Reply:
         if command.vhost not in self.state.vhosts:
@@ -688,6 +736,7 @@ class Broker:
         if existing is not None:
             self._check_exclusive_access(command.channel, existing)
             self._check_queue_equivalence(existing, command)
+            existing.used = True
             return QueueDeclared(existing.name, existing.ready_count, len(existing.consumers))
         if not command.server_named:
             _check_reserved_name("queue", command.queue)
@@ -701,6 +750,7 @@ class Broker:
             command.arguments,
             queue_type,
             limits=_queue_limits(command, queue_type),
+            last_used_ms=self.state.clock_ms,
         )
         return QueueDeclared(command.queue, 0, 0)
 
@@ -831,19 +881,26 @@ class Broker:
             self.state.vhosts[command.vhost], exchange, command.routing_key, command.headers
         )
         message = Message(
-            command.exchange, command.routing_key, command.properties, command.body, command.headers
+            command.exchange,
+            command.routing_key,
+            command.properties,
+            command.body,
+            command.headers,
+            expiration=command.expiration,
         )
-        rejected = [queue for queue in queues if not self._enqueue(queue, message)]
+        now_ms = command.now_ms or self.state.clock_ms
+        self.state.clock_ms = max(self.state.clock_ms, now_ms)
+        rejected = [queue for queue in queues if not self._enqueue(queue, message, now_ms)]
         return Routed(len(queues), bool(rejected))
 
-    def _enqueue(self, queue: Queue, message: Message) -> bool:
+    def _enqueue(self, queue: Queue, message: Message, now_ms: int) -> bool:
         """Add a message, within the queue's length limits; False if the queue refuses it."""
         overflow = queue.limits.overflow
         if overflow != "drop-head" and queue.over_limit(adding=message):
             if overflow == "reject-publish-dlx":
                 self._dead_letter(queue, message, "maxlen")
             return False
-        queue.append(message)
+        queue.append(message, now_ms)
         while overflow == "drop-head" and queue.over_limit():
             self._dead_letter(queue, queue.take().message, "maxlen")
         self._dispatch(queue)
@@ -859,7 +916,13 @@ class Broker:
         if exchange is None:
             return  # RabbitMQ drops what it cannot dead-letter to a missing exchange
         event = Death(
-            queue.name, reason, 1, self.state.clock_ms, message.exchange, (message.routing_key,)
+            queue.name,
+            reason,
+            1,
+            self.state.clock_ms,
+            message.exchange,
+            (message.routing_key,),
+            message.expiration,
         )
         earlier = next(
             (d for d in message.deaths if d.queue == queue.name and d.reason == reason), None
@@ -874,6 +937,7 @@ class Broker:
                 earlier.time_ms,
                 earlier.exchange,
                 earlier.routing_keys,
+                earlier.original_expiration,
             )
         deaths = (death, *(d for d in message.deaths if d is not earlier))
         routing_key = limits.dead_letter_routing_key or message.routing_key
@@ -892,7 +956,7 @@ class Broker:
         rejected = any(d.reason == "rejected" for d in deaths)
         for target in self._route(vhost, exchange, routing_key, message.headers):
             if rejected or all(d.queue != target.name for d in deaths):
-                self._enqueue(target, dead)
+                self._enqueue(target, dead, self.state.clock_ms)
 
     def _route(
         self,
@@ -959,7 +1023,7 @@ class Broker:
             channel.prefetch_count,
         )
         queue.consumers.append(consumer)
-        queue.had_consumer = True
+        queue.had_consumer = queue.used = True
         channel.consumers[command.consumer_tag] = queue
         self._dispatch(queue)
         return Ok()
@@ -978,6 +1042,7 @@ class Broker:
             if not (consumer.channel == channel.ref and consumer.consumer_tag == consumer_tag)
         ]
         queue.next_consumer = 0
+        queue.used = True  # x-expires counts from the last consumer's going
         if queue.auto_delete and not queue.consumers and queue.had_consumer and not queue.deleted:
             self._remove_queue(self.state.vhosts[queue.vhost], queue)
 
@@ -993,6 +1058,8 @@ class Broker:
 
     def _get(self, command: c.Get) -> Reply:
         queue = self._queue(command.channel, command.vhost, command.queue)
+        queue.used = True
+        self._expire(queue)
         if not queue.ready_count:
             return GetEmpty()
         channel = self._channel(command.channel)
@@ -1034,6 +1101,7 @@ class Broker:
 
     def _dispatch(self, queue: Queue) -> None:
         """Round-robin the ready messages over the consumers that have credit."""
+        self._expire(queue)
         idle = 0
         while queue.ready_count and queue.consumers and idle < len(queue.consumers):
             position = queue.next_consumer % len(queue.consumers)
@@ -1297,7 +1365,12 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         delivery_limit = None  # classic queues count no deliveries; -1 means no limit
     elif delivery_limit is None:
         delivery_limit = QUORUM_DELIVERY_LIMIT
+    expires_ms = integer("x-expires")
+    if expires_ms == 0:
+        raise invalid("x-expires", "{value_zero,0}")
     return Limits(
+        message_ttl_ms=integer("x-message-ttl"),
+        expires_ms=expires_ms,
         max_length=integer("x-max-length"),
         max_length_bytes=integer("x-max-length-bytes"),
         overflow=overflow,
@@ -1305,6 +1378,16 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         dead_letter_exchange=dead_letter_exchange,
         dead_letter_routing_key=dead_letter_routing_key,
     )
+
+
+def _expiration_ms(message: Message) -> int | None:
+    """The per-message TTL; the proposing session refused malformed ones already."""
+    if message.expiration is None:
+        return None
+    try:
+        return max(0, int(message.expiration))
+    except ValueError:
+        return None
 
 
 def _annotations(queue: Queue, entry: Entry) -> Annotations | None:

@@ -79,6 +79,7 @@ class Death:
     time_ms: int  # the first time, by the leader's clock (Tick)
     exchange: str  # the exchange the message was published to before that first time
     routing_keys: tuple[str, ...]
+    original_expiration: str | None = None  # its expiration property, removed on dead-lettering
 
 
 @dataclass(frozen=True, slots=True)

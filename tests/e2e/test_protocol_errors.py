@@ -247,6 +247,19 @@ def test_empty_queue_name_without_declared_queue_is_404(opened: RawClient) -> No
     opened.open_channel(1)  # the number is free again after close-ok
 
 
+def test_methods_pipelined_after_a_channel_error_are_ignored(opened: RawClient) -> None:
+    # one write: the get fails in the session (404), the next two arrive in the same read
+    opened.send(
+        frame.marshal(commands.Basic.Get(queue=""), 1)
+        + frame.marshal(commands.Queue.Declare(queue="after", exclusive=True), 1)
+        + frame.marshal(commands.Basic.Qos(prefetch_count=1), 1)
+    )
+    assert_channel_closed(opened, 1, 404, 60, 70)
+    opened.open_channel(1)
+    opened.send_frame(1, commands.Queue.Declare(queue="after", passive=True))
+    assert_channel_closed(opened, 1, 404, 50, 10)  # the pipelined declare was never carried out
+
+
 @pytest.fixture
 def pika_channel(node: RunningNode):
     connection = pika.BlockingConnection(pika.URLParameters(node.url))

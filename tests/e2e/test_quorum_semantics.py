@@ -9,6 +9,7 @@ kill the leader midway run on a cluster of their own.
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,4 +353,151 @@ def test_delivery_limit_and_dead_letters_survive_killing_the_leader(
     }
     assert channel.queue_declare(work, passive=True).method.message_count == 0
     assert channel.basic_get(dead)[0] is None
+    connection.close()
+
+
+# --- TTL ----------------------------------------------------------------------------------
+
+
+def test_queue_ttl_dead_letters_expired_messages(channel) -> None:
+    work, _, dead = dead_letter_pair(channel, **{"x-message-ttl": 200})
+    channel.confirm_delivery()
+    for body in (b"a", b"b", b"c"):
+        channel.basic_publish("", work, body)
+    arrived = [get(channel, dead) for _ in range(3)]
+    assert [body for _, _, body in arrived] == [b"a", b"b", b"c"]
+    for method, properties, _ in arrived:
+        (death,) = properties.headers["x-death"]
+        assert (death["reason"], death["queue"]) == ("expired", work)
+        assert "original-expiration" not in death
+        channel.basic_ack(method.delivery_tag)
+    assert channel.queue_declare(work, passive=True).method.message_count == 0
+
+
+def test_per_message_expiration_is_removed_and_kept_as_original_expiration(channel) -> None:
+    work, _, dead = dead_letter_pair(channel)
+    channel.confirm_delivery()
+    channel.basic_publish("", work, b"short", pika.BasicProperties(expiration="150"))
+    method, properties, body = get(channel, dead)
+    assert body == b"short" and properties.expiration is None
+    (death,) = properties.headers["x-death"]
+    assert (death["reason"], death["original-expiration"]) == ("expired", "150")
+    channel.basic_ack(method.delivery_tag)
+
+
+def test_messages_expire_only_at_the_head(channel) -> None:
+    queue = unique("head")
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.confirm_delivery()
+    channel.basic_publish("", queue, b"long", pika.BasicProperties(expiration="60000"))
+    channel.basic_publish("", queue, b"short", pika.BasicProperties(expiration="100"))
+    time.sleep(1.5)  # "short" is overdue, but "long" stands before it
+    assert channel.queue_declare(queue, passive=True).method.message_count == 2
+    method, _, body = get(channel, queue)
+    assert body == b"long"
+    assert channel.basic_get(queue)[0] is None  # now at the head, "short" is gone
+    channel.basic_ack(method.delivery_tag)
+
+
+def test_a_retry_queue_made_of_ttl_and_dead_lettering_brings_the_message_back(channel) -> None:
+    work, retry, to_retry, to_work = (unique(name) for name in ("work", "retry", "r", "w"))
+    for exchange in (to_retry, to_work):
+        channel.exchange_declare(exchange, "fanout")
+    channel.queue_declare(
+        work, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": to_retry}
+    )
+    channel.queue_declare(
+        retry,
+        durable=True,
+        arguments={**QUORUM, "x-message-ttl": 300, "x-dead-letter-exchange": to_work},
+    )
+    channel.queue_bind(retry, to_retry)
+    channel.queue_bind(work, to_work)
+    channel.confirm_delivery()
+    channel.basic_publish("", work, b"again")
+    method, _, _ = get(channel, work)
+    started = time.monotonic()
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    method, properties, body = get(channel, work)
+    assert body == b"again" and time.monotonic() - started >= 0.3
+    deaths = [(d["queue"], d["reason"]) for d in properties.headers["x-death"]]
+    assert deaths == [(retry, "expired"), (work, "rejected")]
+    channel.basic_ack(method.delivery_tag)
+
+
+def test_x_expires_deletes_a_queue_nobody_uses(channel) -> None:
+    unused, consumed = unique("unused"), unique("consumed")
+    for queue in (unused, consumed):
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-expires": 500})
+    channel.basic_consume(consumed, lambda *_: None)
+    deadline = time.monotonic() + 10
+    gone = False
+    while not gone and time.monotonic() < deadline:
+        probe = channel.connection.channel()
+        try:
+            probe.queue_declare(unused, passive=True)
+            probe.close()
+            time.sleep(0.2)
+        except pika.exceptions.ChannelClosedByBroker as closed:
+            assert closed.reply_code == 404
+            gone = True
+    assert gone, "an unused queue with x-expires was not deleted"
+    assert channel.queue_declare(consumed, passive=True).method.consumer_count == 1
+
+
+@pytest.mark.parametrize(
+    ("expiration", "reason"),
+    [
+        ("soon", "{error,no_integer}"),
+        ("10s", '{error,{leftover_string,"s"}}'),
+        ("-5", "{error,{value_negative,-5}}"),
+    ],
+)
+def test_an_invalid_expiration_closes_the_channel_with_406(
+    channel, expiration: str, reason: str
+) -> None:
+    queue = unique("expiring")
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.basic_publish("", queue, b"m", pika.BasicProperties(expiration=expiration))
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.queue_declare(queue, passive=True)
+    assert closed.value.reply_code == 406
+    assert closed.value.reply_text == (
+        f"PRECONDITION_FAILED - invalid expiration '{expiration}': {reason}"
+    )
+
+
+def test_x_expires_of_zero_is_refused(channel) -> None:
+    queue = unique("never")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-expires": 0})
+    assert refused.value.reply_text.endswith("{value_zero,0}")
+
+
+def test_messages_expire_after_the_leader_is_killed(own_cluster: LocalCluster) -> None:
+    leader = own_cluster.wait_healthy(timeout_s=READY_S)
+    follower = next(m for m in own_cluster.members if m.node_id != leader)
+    connection = connect(follower)
+    channel = connection.channel()
+    work, _, dead = dead_letter_pair(channel, **{"x-message-ttl": 1500})
+    channel.confirm_delivery()
+    bodies = [b"t%d" % number for number in range(50)]
+    for body in bodies:
+        channel.basic_publish("", work, body)
+    own_cluster.kill(leader)  # the new leader's clock expires them
+    own_cluster.wait_healthy(
+        [m.node_id for m in own_cluster.members if m.node_id != leader], timeout_s=READY_S
+    )
+    if not connection.is_open:
+        connection = connect(follower)
+        channel = connection.channel()
+    arrived = []
+    for _ in bodies:
+        method, properties, body = get(channel, dead, timeout_s=30)
+        assert properties.headers["x-death"][0]["reason"] == "expired"
+        arrived.append(body)
+        channel.basic_ack(method.delivery_tag)
+    assert sorted(arrived) == sorted(bodies)
+    assert channel.basic_get(dead)[0] is None
+    assert channel.queue_declare(work, passive=True).method.message_count == 0
     connection.close()

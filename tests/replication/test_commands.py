@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 import typing
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -81,3 +83,32 @@ def test_command_tags_are_stable() -> None:
     names = [command_type.__name__ for command_type in typing.get_args(c.Command)]
     assert names[:4] == ["NodeUp", "AddVhost", "AddUser", "DeclareExchange"]
     assert names.index("Publish") == 12 and names.index("SessionClosed") == 21
+
+
+def test_an_entry_written_before_a_field_was_added_decodes_with_its_default() -> None:
+    publish = c.Publish(
+        channel=c.ChannelRef("n1", 1, 1, 1),
+        seq=1,
+        vhost="/",
+        exchange="",
+        routing_key="q",
+        mandatory=False,
+        headers=None,
+        properties=b"",
+        body=b"m",
+        now_ms=5,
+        expiration="100",
+    )
+    data = c.encode_entry([publish])
+    header = 5 + 5  # version and count, then tag and json length
+    (length,) = struct.unpack_from(">I", data, 6)
+    fields = orjson.loads(data[header : header + length])
+    older = orjson.dumps(fields[:-2])  # as written before now_ms and expiration existed
+    old_entry = data[:6] + struct.pack(">I", len(older)) + older + data[header + length :]
+    (decoded,) = c.decode_entry(old_entry)
+    assert decoded == dataclasses.replace(publish, now_ms=0, expiration=None)
+    too_new = orjson.dumps([*fields, "a field this version does not know"])
+    with pytest.raises(ValueError, match="fields"):
+        c.decode_entry(
+            data[:6] + struct.pack(">I", len(too_new)) + too_new + data[header + length :]
+        )
