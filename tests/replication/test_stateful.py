@@ -3,9 +3,13 @@
 The model knows, per queue, which messages are alive (published or dead-lettered there, not yet
 consumed for good), how often each went back to its queue, and, per channel, which delivery
 tags are outstanding. The queues have rules: q0 is a quorum queue with x-max-length 3
-(drop-head) and x-delivery-limit 2, q1 a classic queue with x-max-length 4 and reject-publish,
-and both dead-letter into dlq, which has no dead-letter exchange of its own. The model predicts
-every drop and dead-lettering from those rules (drop-head takes the oldest ready message).
+(drop-head) and x-delivery-limit 2, q1 a classic queue with x-max-length 4, reject-publish and
+x-message-ttl 1000, and both dead-letter into dlq, which has no dead-letter exchange of its own.
+The model predicts every drop and dead-lettering from those rules (drop-head takes the oldest
+ready message). The clock moves by Tick; expiry happens at the head, whenever the broker looks
+there, so the model learns which q1 messages expired from the broker and checks that each was
+due, ready and the oldest left, arrives in dlq once as expired, and that after a Tick no overdue
+message is left at the head.
 
 Invariants: no message lost or duplicated except where a rule drops it, dead-lettered messages
 arrive once with the reason and queue the rule gives, ready + unacked = alive for every queue,
@@ -38,7 +42,7 @@ from .harness import VHOST, Harness, publish_command
 QUEUES = ("q0", "q1", "dlq")
 FANOUT = "both"  # q0 and q1
 DEAD = "dead"  # the dead-letter exchange of q0 and q1; dlq is bound to it
-Q0_MAX_LENGTH, Q0_DELIVERY_LIMIT, Q1_MAX_LENGTH = 3, 2, 4
+Q0_MAX_LENGTH, Q0_DELIVERY_LIMIT, Q1_MAX_LENGTH, Q1_TTL_MS = 3, 2, 4, 1000
 QUEUE_ARGUMENTS: dict[str, dict[str, object]] = {
     "q0": {
         "x-queue-type": "quorum",
@@ -49,6 +53,7 @@ QUEUE_ARGUMENTS: dict[str, dict[str, object]] = {
     "q1": {
         "x-max-length": Q1_MAX_LENGTH,
         "x-overflow": "reject-publish",
+        "x-message-ttl": Q1_TTL_MS,
         "x-dead-letter-exchange": DEAD,
     },
     "dlq": {},
@@ -70,6 +75,8 @@ class BrokerMachine(RuleBasedStateMachine):
         self.alive: dict[str, set[Key]] = {queue: set() for queue in QUEUES}
         self.returns: dict[tuple[str, Key], int] = {}  # times each went back to its queue
         self.arrivals: dict[tuple[str, Key], int] = {}  # the order messages entered each queue
+        self.clock_ms = 0  # the state machine's clock, moved by Tick
+        self.enqueued_ms: dict[Key, int] = {}  # when each q1 message arrived (its TTL starts)
         self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, Key]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
         self.failed: set[c.ChannelRef] = set()
@@ -136,6 +143,23 @@ class BrokerMachine(RuleBasedStateMachine):
     def arrive(self, queue: str, key: Key) -> None:
         self.alive[queue].add(key)
         self.arrivals[(queue, key)] = len(self.arrivals)
+        if queue == "q1":
+            self.enqueued_ms[key] = self.clock_ms
+
+    def learn_expiries(self) -> None:
+        """The q1 messages the broker expired since the last look: each must have been due,
+        ready, and the oldest one left; then they are in dlq (checked by the invariants)."""
+        queue = self.harness.broker.state.vhosts[VHOST].queues["q1"]
+        held = {held_key(entry) for entry in queue.ready}
+        held |= {held_key(entry) for _, entry in queue.returned}
+        unacked = self.alive["q1"] - self.ready("q1")
+        expired = self.ready("q1") - held
+        for key in sorted(expired, key=lambda key: self.arrivals[("q1", key)]):
+            assert self.enqueued_ms[key] + Q1_TTL_MS < self.clock_ms, "expired before its time"
+            older = [k for k in held if self.arrivals[("q1", k)] < self.arrivals[("q1", key)]]
+            assert not older, "expired behind an older message (expiry is at the head)"
+            self.dead_letter("q1", key, "expired")
+        assert unacked <= self.alive["q1"]
 
     def returned(self, queue: str, key: Key) -> None:
         count = self.returns.get((queue, key), 0) + 1
@@ -175,8 +199,16 @@ class BrokerMachine(RuleBasedStateMachine):
         return applied
 
     def observe(self, effects: list) -> None:
+        """Deliveries from q0 and q1 first, then what expired in q1 (it may have gone to dlq in
+        the same step), then deliveries from dlq; each consumer's own order is kept."""
+        assert all(isinstance(effect, Deliver) for effect in effects), effects
+        from_dlq = [e for e in effects if self.consumers[e.owner][e.consumer_tag][0] == "dlq"]
+        self.deliver([e for e in effects if e not in from_dlq])
+        self.learn_expiries()
+        self.deliver(from_dlq)
+
+    def deliver(self, effects: list[Deliver]) -> None:
         for effect in effects:
-            assert isinstance(effect, Deliver), effect
             queue, no_ack = self.consumers[effect.owner][effect.consumer_tag]
             message = self.key_of(queue, effect.body, effect.annotations)
             assert message in self.alive[queue], "delivered a message that is not alive"
@@ -273,15 +305,21 @@ class BrokerMachine(RuleBasedStateMachine):
     @rule(channel=channel_indexes, queue=queue_indexes, no_ack=st.booleans())
     def get(self, channel: int, queue: int, no_ack: bool) -> None:
         ref = self.ref(channel)
-        applied = self.run(ref, c.Get(channel=ref, vhost=VHOST, queue=QUEUES[queue], no_ack=no_ack))
+        applied = self.harness.apply(
+            c.Get(channel=ref, vhost=VHOST, queue=QUEUES[queue], no_ack=no_ack)
+        )
+        if self.ignored(ref):
+            assert applied.reply == Ignored()
         name = QUEUES[queue]
         if isinstance(applied.reply, GetOk):
             key = self.key_of(name, applied.reply.body, applied.reply.annotations)
             assert key in self.alive[name]
             self.take(ref, applied.reply.delivery_tag, name, key, no_ack)
-        elif not self.ignored(ref):
+        self.learn_expiries()  # the get looked at the head first
+        if not isinstance(applied.reply, GetOk) and not self.ignored(ref):
             assert applied.reply == GetEmpty()
             assert not self.ready(name), "basic.get said empty while messages were ready"
+        self.observe(applied.effects)  # what expired on the way may go to a dlq consumer
 
     @precondition(lambda self: any(self.outstanding.values()))
     @rule(
@@ -387,22 +425,37 @@ class BrokerMachine(RuleBasedStateMachine):
         self.down.add(node)
         self.observe(applied.effects)
 
+    @rule(advance_ms=st.sampled_from([0, 400, 1001, 1500]))
+    def tick(self, advance_ms: int) -> None:
+        self.clock_ms += advance_ms
+        applied = self.harness.apply(c.Tick(now_ms=self.clock_ms))
+        assert applied.reply == Ok()
+        self.learn_expiries()
+        ready = self.ready("q1")
+        if ready:
+            oldest = min(ready, key=lambda key: self.arrivals[("q1", key)])
+            assert self.enqueued_ms[oldest] + Q1_TTL_MS >= self.clock_ms, "overdue at the head"
+        self.observe(applied.effects)
+
     @rule(queue=queue_indexes, channel=channel_indexes)
     def purge(self, queue: int, channel: int) -> None:
         ref = self.ref(channel)
-        applied = self.run(ref, c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
-        if not self.ignored(ref):
-            name = QUEUES[queue]
-            ready = self.ready(name)
-            assert applied.reply.message_count == len(ready)
-            self.alive[name] -= ready
-            for key in ready:
-                self.returns.pop((name, key), None)
+        applied = self.harness.apply(c.PurgeQueue(channel=ref, vhost=VHOST, queue=QUEUES[queue]))
+        if self.ignored(ref):
+            assert applied.reply == Ignored()
+            return
+        name = QUEUES[queue]
+        ready = self.ready(name)
+        assert applied.reply.message_count == len(ready)  # overdue ones too: still there
+        self.alive[name] -= ready
+        for key in ready:
+            self.returns.pop((name, key), None)
 
     # --- invariants ---------------------------------------------------------------------------
 
     @invariant()
     def every_alive_message_is_in_its_queue_exactly_once(self) -> None:
+        self.learn_expiries()  # expiry may happen wherever the broker dispatches q1
         state = self.harness.broker.state
         for name in QUEUES:
             queue = state.vhosts[VHOST].queues[name]
