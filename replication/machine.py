@@ -213,6 +213,7 @@ class Consumer:
     exclusive: bool  # no other consumer may share the queue
     prefetch_count: int  # 0 means unlimited
     unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
+    priority: int = 0  # x-priority: higher ones get messages first while they have credit
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +228,7 @@ class Limits:
     dead_letter_routing_key: str | None = None  # None: the message's own routing key
     message_ttl_ms: int | None = None  # x-message-ttl
     expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
+    single_active_consumer: bool = False  # x-single-active-consumer
 
 
 @dataclass(slots=True)
@@ -250,6 +252,7 @@ class Queue:
     ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
     last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
     used: bool = True  # declared, consumed from or read since the last Tick
+    active: Consumer | None = None  # with x-single-active-consumer: the one that receives
 
     @property
     def ready_count(self) -> int:
@@ -1021,6 +1024,7 @@ class Broker:
             command.no_ack,
             command.exclusive,
             channel.prefetch_count,
+            priority=_consumer_priority(command),
         )
         queue.consumers.append(consumer)
         queue.had_consumer = queue.used = True
@@ -1050,10 +1054,16 @@ class Broker:
         channel = self._channel(command.channel)
         if command.global_:
             channel.global_prefetch_count = command.prefetch_count
-            for queue in {id(queue): queue for queue in channel.consumers.values()}.values():
-                self._dispatch(queue)
         else:
+            # Beyond RabbitMQ (which applies it to later consumers only): the channel's live
+            # consumers take the new prefetch too.
             channel.prefetch_count = command.prefetch_count
+            for queue in channel.consumers.values():
+                for consumer in queue.consumers:
+                    if consumer.channel == channel.ref:
+                        consumer.prefetch_count = command.prefetch_count
+        for queue in {id(queue): queue for queue in channel.consumers.values()}.values():
+            self._dispatch(queue)
         return Ok()
 
     def _get(self, command: c.Get) -> Reply:
@@ -1089,6 +1099,39 @@ class Broker:
                 consumer.unacked_count += 1
         return delivery_tag
 
+    def _next_consumer(self, queue: Queue) -> Consumer | None:
+        if queue.limits.single_active_consumer:
+            active = self._active_consumer(queue)
+            return active if active is not None and self._has_credit(active) else None
+        count = len(queue.consumers)
+        ready = [c for c in queue.consumers if self._has_credit(c)]
+        if not ready:
+            return None
+        top = max(consumer.priority for consumer in ready)
+        for step in range(count):  # round-robin among the top priority, from where it stopped
+            position = (queue.next_consumer + step) % count
+            consumer = queue.consumers[position]
+            if consumer.priority == top and self._has_credit(consumer):
+                queue.next_consumer = (position + 1) % count
+                return consumer
+        return None  # not reached: a consumer of the top priority has credit
+
+    @staticmethod
+    def _active_consumer(queue: Queue) -> Consumer | None:
+        """The single active consumer: the first of the highest priority. A consumer of higher
+        priority takes over only once the active one has no unacknowledged messages (RabbitMQ
+        docs, "Single Active Consumer"); a consumer that goes hands over at once."""
+        active = queue.active
+        if not any(consumer is active for consumer in queue.consumers):
+            active = None  # it went: cancelled, its channel closed or its node lost
+        if active is not None and active.unacked_count:
+            return active
+        best = max(queue.consumers, key=lambda consumer: consumer.priority, default=None)
+        if active is not None and best is not None and active.priority >= best.priority:
+            best = active
+        queue.active = best
+        return best
+
     def _has_credit(self, consumer: Consumer) -> bool:
         if consumer.no_ack:
             return True
@@ -1100,17 +1143,13 @@ class Broker:
         )
 
     def _dispatch(self, queue: Queue) -> None:
-        """Round-robin the ready messages over the consumers that have credit."""
+        """Hand the ready messages to the consumers with credit: the highest x-priority first,
+        round-robin among equals; with x-single-active-consumer only to the active one."""
         self._expire(queue)
-        idle = 0
-        while queue.ready_count and queue.consumers and idle < len(queue.consumers):
-            position = queue.next_consumer % len(queue.consumers)
-            queue.next_consumer = (position + 1) % len(queue.consumers)
-            consumer = queue.consumers[position]
-            if not self._has_credit(consumer):
-                idle += 1
-                continue
-            idle = 0
+        while queue.ready_count:
+            consumer = self._next_consumer(queue)
+            if consumer is None:
+                return
             entry = queue.take()
             channel = self.state.channels[consumer.channel]
             delivery_tag = self._hand_out(channel, queue, entry, consumer, consumer.no_ack)
@@ -1358,6 +1397,12 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         raise invalid("x-overflow", f'{{invalid_value,<<"{overflow}">>}}')
     dead_letter_exchange = string("x-dead-letter-exchange")
     dead_letter_routing_key = string("x-dead-letter-routing-key")
+    single_active_consumer = arguments.get("x-single-active-consumer", False)
+    if not isinstance(single_active_consumer, bool):
+        raise invalid(
+            "x-single-active-consumer",
+            f"{{unacceptable_type,{_amqp_type_name(single_active_consumer)}}}",
+        )
     if dead_letter_routing_key is not None and dead_letter_exchange is None:
         raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
     delivery_limit = integer("x-delivery-limit", least=-1)
@@ -1370,6 +1415,7 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         raise invalid("x-expires", "{value_zero,0}")
     return Limits(
         message_ttl_ms=integer("x-message-ttl"),
+        single_active_consumer=single_active_consumer,
         expires_ms=expires_ms,
         max_length=integer("x-max-length"),
         max_length_bytes=integer("x-max-length-bytes"),
@@ -1378,6 +1424,19 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         dead_letter_exchange=dead_letter_exchange,
         dead_letter_routing_key=dead_letter_routing_key,
     )
+
+
+def _consumer_priority(command: c.Consume) -> int:
+    priority = command.arguments.get("x-priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise _Refusal(
+            _refuse(
+                ReplyCode.PRECONDITION_FAILED,
+                f"invalid arg 'x-priority' for queue '{command.queue}' in vhost "
+                f"'{command.vhost}': {{unacceptable_type,{_amqp_type_name(priority)}}}",
+            )
+        )
+    return priority
 
 
 def _expiration_ms(message: Message) -> int | None:

@@ -501,3 +501,131 @@ def test_messages_expire_after_the_leader_is_killed(own_cluster: LocalCluster) -
     assert channel.basic_get(dead)[0] is None
     assert channel.queue_declare(work, passive=True).method.message_count == 0
     connection.close()
+
+
+# --- consumers ----------------------------------------------------------------------------
+
+
+class Collector:
+    """A pika consumer that keeps what it receives, unacknowledged unless told to ack."""
+
+    def __init__(self, connection: pika.BlockingConnection, queue: str, **consume) -> None:
+        self.connection = connection
+        self.channel = connection.channel()
+        prefetch = consume.pop("prefetch", 0)
+        if prefetch:
+            self.channel.basic_qos(prefetch_count=prefetch)
+        self.received: list[tuple[int, bytes, bool]] = []  # delivery tag, body, redelivered
+        self.tag = self.channel.basic_consume(queue, self.on_message, **consume)
+
+    def on_message(self, channel, method, properties, body) -> None:
+        self.received.append((method.delivery_tag, body, method.redelivered))
+
+    def pump(self, seconds: float = 0.5) -> list[bytes]:
+        self.connection.process_data_events(time_limit=seconds)
+        return [body for _, body, _ in self.received]
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[bytes]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.received) < count and time.monotonic() < deadline:
+            self.pump(0.1)
+        return [body for _, body, _ in self.received]
+
+
+def publish_all(member: Member, queue: str, bodies: list[bytes]) -> None:
+    connection = connect(member)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for body in bodies:
+        channel.basic_publish("", queue, body)
+    connection.close()
+
+
+def test_single_active_consumer_gets_everything_until_it_goes(shared_cluster) -> None:
+    one, two = shared_cluster.members[0], shared_cluster.members[2]
+    queue = unique("sac")
+    setup = connect(one)
+    setup.channel().queue_declare(
+        queue, durable=True, arguments={**QUORUM, "x-single-active-consumer": True}
+    )
+    first = Collector(connect(one), queue)
+    second = Collector(connect(two), queue)
+    publish_all(one, queue, [b"a", b"b", b"c"])
+    assert first.wait_for(3) == [b"a", b"b", b"c"]
+    assert second.pump() == []
+    first.channel.basic_ack(first.received[0][0])  # "a" done; "b" and "c" stay unacked
+    first.pump(0.2)
+    first.connection.close()  # the active consumer goes: the next one takes over
+    assert second.wait_for(2) == [b"b", b"c"]
+    assert all(redelivered for _, _, redelivered in second.received)
+    publish_all(two, queue, [b"d"])
+    assert second.wait_for(3)[-1] == b"d"
+    second.connection.close()
+    setup.close()
+
+
+def test_a_higher_priority_consumer_is_served_first_while_it_has_credit(shared_cluster) -> None:
+    member = shared_cluster.members[1]
+    queue = unique("priorities")
+    setup = connect(member)
+    setup.channel().queue_declare(queue, durable=True, arguments=QUORUM)
+    low = Collector(connect(member), queue, prefetch=10)
+    high = Collector(connect(member), queue, prefetch=2, arguments={"x-priority": 10})
+    publish_all(member, queue, [b"m%d" % n for n in range(5)])
+    assert high.wait_for(2) == [b"m0", b"m1"]  # its prefetch, then it is blocked
+    assert low.wait_for(3) == [b"m2", b"m3", b"m4"]
+    for collector in (low, high):
+        collector.connection.close()
+    setup.close()
+
+
+def test_basic_qos_changes_the_prefetch_of_live_consumers(shared_cluster) -> None:
+    member = shared_cluster.members[0]
+    queue = unique("qos")
+    setup = connect(member)
+    setup.channel().queue_declare(queue, durable=True, arguments=QUORUM)
+    consumer = Collector(connect(member), queue, prefetch=1)
+    publish_all(member, queue, [b"m%d" % n for n in range(5)])
+    assert consumer.wait_for(1) == [b"m0"]
+    assert consumer.pump() == [b"m0"]  # prefetch 1: nothing more while m0 is unacked
+    consumer.channel.basic_qos(prefetch_count=3)
+    assert consumer.wait_for(3) == [b"m0", b"m1", b"m2"]
+    consumer.connection.close()
+    setup.close()
+
+
+@pytest.mark.parametrize(
+    ("declare", "consume"),
+    [({"x-single-active-consumer": "yes"}, {}), ({}, {"x-priority": "high"})],
+)
+def test_invalid_consumer_arguments_are_refused_with_406(shared_cluster, declare, consume) -> None:
+    connection = connect(shared_cluster.members[0])
+    channel = connection.channel()
+    queue = unique("bad-consumer")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, **declare})
+        channel.basic_consume(queue, lambda *_: None, arguments=consume)
+    assert refused.value.reply_code == 406
+    assert "{unacceptable_type,longstr}" in refused.value.reply_text
+    connection.close()
+
+
+def test_single_active_consumer_moves_on_when_its_node_dies(own_cluster: LocalCluster) -> None:
+    leader = own_cluster.wait_healthy(timeout_s=READY_S)
+    doomed, survivor = [m for m in own_cluster.members if m.node_id != leader]
+    queue = unique("sac-kill")
+    setup = connect(survivor)
+    setup.channel().queue_declare(
+        queue, durable=True, arguments={**QUORUM, "x-single-active-consumer": True}
+    )
+    active = Collector(connect(doomed), queue)
+    standby = Collector(connect(survivor), queue)
+    publish_all(survivor, queue, [b"a", b"b"])
+    assert active.wait_for(2) == [b"a", b"b"]  # unacked when its node dies
+    own_cluster.kill(doomed.node_id)
+    # after node_down_after_s the leader declares the node lost: the standby takes over
+    assert sorted(standby.wait_for(2, timeout_s=30)) == [b"a", b"b"]
+    publish_all(survivor, queue, [b"c"])
+    assert standby.wait_for(3)[-1] == b"c"
+    standby.connection.close()
+    setup.close()
