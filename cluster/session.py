@@ -468,7 +468,9 @@ class Session:
             routing_key=method.routing_key,
             mandatory=method.mandatory,
             headers=plain_table(event.headers) if event.headers else None,
-            properties=event.properties,
+            properties=_without_bcc(event.properties)
+            if event.headers and "BCC" in event.headers
+            else event.properties,
             body=event.body,
             now_ms=int(time.time() * 1000),
             expiration=event.expiration,
@@ -708,6 +710,14 @@ class Session:
                 channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True)
             )
         self.protocol.flush_soon()
+
+
+def _without_bcc(properties: bytes) -> bytes:
+    """BCC routes the message but no receiver sees it (RabbitMQ docs, "Sender-selected
+    distribution")."""
+    decoded = decode_properties(properties)
+    decoded.headers = {name: value for name, value in decoded.headers.items() if name != "BCC"}
+    return encode_properties(decoded)
 
 
 def _expiration_error(expiration: str) -> str | None:

@@ -881,7 +881,10 @@ class Broker:
                 )
             )
         queues = self._route(
-            self.state.vhosts[command.vhost], exchange, command.routing_key, command.headers
+            self.state.vhosts[command.vhost],
+            exchange,
+            _sender_keys(command.routing_key, command.headers, "CC", "BCC"),
+            command.headers,
         )
         message = Message(
             command.exchange,
@@ -924,7 +927,7 @@ class Broker:
             1,
             self.state.clock_ms,
             message.exchange,
-            (message.routing_key,),
+            tuple(_sender_keys(message.routing_key, message.headers, "CC")),
             message.expiration,
         )
         earlier = next(
@@ -943,13 +946,23 @@ class Broker:
                 earlier.original_expiration,
             )
         deaths = (death, *(d for d in message.deaths if d is not earlier))
-        routing_key = limits.dead_letter_routing_key or message.routing_key
+        if limits.dead_letter_routing_key is None:  # all the keys it was published with
+            routing_key = message.routing_key
+            routing_keys = _sender_keys(routing_key, message.headers, "CC", "BCC")
+            dropped: tuple[str, ...] = ("BCC",)
+        else:  # only the queue's; then CC goes too (RabbitMQ docs, "Dead-Lettered Effects")
+            routing_key = limits.dead_letter_routing_key
+            routing_keys = [routing_key]
+            dropped = ("CC", "BCC")
+        headers = message.headers
+        if headers is not None and any(name in headers for name in dropped):
+            headers = {name: value for name, value in headers.items() if name not in dropped}
         dead = Message(
             exchange.name,
             routing_key,
             message.properties,
             message.body,
-            message.headers,
+            headers,
             deaths,
             message.first_death or event,
             event,
@@ -957,7 +970,7 @@ class Broker:
         # a cycle (the message was dead-lettered from a queue before) ends here, unless a
         # consumer rejected it somewhere on the way (RabbitMQ docs, "Dead-letter cycle")
         rejected = any(d.reason == "rejected" for d in deaths)
-        for target in self._route(vhost, exchange, routing_key, message.headers):
+        for target in self._route(vhost, exchange, routing_keys, headers):
             if rejected or all(d.queue != target.name for d in deaths):
                 self._enqueue(target, dead, self.state.clock_ms)
 
@@ -965,13 +978,14 @@ class Broker:
         self,
         vhost: Vhost,
         exchange: Exchange,
-        routing_key: str,
+        routing_keys: typing.Sequence[str],
         headers: c.Arguments | None,
     ) -> list[Queue]:
+        """The queues one message reaches: each routing key walks the exchanges on its own."""
         found: dict[str, Queue] = {}
         visited: set[str] = set()
 
-        def walk(source: Exchange) -> bool:
+        def walk(source: Exchange, routing_key: str) -> bool:
             if source.name in visited:
                 return False
             visited.add(source.name)
@@ -990,13 +1004,15 @@ class Broker:
                 else:
                     destination = vhost.exchanges.get(binding.destination)
                     if destination is not None:
-                        routed = walk(destination) or routed
+                        routed = walk(destination, routing_key) or routed
             alternate = source.arguments.get("alternate-exchange")
             if not routed and isinstance(alternate, str) and alternate in vhost.exchanges:
-                routed = walk(vhost.exchanges[alternate])
+                routed = walk(vhost.exchanges[alternate], routing_key)
             return routed
 
-        walk(exchange)
+        for routing_key in routing_keys:
+            visited.clear()
+            walk(exchange, routing_key)
         return list(found.values())
 
     # --- consuming -----------------------------------------------------------------------
@@ -1424,6 +1440,16 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         dead_letter_exchange=dead_letter_exchange,
         dead_letter_routing_key=dead_letter_routing_key,
     )
+
+
+def _sender_keys(routing_key: str, headers: c.Arguments | None, *names: str) -> list[str]:
+    """The routing key and those of the sender-selected headers (CC, BCC) named, in order."""
+    keys = [routing_key]
+    for name in names:
+        values = headers.get(name) if headers else None
+        if isinstance(values, list):
+            keys += [value for value in values if isinstance(value, str) and value not in keys]
+    return keys
 
 
 def _consumer_priority(command: c.Consume) -> int:

@@ -629,3 +629,38 @@ def test_single_active_consumer_moves_on_when_its_node_dies(own_cluster: LocalCl
     assert standby.wait_for(3)[-1] == b"c"
     standby.connection.close()
     setup.close()
+
+
+# --- sender-selected distribution -----------------------------------------------------------
+
+
+def test_cc_and_bcc_route_to_more_queues_and_bcc_is_never_seen(channel) -> None:
+    exchange = unique("cc")
+    channel.exchange_declare(exchange, "direct")
+    queues = {key: unique(key) for key in ("to", "cc", "bcc")}
+    for key, queue in queues.items():
+        channel.queue_declare(queue, durable=True, arguments=QUORUM)
+        channel.queue_bind(queue, exchange, key)
+    channel.confirm_delivery()
+    headers = {"CC": ["cc"], "BCC": ["bcc"], "app": 1}
+    channel.basic_publish(exchange, "to", b"m", pika.BasicProperties(headers=headers))
+    for queue in queues.values():
+        method, properties, body = get(channel, queue)
+        assert (method.routing_key, body) == ("to", b"m")
+        assert properties.headers == {"CC": ["cc"], "app": 1}
+        channel.basic_ack(method.delivery_tag)
+
+
+def test_x_death_routing_keys_include_cc_but_not_bcc(channel) -> None:
+    work, dlx, dead = dead_letter_pair(channel)
+    copy = unique("copy")
+    channel.queue_declare(copy, durable=True, arguments=QUORUM)
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(headers={"CC": [copy], "BCC": ["hidden"]})
+    channel.basic_publish("", work, b"m", properties)
+    method, _, _ = get(channel, work)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    method, properties, _ = get(channel, dead)
+    assert properties.headers["x-death"][0]["routing-keys"] == [work, copy]
+    assert "BCC" not in properties.headers
+    channel.basic_ack(method.delivery_tag)
