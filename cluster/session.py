@@ -41,9 +41,10 @@ from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import (
     Annotations,
-    CancelConsumer,
+    ChannelTimedOut,
     Death,
     Deliver,
+    Effect,
     GetEmpty,
     GetOk,
     Ignored,
@@ -687,7 +688,7 @@ class Session:
 
     # --- effects this node owns -------------------------------------------------------------------
 
-    def deliver(self, effect: Deliver | CancelConsumer) -> None:
+    def deliver(self, effect: Effect) -> None:
         channel = self._by_serial.get(effect.owner.channel)
         if channel is None:
             return  # the channel closed; its CloseChannel returns the message to the queue
@@ -705,6 +706,15 @@ class Session:
                 _annotated(effect.properties, effect.annotations),
                 effect.body,
             )
+        elif isinstance(effect, ChannelTimedOut):
+            self.connection.close_channel(
+                channel.number,
+                ReplyCode.PRECONDITION_FAILED,
+                f"delivery acknowledgement on channel {channel.number} timed out. Timeout value "
+                f"used: {effect.timeout_ms} ms. This timeout value can be configured, see "
+                "consumers doc guide to learn more",
+            )
+            self._end_channel(channel.number)
         elif self.cancel_notify:
             self._send(
                 channel, commands.Basic.Cancel(consumer_tag=effect.consumer_tag, nowait=True)

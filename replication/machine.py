@@ -37,6 +37,7 @@ from warrenmq.replication.replies import (
     Annotations,
     Applied,
     CancelConsumer,
+    ChannelTimedOut,
     Death,
     Deliver,
     Effect,
@@ -229,6 +230,7 @@ class Limits:
     message_ttl_ms: int | None = None  # x-message-ttl
     expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
     single_active_consumer: bool = False  # x-single-active-consumer
+    consumer_timeout_ms: int = 0  # x-consumer-timeout; set from CONSUMER_TIMEOUT_MS if absent
 
 
 @dataclass(slots=True)
@@ -304,6 +306,7 @@ class Unacked:
     queue: Queue
     entry: Entry
     consumer: Consumer | None  # None for basic.get
+    delivered_ms: int = 0  # by the state's clock (x-consumer-timeout counts from here)
 
 
 @dataclass(slots=True)
@@ -549,7 +552,21 @@ class Broker:
                     self._remove_queue(vhost, queue)  # its messages are not dead-lettered
                 elif self._expire(queue):
                     self._dispatch(queue)
+        self._time_out_deliveries(now_ms)
         return Ok()
+
+    def _time_out_deliveries(self, now_ms: int) -> None:
+        """A channel holding a delivery unacknowledged past its queue's consumer timeout fails
+        (what it sends next is ignored); the owning node closes it with 406."""
+        for channel in self.state.channels.values():
+            if channel.ref in self.state.failed_channels:
+                continue
+            for unacked in channel.unacked.values():
+                timeout_ms = unacked.queue.limits.consumer_timeout_ms
+                if now_ms - unacked.delivered_ms > timeout_ms:
+                    self.state.failed_channels.add(channel.ref)
+                    self._effects.append(ChannelTimedOut(channel.ref, timeout_ms))
+                    break
 
     def _expire(self, queue: Queue) -> bool:
         """Dead-letter the expired messages at the head of the queue (as RabbitMQ does, a
@@ -1109,7 +1126,7 @@ class Broker:
         delivery_tag = channel.next_delivery_tag
         channel.next_delivery_tag += 1
         if not no_ack:
-            channel.unacked[delivery_tag] = Unacked(queue, entry, consumer)
+            channel.unacked[delivery_tag] = Unacked(queue, entry, consumer, self.state.clock_ms)
             queue.unacked_count += 1
             if consumer is not None:
                 consumer.unacked_count += 1
@@ -1373,6 +1390,7 @@ def _check_arguments_equivalence(
 
 # RabbitMQ 4.x: a quorum queue dead-letters (or drops) a message returned more than 20 times
 QUORUM_DELIVERY_LIMIT = 20
+CONSUMER_TIMEOUT_MS = 30 * 60 * 1000  # RabbitMQ's default consumer_timeout
 OVERFLOW_MODES = {
     "classic": ("drop-head", "reject-publish", "reject-publish-dlx"),
     "quorum": ("drop-head", "reject-publish"),
@@ -1432,6 +1450,7 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
     return Limits(
         message_ttl_ms=integer("x-message-ttl"),
         single_active_consumer=single_active_consumer,
+        consumer_timeout_ms=integer("x-consumer-timeout", least=1) or CONSUMER_TIMEOUT_MS,
         expires_ms=expires_ms,
         max_length=integer("x-max-length"),
         max_length_bytes=integer("x-max-length-bytes"),

@@ -10,6 +10,7 @@ __all__ = [
     "Annotations",
     "Applied",
     "CancelConsumer",
+    "ChannelTimedOut",
     "Death",
     "Deliver",
     "Effect",
@@ -136,7 +137,16 @@ class CancelConsumer:
     consumer_tag: str
 
 
-Effect = Deliver | CancelConsumer
+@dataclass(frozen=True, slots=True)
+class ChannelTimedOut:
+    """A delivery on this channel went unacknowledged past its consumer timeout: the owning
+    node closes the channel with 406, as RabbitMQ does; closing returns its messages."""
+
+    owner: ChannelRef
+    timeout_ms: int
+
+
+Effect = Deliver | CancelConsumer | ChannelTimedOut
 
 
 @dataclass(slots=True)

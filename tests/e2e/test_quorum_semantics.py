@@ -17,9 +17,13 @@ from pathlib import Path
 import pika
 import pika.exceptions
 import pytest
+from pamqp import body as content_body
+from pamqp import commands, header
 
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.local import LocalCluster, free_port
+
+from .rawclient import RawClient
 
 READY_S = 60.0
 QUORUM = {"x-queue-type": "quorum"}
@@ -664,3 +668,34 @@ def test_x_death_routing_keys_include_cc_but_not_bcc(channel) -> None:
     assert properties.headers["x-death"][0]["routing-keys"] == [work, copy]
     assert "BCC" not in properties.headers
     channel.basic_ack(method.delivery_tag)
+
+
+def test_a_consumer_past_its_timeout_loses_its_channel_with_406(shared_cluster) -> None:
+    member = shared_cluster.members[2]
+    queue = unique("slow")
+    setup = connect(member)
+    setup_channel = setup.channel()
+    setup_channel.queue_declare(
+        queue, durable=True, arguments={**QUORUM, "x-consumer-timeout": 1000}
+    )
+    slow = RawClient(member.amqp_port, timeout_s=15)
+    slow.open()
+    slow.open_channel(1)
+    slow.send_frame(1, commands.Basic.Consume(queue=queue))
+    slow.expect(commands.Basic.ConsumeOk, 1)
+    publish_all(member, queue, [b"held"])
+    slow.expect(commands.Basic.Deliver, 1)
+    slow.expect(header.ContentHeader, 1)
+    slow.expect(content_body.ContentBody, 1)
+    close = slow.expect(commands.Channel.Close, 1)  # it never acks
+    assert close.reply_code == 406
+    assert close.reply_text.startswith(
+        "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. "
+        "Timeout value used: 1000 ms."
+    )
+    slow.send_frame(1, commands.Channel.CloseOk())
+    method, _, body = get(setup_channel, queue)  # back in the queue, for someone else
+    assert body == b"held" and method.redelivered
+    setup_channel.basic_ack(method.delivery_tag)
+    slow.close()
+    setup.close()
