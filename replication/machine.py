@@ -72,7 +72,9 @@ class ReplyCode(enum.IntEnum):
         return self >= 500
 
 
-EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+ROUTING_TYPES = ("direct", "fanout", "topic", "headers")
+# x-delayed-message: RabbitMQ's delayed-message plugin, spelt the same; routes as x-delayed-type
+EXCHANGE_TYPES = (*ROUTING_TYPES, "x-delayed-message")
 QUEUE_TYPES = ("classic", "quorum")
 
 # Arguments that take part in the equivalence check on redeclare (RabbitMQ compares these and
@@ -91,7 +93,7 @@ _QUEUE_EQUIVALENCE_ARGUMENTS = (
     "x-queue-type",
     "x-single-active-consumer",
 )
-_EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange",)
+_EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange", "x-delayed-type")
 
 # The exchanges every vhost has (RabbitMQ docs: exchanges, "pre-declared exchanges").
 _STANDARD_EXCHANGES = (
@@ -204,6 +206,16 @@ class Exchange:
     bindings: dict[tuple[str, str, str, bytes], Binding] = field(default_factory=dict)
     # direct exchanges route by an index on the binding key
     by_routing_key: dict[str, list[Binding]] = field(default_factory=dict)
+    # x-delayed-message: (due by the state's clock, publish order, message), a heap; they are
+    # replicated state, so a delayed message survives the loss of any node
+    delayed: list[tuple[int, int, Message]] = field(default_factory=list)
+    delayed_count: int = 0  # messages delayed so far (orders equal due times)
+
+    @property
+    def routing_type(self) -> str:
+        if self.type == "x-delayed-message":
+            return typing.cast(str, self.arguments["x-delayed-type"])
+        return self.type
 
 
 @dataclass(slots=True)
@@ -552,8 +564,19 @@ class Broker:
                     self._remove_queue(vhost, queue)  # its messages are not dead-lettered
                 elif self._expire(queue):
                     self._dispatch(queue)
+        self._release_delayed(now_ms)
         self._time_out_deliveries(now_ms)
         return Ok()
+
+    def _release_delayed(self, now_ms: int) -> None:
+        """Delayed messages whose time has come are routed now, by the x-delayed-type rules."""
+        for vhost in self.state.vhosts.values():
+            for exchange in list(vhost.exchanges.values()):
+                while exchange.delayed and exchange.delayed[0][0] <= now_ms:
+                    due_ms, _, message = heapq.heappop(exchange.delayed)
+                    keys = _sender_keys(message.routing_key, message.headers, "CC", "BCC")
+                    for queue in self._route(vhost, exchange, keys, message.headers):
+                        self._enqueue(queue, message, due_ms)
 
     def _time_out_deliveries(self, now_ms: int) -> None:
         """A channel holding a delivery unacknowledged past its queue's consumer timeout fails
@@ -589,6 +612,7 @@ class Broker:
                     deadlines.append(head.expires_at_ms + 1)
                 if queue.limits.expires_ms is not None and not queue.consumers:
                     deadlines.append(queue.last_used_ms + queue.limits.expires_ms)
+            deadlines += [e.delayed[0][0] for e in vhost.exchanges.values() if e.delayed]
         return min(deadlines, default=None)
 
     def _add_vhost(self, command: c.AddVhost) -> Reply:
@@ -622,6 +646,16 @@ class Broker:
             self._check_exchange_equivalence(existing, command)
             return Ok()
         _check_reserved_name("exchange", name)
+        if (
+            command.type == "x-delayed-message"
+            and command.arguments.get("x-delayed-type") not in ROUTING_TYPES
+        ):
+            raise _Refusal(
+                _refuse(
+                    ReplyCode.PRECONDITION_FAILED,
+                    "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                )
+            )
         vhost.exchanges[name] = Exchange(
             name,
             command.type,
@@ -693,7 +727,7 @@ class Broker:
         self, vhost: Vhost, source: Exchange, key: tuple[str, str, str, bytes]
     ) -> None:
         binding = source.bindings.pop(key)
-        if source.type == "direct":
+        if source.routing_type == "direct":
             same_key = source.by_routing_key[binding.routing_key]
             same_key.remove(binding)
             if not same_key:
@@ -715,7 +749,7 @@ class Broker:
         if key in source.bindings:
             return
         source.bindings[key] = binding
-        if source.type == "direct":
+        if source.routing_type == "direct":
             source.by_routing_key.setdefault(binding.routing_key, []).append(binding)
 
     def _bind_exchange(self, command: c.BindExchange) -> Reply:
@@ -897,12 +931,6 @@ class Broker:
                     f"'{command.vhost}'",
                 )
             )
-        queues = self._route(
-            self.state.vhosts[command.vhost],
-            exchange,
-            _sender_keys(command.routing_key, command.headers, "CC", "BCC"),
-            command.headers,
-        )
         message = Message(
             command.exchange,
             command.routing_key,
@@ -913,6 +941,17 @@ class Broker:
         )
         now_ms = command.now_ms or self.state.clock_ms
         self.state.clock_ms = max(self.state.clock_ms, now_ms)
+        delay_ms = (command.headers or {}).get("x-delay")
+        if exchange.type == "x-delayed-message" and _is_integer(delay_ms) and delay_ms > 0:
+            exchange.delayed_count += 1
+            heapq.heappush(exchange.delayed, (now_ms + delay_ms, exchange.delayed_count, message))
+            return Routed(1)  # held by the exchange; like the plugin, no mandatory return
+        queues = self._route(
+            self.state.vhosts[command.vhost],
+            exchange,
+            _sender_keys(command.routing_key, command.headers, "CC", "BCC"),
+            command.headers,
+        )
         rejected = [queue for queue in queues if not self._enqueue(queue, message, now_ms)]
         return Routed(len(queues), bool(rejected))
 
@@ -1327,11 +1366,12 @@ class Broker:
 def _matching_bindings(
     exchange: Exchange, routing_key: str, headers: c.Arguments | None
 ) -> typing.Iterable[Binding]:
-    if exchange.type == "direct":
+    routing_type = exchange.routing_type
+    if routing_type == "direct":
         return exchange.by_routing_key.get(routing_key, ())
-    if exchange.type == "fanout":
+    if routing_type == "fanout":
         return exchange.bindings.values()
-    if exchange.type == "topic":
+    if routing_type == "topic":
         return [
             binding
             for binding in exchange.bindings.values()
@@ -1459,6 +1499,10 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         dead_letter_exchange=dead_letter_exchange,
         dead_letter_routing_key=dead_letter_routing_key,
     )
+
+
+def _is_integer(value: object) -> typing.TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _sender_keys(routing_key: str, headers: c.Arguments | None, *names: str) -> list[str]:

@@ -699,3 +699,63 @@ def test_a_consumer_past_its_timeout_loses_its_channel_with_406(shared_cluster) 
     setup_channel.basic_ack(method.delivery_tag)
     slow.close()
     setup.close()
+
+
+# --- the delayed-message exchange -----------------------------------------------------------
+
+
+def delayed_pair(channel, delayed_type: str = "direct") -> tuple[str, str]:
+    exchange, queue = unique("later"), unique("arrivals")
+    channel.exchange_declare(
+        exchange, "x-delayed-message", arguments={"x-delayed-type": delayed_type}
+    )
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.queue_bind(queue, exchange, "k")
+    return exchange, queue
+
+
+def test_a_delayed_message_arrives_after_its_delay(channel) -> None:
+    exchange, queue = delayed_pair(channel)
+    channel.confirm_delivery()
+    started = time.monotonic()
+    channel.basic_publish(exchange, "k", b"later", pika.BasicProperties(headers={"x-delay": 800}))
+    channel.basic_publish(exchange, "k", b"now")  # no x-delay: routed at once
+    assert get(channel, queue)[2] == b"now"
+    method, properties, body = get(channel, queue)
+    assert body == b"later" and time.monotonic() - started >= 0.8
+    assert properties.headers["x-delay"] == 800
+    channel.basic_ack(method.delivery_tag, multiple=True)
+
+
+def test_a_delayed_exchange_needs_an_existing_delayed_type(channel) -> None:
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.exchange_declare(unique("later"), "x-delayed-message", arguments={})
+    assert refused.value.reply_code == 406
+    assert refused.value.reply_text == (
+        "PRECONDITION_FAILED - Invalid argument, 'x-delayed-type' must be an existing exchange type"
+    )
+
+
+def test_delayed_messages_survive_killing_the_leader(own_cluster: LocalCluster) -> None:
+    """RabbitMQ's plugin keeps delayed messages on one node; here they are replicated."""
+    leader = own_cluster.wait_healthy(timeout_s=READY_S)
+    follower = next(m for m in own_cluster.members if m.node_id != leader)
+    connection = connect(follower)
+    channel = connection.channel()
+    exchange, queue = delayed_pair(channel, "fanout")
+    channel.confirm_delivery()
+    bodies = [b"d%d" % number for number in range(20)]
+    for number, body in enumerate(bodies):
+        delay = 2000 + 50 * number
+        channel.basic_publish(exchange, "", body, pika.BasicProperties(headers={"x-delay": delay}))
+    own_cluster.kill(leader)
+    own_cluster.wait_healthy(
+        [m.node_id for m in own_cluster.members if m.node_id != leader], timeout_s=READY_S
+    )
+    if not connection.is_open:
+        connection = connect(follower)
+        channel = connection.channel()
+    arrived = [get(channel, queue, timeout_s=30)[2] for _ in bodies]
+    assert arrived == bodies  # in due order, each once
+    assert channel.basic_get(queue)[0] is None  # nothing twice
+    connection.close()
