@@ -54,8 +54,8 @@ from warrenmq.amqp.spec import (
 
 __all__ = ["Authenticator", "Connection", "ConnectionState", "Settings"]
 
-_HEADERS_FLAG = 0x2000  # Basic.Properties flag bits of the headers table and the expiration
-_EXPIRATION_FLAG = 0x0100
+# Basic.Properties flag bits of the properties the broker reads: the others pass through as bytes
+_HEADERS_FLAG, _REPLY_TO_FLAG, _EXPIRATION_FLAG = 0x2000, 0x0200, 0x0100
 
 
 class ConnectionState(enum.Enum):
@@ -450,16 +450,17 @@ class Connection:
     ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
-        headers = expiration = None
+        headers = expiration = reply_to = None
         flags = int.from_bytes(header.properties[:2]) if len(header.properties) >= 2 else 0
-        if flags & (_HEADERS_FLAG | _EXPIRATION_FLAG):  # else nothing to decode: the fast path
+        if flags & (_HEADERS_FLAG | _REPLY_TO_FLAG | _EXPIRATION_FLAG):  # else: the fast path
             try:
                 properties = decode_properties(header.properties)
             except FrameError as error:
                 raise _ConnectionError(ReplyCode.FRAME_ERROR, str(error), publish) from error
             headers, expiration = properties.headers, properties.expiration
+            reply_to = properties.reply_to
         self._events.append(
-            ContentReceived(number, publish, header.properties, headers, body, expiration)
+            ContentReceived(number, publish, header.properties, headers, body, expiration, reply_to)
         )
 
     @staticmethod

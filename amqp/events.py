@@ -47,6 +47,7 @@ class ContentReceived:
     headers: dict | None  # the decoded headers property (for headers-exchange routing)
     body: bytes
     expiration: str | None = None  # the decoded expiration property (per-message TTL)
+    reply_to: str | None = None  # the decoded reply-to property (direct reply-to)
 
 
 @dataclass(frozen=True, slots=True)

@@ -469,12 +469,11 @@ class Session:
             routing_key=method.routing_key,
             mandatory=method.mandatory,
             headers=plain_table(event.headers) if event.headers else None,
-            properties=_without_bcc(event.properties)
-            if event.headers and "BCC" in event.headers
-            else event.properties,
+            properties=_outgoing_properties(event, channel.ref),
             body=event.body,
             now_ms=int(time.time() * 1000),
             expiration=event.expiration,
+            replies_to_channel=event.reply_to == c.REPLY_TO,
         )
 
         def on_reply(result: Reply) -> None:
@@ -722,11 +721,19 @@ class Session:
         self.protocol.flush_soon()
 
 
-def _without_bcc(properties: bytes) -> bytes:
-    """BCC routes the message but no receiver sees it (RabbitMQ docs, "Sender-selected
-    distribution")."""
-    decoded = decode_properties(properties)
-    decoded.headers = {name: value for name, value in decoded.headers.items() if name != "BCC"}
+def _outgoing_properties(event: ContentReceived, sender: c.ChannelRef) -> bytes:
+    """The properties as receivers see them: BCC routes the message but no receiver sees it
+    (RabbitMQ docs, "Sender-selected distribution"), and a reply-to of amq.rabbitmq.reply-to
+    becomes this channel's own address (RabbitMQ docs, "Direct Reply-to")."""
+    without_bcc = event.headers is not None and "BCC" in event.headers
+    to_self = event.reply_to == c.REPLY_TO
+    if not (without_bcc or to_self):
+        return event.properties
+    decoded = decode_properties(event.properties)
+    if without_bcc:
+        decoded.headers = {name: value for name, value in decoded.headers.items() if name != "BCC"}
+    if to_self:
+        decoded.reply_to = sender.reply_to
     return encode_properties(decoded)
 
 

@@ -16,6 +16,7 @@ before the field existed has a shorter json array and decodes with that default.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import struct
 import typing
@@ -58,6 +59,8 @@ __all__ = [
 
 ENCODING_VERSION = 1
 
+REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to pseudo-queue
+
 Arguments = dict[str, typing.Any]
 """Declare/bind arguments and routing headers, as plain JSON-compatible values."""
 
@@ -74,6 +77,22 @@ class ChannelRef:
     @property
     def connection_ref(self) -> tuple[str, int, int]:
         return (self.node, self.incarnation, self.connection)
+
+    @property
+    def reply_to(self) -> str:
+        """This channel's direct reply-to address: any node can route a reply by it alone."""
+        token = orjson.dumps([self.node, self.incarnation, self.connection, self.channel])
+        return f"{REPLY_TO}.{base64.urlsafe_b64encode(token).decode()}"
+
+    @classmethod
+    def from_reply_to(cls, routing_key: str) -> ChannelRef | None:
+        if not routing_key.startswith(REPLY_TO + "."):
+            return None
+        try:
+            fields = orjson.loads(base64.urlsafe_b64decode(routing_key[len(REPLY_TO) + 1 :]))
+            return cls(*fields)
+        except (ValueError, TypeError):
+            return None  # not one of ours: unroutable
 
 
 # --- membership and identity -------------------------------------------------------------
@@ -237,6 +256,7 @@ class Publish:
     body: bytes
     now_ms: int = 0  # the proposer's clock (ms since the epoch): when the message arrived
     expiration: str | None = None  # the expiration property (per-message TTL, ms), checked
+    replies_to_channel: bool = False  # reply_to was amq.rabbitmq.reply-to (rewritten to ours)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

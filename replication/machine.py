@@ -329,6 +329,7 @@ class Channel:
     prefetch_count: int = 0  # for consumers started after basic.qos(global=false)
     global_prefetch_count: int = 0  # shared by the channel, from basic.qos(global=true)
     consumers: dict[str, Queue] = field(default_factory=dict)  # consumer tag -> its queue
+    reply_consumer: str | None = None  # consumer tag on amq.rabbitmq.reply-to (direct reply-to)
 
 
 @dataclass(slots=True)
@@ -931,6 +932,14 @@ class Broker:
                     f"'{command.vhost}'",
                 )
             )
+        if command.replies_to_channel:
+            sender = self.state.channels.get(command.channel)
+            if sender is None or sender.reply_consumer is None:
+                raise _Refusal(
+                    _refuse(ReplyCode.PRECONDITION_FAILED, "fast reply consumer does not exist")
+                )
+        if command.exchange == "" and command.routing_key.startswith(c.REPLY_TO):
+            return Routed(self._reply(command))
         message = Message(
             command.exchange,
             command.routing_key,
@@ -954,6 +963,28 @@ class Broker:
         )
         rejected = [queue for queue in queues if not self._enqueue(queue, message, now_ms)]
         return Routed(len(queues), bool(rejected))
+
+    def _reply(self, command: c.Publish) -> int:
+        """Direct reply-to: straight to the requesting channel's reply consumer, no queue."""
+        owner = c.ChannelRef.from_reply_to(command.routing_key)
+        channel = self.state.channels.get(owner) if owner is not None else None
+        if channel is None or channel.reply_consumer is None:
+            return 0  # the requester is gone: unroutable, as in RabbitMQ
+        delivery_tag = channel.next_delivery_tag
+        channel.next_delivery_tag += 1
+        self._effects.append(
+            Deliver(
+                channel.ref,
+                channel.reply_consumer,
+                delivery_tag,
+                False,
+                "",
+                command.routing_key,
+                command.properties,
+                command.body,
+            )
+        )
+        return 1
 
     def _enqueue(self, queue: Queue, message: Message, now_ms: int) -> bool:
         """Add a message, within the queue's length limits; False if the queue refuses it."""
@@ -1074,6 +1105,8 @@ class Broker:
     # --- consuming -----------------------------------------------------------------------
 
     def _consume(self, command: c.Consume) -> Reply:
+        if command.queue == c.REPLY_TO:
+            return self._consume_replies(command)
         queue = self._queue(command.channel, command.vhost, command.queue)
         channel = self._channel(command.channel)
         if command.consumer_tag in channel.consumers:
@@ -1104,8 +1137,21 @@ class Broker:
         self._dispatch(queue)
         return Ok()
 
+    def _consume_replies(self, command: c.Consume) -> Reply:
+        if not command.no_ack:
+            raise _Refusal(
+                _refuse(ReplyCode.PRECONDITION_FAILED, "reply consumer cannot acknowledge")
+            )
+        channel = self._channel(command.channel)
+        if channel.reply_consumer is not None:
+            raise _Refusal(_refuse(ReplyCode.PRECONDITION_FAILED, "reply consumer already set"))
+        channel.reply_consumer = command.consumer_tag
+        return Ok()
+
     def _cancel(self, command: c.Cancel) -> Reply:
         channel = self.state.channels.get(command.channel)
+        if channel is not None and channel.reply_consumer == command.consumer_tag:
+            channel.reply_consumer = None
         if channel is not None and command.consumer_tag in channel.consumers:
             self._remove_consumer(channel, command.consumer_tag)
         return Ok()  # AMQP 0-9-1: cancelling an unknown consumer is not an error

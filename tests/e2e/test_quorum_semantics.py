@@ -759,3 +759,58 @@ def test_delayed_messages_survive_killing_the_leader(own_cluster: LocalCluster) 
     assert arrived == bodies  # in due order, each once
     assert channel.basic_get(queue)[0] is None  # nothing twice
     connection.close()
+
+
+# --- direct reply-to ----------------------------------------------------------------------
+
+
+def test_direct_reply_to_answers_a_requester_on_another_node(shared_cluster) -> None:
+    client_node, server_node = shared_cluster.members[0], shared_cluster.members[2]
+    requests = unique("rpc")
+    server = connect(server_node)
+    server_channel = server.channel()
+    server_channel.queue_declare(requests, durable=True, arguments=QUORUM)
+    client = connect(client_node)
+    client_channel = client.channel()
+    replies: list[tuple[str, bytes]] = []
+    client_channel.basic_consume(
+        "amq.rabbitmq.reply-to",
+        lambda ch, method, properties, body: replies.append((properties.correlation_id, body)),
+        auto_ack=True,
+    )
+    client_channel.basic_publish(
+        "",
+        requests,
+        b"ping",
+        pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c1"),
+    )
+    method, properties, body = get(server_channel, requests)
+    assert body == b"ping" and properties.reply_to.startswith("amq.rabbitmq.reply-to.")
+    server_channel.basic_publish(
+        "", properties.reply_to, b"pong", pika.BasicProperties(correlation_id="c1")
+    )
+    server_channel.basic_ack(method.delivery_tag)
+    deadline = time.monotonic() + 10
+    while not replies and time.monotonic() < deadline:
+        client.process_data_events(time_limit=0.1)
+    assert replies == [("c1", b"pong")]
+    client.close()
+    server.close()
+
+
+def test_direct_reply_to_needs_a_no_ack_reply_consumer_first(channel) -> None:
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.basic_publish(
+            "", "anything", b"m", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to")
+        )
+        channel.queue_declare(unique("after"), durable=True, arguments=QUORUM)
+    assert refused.value.reply_text == "PRECONDITION_FAILED - fast reply consumer does not exist"
+
+
+def test_a_reply_consumer_cannot_acknowledge(shared_cluster) -> None:
+    connection = connect(shared_cluster.members[1])
+    channel = connection.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=False)
+    assert refused.value.reply_text == "PRECONDITION_FAILED - reply consumer cannot acknowledge"
+    connection.close()

@@ -98,15 +98,18 @@ def test_an_entry_written_before_a_field_was_added_decodes_with_its_default() ->
         body=b"m",
         now_ms=5,
         expiration="100",
+        replies_to_channel=True,
     )
     data = c.encode_entry([publish])
     header = 5 + 5  # version and count, then tag and json length
     (length,) = struct.unpack_from(">I", data, 6)
     fields = orjson.loads(data[header : header + length])
-    older = orjson.dumps(fields[:-2])  # as written before now_ms and expiration existed
+    older = orjson.dumps(fields[:7])  # as written before now_ms and what follows existed
     old_entry = data[:6] + struct.pack(">I", len(older)) + older + data[header + length :]
     (decoded,) = c.decode_entry(old_entry)
-    assert decoded == dataclasses.replace(publish, now_ms=0, expiration=None)
+    assert decoded == dataclasses.replace(
+        publish, now_ms=0, expiration=None, replies_to_channel=False
+    )
     too_new = orjson.dumps([*fields, "a field this version does not know"])
     with pytest.raises(ValueError, match="fields"):
         c.decode_entry(
