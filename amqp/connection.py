@@ -55,7 +55,8 @@ from warrenmq.amqp.spec import (
 __all__ = ["Authenticator", "Connection", "ConnectionState", "Settings"]
 
 # Basic.Properties flag bits of the properties the broker reads: the others pass through as bytes
-_HEADERS_FLAG, _REPLY_TO_FLAG, _EXPIRATION_FLAG = 0x2000, 0x0200, 0x0100
+_HEADERS_FLAG, _PRIORITY_FLAG, _REPLY_TO_FLAG, _EXPIRATION_FLAG = 0x2000, 0x0800, 0x0200, 0x0100
+_READ_FLAGS = _HEADERS_FLAG | _PRIORITY_FLAG | _REPLY_TO_FLAG | _EXPIRATION_FLAG
 
 
 class ConnectionState(enum.Enum):
@@ -450,17 +451,24 @@ class Connection:
     ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
-        headers = expiration = reply_to = None
+        properties = commands.Basic.Properties()
         flags = int.from_bytes(header.properties[:2]) if len(header.properties) >= 2 else 0
-        if flags & (_HEADERS_FLAG | _REPLY_TO_FLAG | _EXPIRATION_FLAG):  # else: the fast path
+        if flags & _READ_FLAGS:  # else nothing the broker reads: the fast path
             try:
                 properties = decode_properties(header.properties)
             except FrameError as error:
                 raise _ConnectionError(ReplyCode.FRAME_ERROR, str(error), publish) from error
-            headers, expiration = properties.headers, properties.expiration
-            reply_to = properties.reply_to
         self._events.append(
-            ContentReceived(number, publish, header.properties, headers, body, expiration, reply_to)
+            ContentReceived(
+                number,
+                publish,
+                header.properties,
+                properties.headers,
+                body,
+                properties.expiration,
+                properties.reply_to,
+                properties.priority or 0,
+            )
         )
 
     @staticmethod

@@ -48,6 +48,7 @@ class ContentReceived:
     body: bytes
     expiration: str | None = None  # the decoded expiration property (per-message TTL)
     reply_to: str | None = None  # the decoded reply-to property (direct reply-to)
+    priority: int = 0  # the decoded priority property
 
 
 @dataclass(frozen=True, slots=True)

@@ -474,6 +474,7 @@ class Session:
             now_ms=int(time.time() * 1000),
             expiration=event.expiration,
             replies_to_channel=event.reply_to == c.REPLY_TO,
+            priority=event.priority,
         )
 
         def on_reply(result: Reply) -> None:

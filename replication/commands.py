@@ -257,6 +257,7 @@ class Publish:
     now_ms: int = 0  # the proposer's clock (ms since the epoch): when the message arrived
     expiration: str | None = None  # the expiration property (per-message TTL, ms), checked
     replies_to_channel: bool = False  # reply_to was amq.rabbitmq.reply-to (rewritten to ours)
+    priority: int = 0  # the priority property
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -174,6 +174,7 @@ class Message:
     first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
     last_death: Death | None = None  # the latest (x-last-death-*)
     expiration: str | None = None  # the expiration property (ms), until dead-lettered
+    priority: int = 0  # the priority property
 
 
 @dataclass(slots=True)
@@ -185,6 +186,11 @@ class Entry:
     redelivered: bool  # has been delivered before
     delivery_count: int  # times it was returned to the queue
     expires_at_ms: int | None = None  # by the state's clock; it expires only at the head
+    level: int = 0  # priority level: higher levels leave the queue first
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (-self.level, self.seq)
 
 
 @dataclass(slots=True)
@@ -243,6 +249,15 @@ class Limits:
     expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
     single_active_consumer: bool = False  # x-single-active-consumer
     consumer_timeout_ms: int = 0  # x-consumer-timeout; set from CONSUMER_TIMEOUT_MS if absent
+    max_priority: int | None = None  # x-max-priority (classic); quorum queues have two levels
+    quorum: bool = False
+
+    def priority_level(self, priority: int) -> int:
+        """RabbitMQ 4.x: classic priority queues have levels 0..x-max-priority; quorum queues
+        two, priorities above 4 being the high one."""
+        if self.quorum:
+            return int(priority > 4)
+        return min(priority, self.max_priority or 0)
 
 
 @dataclass(slots=True)
@@ -254,8 +269,9 @@ class Queue:
     auto_delete: bool  # deleted when its last consumer goes
     arguments: c.Arguments
     queue_type: str  # one of QUEUE_TYPES
-    ready: deque[Entry] = field(default_factory=deque)  # never-delivered, in seq order
-    returned: list[tuple[int, Entry]] = field(default_factory=list)  # heap of requeued entries
+    ready: deque[Entry] = field(default_factory=deque)  # never delivered, level 0, in seq order
+    # a heap by (-level, seq): requeued entries, and entries of a priority level above 0
+    returned: list[tuple[tuple[int, int], Entry]] = field(default_factory=list)
     next_seq: int = 0  # seq of the next enqueued message
     consumers: list[Consumer] = field(default_factory=list)  # in round-robin order
     next_consumer: int = 0  # index into consumers of the next one to try
@@ -273,21 +289,28 @@ class Queue:
         return len(self.ready) + len(self.returned)
 
     def append(self, message: Message, now_ms: int) -> None:
-        ttls = [
-            ttl for ttl in (self.limits.message_ttl_ms, _expiration_ms(message)) if ttl is not None
-        ]
-        expires_at_ms = now_ms + min(ttls) if ttls else None
-        self.ready.append(Entry(self.next_seq, message, False, 0, expires_at_ms))
+        ttls = (self.limits.message_ttl_ms, _expiration_ms(message))
+        known = [ttl for ttl in ttls if ttl is not None]
+        expires_at_ms = now_ms + min(known) if known else None
+        level = self.limits.priority_level(message.priority)
+        entry = Entry(self.next_seq, message, False, 0, expires_at_ms, level)
         self.next_seq += 1
+        if level:  # above the lowest level: it may overtake what waits
+            heapq.heappush(self.returned, (entry.order, entry))
+        else:
+            self.ready.append(entry)
         self.ready_bytes += len(message.body)
 
+    def _returned_first(self) -> bool:
+        return bool(self.returned) and (not self.ready or self.returned[0][0] < self.ready[0].order)
+
     def head(self) -> Entry | None:
-        if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
+        if self._returned_first():
             return self.returned[0][1]
         return self.ready[0] if self.ready else None
 
     def take(self) -> Entry:
-        if self.returned and (not self.ready or self.returned[0][0] < self.ready[0].seq):
+        if self._returned_first():
             entry = heapq.heappop(self.returned)[1]
         else:
             entry = self.ready.popleft()
@@ -295,7 +318,7 @@ class Queue:
         return entry
 
     def give_back(self, entry: Entry) -> None:
-        heapq.heappush(self.returned, (entry.seq, entry))
+        heapq.heappush(self.returned, (entry.order, entry))
         self.ready_bytes += len(entry.message.body)
 
     def clear(self) -> None:
@@ -947,6 +970,7 @@ class Broker:
             command.body,
             command.headers,
             expiration=command.expiration,
+            priority=command.priority,
         )
         now_ms = command.now_ms or self.state.clock_ms
         self.state.clock_ms = max(self.state.clock_ms, now_ms)
@@ -1053,6 +1077,7 @@ class Broker:
             deaths,
             message.first_death or event,
             event,
+            priority=message.priority,
         )
         # a cycle (the message was dead-lettered from a queue before) ends here, unless a
         # consumer rejected it somewhere on the way (RabbitMQ docs, "Dead-letter cycle")
@@ -1477,6 +1502,7 @@ def _check_arguments_equivalence(
 # RabbitMQ 4.x: a quorum queue dead-letters (or drops) a message returned more than 20 times
 QUORUM_DELIVERY_LIMIT = 20
 CONSUMER_TIMEOUT_MS = 30 * 60 * 1000  # RabbitMQ's default consumer_timeout
+MAX_PRIORITY = 255
 OVERFLOW_MODES = {
     "classic": ("drop-head", "reject-publish", "reject-publish-dlx"),
     "quorum": ("drop-head", "reject-publish"),
@@ -1530,6 +1556,9 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         delivery_limit = None  # classic queues count no deliveries; -1 means no limit
     elif delivery_limit is None:
         delivery_limit = QUORUM_DELIVERY_LIMIT
+    max_priority = integer("x-max-priority")
+    if max_priority is not None and max_priority > MAX_PRIORITY:
+        raise invalid("x-max-priority", f"{{max_value_exceeded,{max_priority}}}")
     expires_ms = integer("x-expires")
     if expires_ms == 0:
         raise invalid("x-expires", "{value_zero,0}")
@@ -1537,6 +1566,8 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         message_ttl_ms=integer("x-message-ttl"),
         single_active_consumer=single_active_consumer,
         consumer_timeout_ms=integer("x-consumer-timeout", least=1) or CONSUMER_TIMEOUT_MS,
+        max_priority=max_priority,
+        quorum=queue_type == "quorum",
         expires_ms=expires_ms,
         max_length=integer("x-max-length"),
         max_length_bytes=integer("x-max-length-bytes"),

@@ -814,3 +814,31 @@ def test_a_reply_consumer_cannot_acknowledge(shared_cluster) -> None:
         channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=False)
     assert refused.value.reply_text == "PRECONDITION_FAILED - reply consumer cannot acknowledge"
     connection.close()
+
+
+# --- message priorities -------------------------------------------------------------------
+
+
+def test_a_classic_priority_queue_hands_out_higher_priorities_first(channel) -> None:
+    queue = unique("prio")
+    channel.queue_declare(queue, arguments={"x-max-priority": 5})
+    channel.confirm_delivery()
+    for body, priority in ((b"low", 1), (b"none", None), (b"capped", 9), (b"mid", 3)):
+        channel.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
+    # 9 counts as the maximum, 5; equal priorities keep their order
+    assert [get(channel, queue)[2] for _ in range(4)] == [b"capped", b"mid", b"low", b"none"]
+
+
+def test_quorum_queues_have_a_normal_and_a_high_priority(channel) -> None:
+    queue = unique("qq-prio")
+    channel.queue_declare(queue, durable=True, arguments=QUORUM)
+    channel.confirm_delivery()
+    for body, priority in ((b"n1", 0), (b"n2", 4), (b"h1", 5), (b"h2", 9)):
+        channel.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
+    assert [get(channel, queue)[2] for _ in range(4)] == [b"h1", b"h2", b"n1", b"n2"]
+
+
+def test_x_max_priority_above_255_is_refused(channel) -> None:
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare(unique("too-high"), arguments={"x-max-priority": 256})
+    assert refused.value.reply_text.endswith("{max_value_exceeded,256}")

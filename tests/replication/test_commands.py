@@ -99,6 +99,7 @@ def test_an_entry_written_before_a_field_was_added_decodes_with_its_default() ->
         now_ms=5,
         expiration="100",
         replies_to_channel=True,
+        priority=7,
     )
     data = c.encode_entry([publish])
     header = 5 + 5  # version and count, then tag and json length
@@ -108,7 +109,7 @@ def test_an_entry_written_before_a_field_was_added_decodes_with_its_default() ->
     old_entry = data[:6] + struct.pack(">I", len(older)) + older + data[header + length :]
     (decoded,) = c.decode_entry(old_entry)
     assert decoded == dataclasses.replace(
-        publish, now_ms=0, expiration=None, replies_to_channel=False
+        publish, now_ms=0, expiration=None, replies_to_channel=False, priority=0
     )
     too_new = orjson.dumps([*fields, "a field this version does not know"])
     with pytest.raises(ValueError, match="fields"):
