@@ -194,6 +194,15 @@ class Entry:
 
 
 @dataclass(slots=True)
+class DeadLetter:
+    """A message on its way to the dead-letter queues (at least once: until all took it)."""
+
+    message: Message  # as dead-lettered: new exchange, routing key and x-death
+    routing_keys: tuple[str, ...]
+    taken: set[str] = field(default_factory=set)  # queues that took it already
+
+
+@dataclass(slots=True)
 class Binding:
     destination_kind: str  # "queue" or "exchange"
     destination: str  # queue or exchange name in the same vhost
@@ -251,6 +260,9 @@ class Limits:
     consumer_timeout_ms: int = 0  # x-consumer-timeout; set from CONSUMER_TIMEOUT_MS if absent
     max_priority: int | None = None  # x-max-priority (classic); quorum queues have two levels
     quorum: bool = False
+    # x-dead-letter-strategy at-least-once; RabbitMQ honours it only for quorum queues with
+    # x-overflow reject-publish and otherwise dead-letters at most once
+    at_least_once: bool = False
 
     def priority_level(self, priority: int) -> int:
         """RabbitMQ 4.x: classic priority queues have levels 0..x-max-priority; quorum queues
@@ -283,6 +295,7 @@ class Queue:
     last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
     used: bool = True  # declared, consumed from or read since the last Tick
     active: Consumer | None = None  # with x-single-active-consumer: the one that receives
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
 
     @property
     def ready_count(self) -> int:
@@ -589,6 +602,7 @@ class Broker:
                 elif self._expire(queue):
                     self._dispatch(queue)
         self._release_delayed(now_ms)
+        self._retry_dead_letters()
         self._time_out_deliveries(now_ms)
         return Ok()
 
@@ -1024,14 +1038,15 @@ class Broker:
         return True
 
     def _dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
-        """Republish to the queue's dead-letter exchange (at most once), or drop it."""
+        """Republish to the queue's dead-letter exchange, or drop it.
+
+        At most once (the default), what cannot be routed or is refused is gone. At least once
+        (x-dead-letter-strategy), the message stays with its source queue until every queue it
+        routes to has taken it, and each Tick tries again. Either way the move happens within
+        one log entry, so it is never done twice."""
         limits = queue.limits
-        vhost = self.state.vhosts.get(queue.vhost)
-        if limits.dead_letter_exchange is None or vhost is None:
+        if limits.dead_letter_exchange is None:
             return
-        exchange = vhost.exchanges.get(limits.dead_letter_exchange)
-        if exchange is None:
-            return  # RabbitMQ drops what it cannot dead-letter to a missing exchange
         event = Death(
             queue.name,
             reason,
@@ -1069,7 +1084,7 @@ class Broker:
         if headers is not None and any(name in headers for name in dropped):
             headers = {name: value for name, value in headers.items() if name not in dropped}
         dead = Message(
-            exchange.name,
+            limits.dead_letter_exchange,
             routing_key,
             message.properties,
             message.body,
@@ -1079,12 +1094,39 @@ class Broker:
             event,
             priority=message.priority,
         )
+        pending = DeadLetter(dead, tuple(routing_keys))
+        if not self._forward(queue, pending) and limits.at_least_once:
+            queue.dead_letters.append(pending)
+
+    def _forward(self, queue: Queue, pending: DeadLetter) -> bool:
+        """Route a dead letter to the queues that have not taken it yet; True once all have."""
+        vhost = self.state.vhosts.get(queue.vhost)
+        message = pending.message
+        exchange = vhost.exchanges.get(message.exchange) if vhost is not None else None
+        if vhost is None or exchange is None:
+            return False  # RabbitMQ cannot dead-letter to a missing exchange
         # a cycle (the message was dead-lettered from a queue before) ends here, unless a
         # consumer rejected it somewhere on the way (RabbitMQ docs, "Dead-letter cycle")
-        rejected = any(d.reason == "rejected" for d in deaths)
-        for target in self._route(vhost, exchange, routing_keys, headers):
-            if rejected or all(d.queue != target.name for d in deaths):
-                self._enqueue(target, dead, self.state.clock_ms)
+        rejected = any(d.reason == "rejected" for d in message.deaths)
+        targets = [
+            target
+            for target in self._route(vhost, exchange, pending.routing_keys, message.headers)
+            if (rejected or all(d.queue != target.name for d in message.deaths))
+            and target.name not in pending.taken
+        ]
+        if not targets:
+            return bool(pending.taken)  # unroutable unless it reached some queue before
+        for target in targets:
+            if self._enqueue(target, message, self.state.clock_ms):
+                pending.taken.add(target.name)
+        return all(target.name in pending.taken for target in targets)
+
+    def _retry_dead_letters(self) -> None:
+        for vhost in self.state.vhosts.values():
+            for queue in list(vhost.queues.values()):
+                if queue.dead_letters:
+                    waiting = queue.dead_letters
+                    queue.dead_letters = [p for p in waiting if not self._forward(queue, p)]
 
     def _route(
         self,
@@ -1556,6 +1598,9 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         delivery_limit = None  # classic queues count no deliveries; -1 means no limit
     elif delivery_limit is None:
         delivery_limit = QUORUM_DELIVERY_LIMIT
+    strategy = string("x-dead-letter-strategy") or "at-most-once"
+    if strategy not in ("at-most-once", "at-least-once"):
+        raise invalid("x-dead-letter-strategy", f'{{invalid_value,<<"{strategy}">>}}')
     max_priority = integer("x-max-priority")
     if max_priority is not None and max_priority > MAX_PRIORITY:
         raise invalid("x-max-priority", f"{{max_value_exceeded,{max_priority}}}")
@@ -1568,6 +1613,9 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         consumer_timeout_ms=integer("x-consumer-timeout", least=1) or CONSUMER_TIMEOUT_MS,
         max_priority=max_priority,
         quorum=queue_type == "quorum",
+        at_least_once=strategy == "at-least-once"
+        and queue_type == "quorum"
+        and overflow == "reject-publish",
         expires_ms=expires_ms,
         max_length=integer("x-max-length"),
         max_length_bytes=integer("x-max-length-bytes"),

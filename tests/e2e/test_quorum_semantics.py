@@ -842,3 +842,60 @@ def test_x_max_priority_above_255_is_refused(channel) -> None:
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
         channel.queue_declare(unique("too-high"), arguments={"x-max-priority": 256})
     assert refused.value.reply_text.endswith("{max_value_exceeded,256}")
+
+
+# --- at-least-once dead-lettering -----------------------------------------------------------
+
+AT_LEAST_ONCE = {
+    **QUORUM,
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
+
+def test_at_least_once_keeps_dead_letters_until_the_target_takes_them(channel) -> None:
+    source, dlx, target = unique("source"), unique("dlx"), unique("narrow")
+    channel.exchange_declare(dlx, "fanout")
+    channel.queue_declare(
+        target,
+        durable=True,
+        arguments={**QUORUM, "x-max-length": 1, "x-overflow": "reject-publish"},
+    )
+    channel.queue_bind(target, dlx)
+    channel.queue_declare(
+        source, durable=True, arguments={**AT_LEAST_ONCE, "x-dead-letter-exchange": dlx}
+    )
+    channel.confirm_delivery()
+    bodies = [b"one", b"two", b"three"]
+    for body in bodies:
+        channel.basic_publish("", source, body)
+    taken = [get(channel, source) for _ in bodies]
+    channel.basic_nack(taken[-1][0].delivery_tag, multiple=True, requeue=False)
+    arrived = []
+    for _ in bodies:  # the target holds one at a time; the rest wait with the source queue
+        method, properties, body = get(channel, target)
+        assert properties.headers["x-death"][0]["reason"] == "rejected"
+        arrived.append(body)
+        channel.basic_ack(method.delivery_tag)
+    assert arrived == bodies
+    time.sleep(1.5)
+    assert channel.basic_get(target)[0] is None  # each once
+    assert channel.queue_declare(source, passive=True).method.message_count == 0
+
+
+def test_at_least_once_waits_for_a_missing_dead_letter_exchange(channel) -> None:
+    source, dlx, target = unique("source"), unique("late-dlx"), unique("late")
+    channel.queue_declare(
+        source, durable=True, arguments={**AT_LEAST_ONCE, "x-dead-letter-exchange": dlx}
+    )
+    channel.confirm_delivery()
+    channel.basic_publish("", source, b"kept")
+    method, _, _ = get(channel, source)
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    time.sleep(1.5)  # nowhere to go yet: it stays with the source queue
+    channel.exchange_declare(dlx, "fanout")
+    channel.queue_declare(target, durable=True, arguments=QUORUM)
+    channel.queue_bind(target, dlx)
+    method, _, body = get(channel, target)
+    assert body == b"kept"
+    channel.basic_ack(method.delivery_tag)
