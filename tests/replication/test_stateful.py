@@ -3,10 +3,13 @@
 The model knows, per queue, which messages are alive (published or dead-lettered there, not yet
 consumed for good), how often each went back to its queue, and, per channel, which delivery
 tags are outstanding. The queues have rules: q0 is a quorum queue with x-max-length 3
-(drop-head) and x-delivery-limit 2, q1 a classic queue with x-max-length 4, reject-publish and
-x-message-ttl 1000, and both dead-letter into dlq, which has no dead-letter exchange of its own.
+(drop-head) and x-delivery-limit 2, q1 a quorum queue with x-max-length 4, reject-publish,
+x-message-ttl 1000 and at-least-once dead-lettering, and both dead-letter into dlq, a classic
+queue of at most 3 ready messages (reject-publish) without a dead-letter exchange of its own.
 The model predicts every drop and dead-lettering from those rules (drop-head takes the oldest
-ready message). The clock moves by Tick; expiry happens at the head, whenever the broker looks
+ready message; a full dlq refuses q0's dead letters for good and keeps q1's waiting, retried
+in order on each Tick). dlq has no consumers, only basic.get, so that its room changes only
+between steps. The clock moves by Tick; expiry happens at the head, whenever the broker looks
 there, so the model learns which q1 messages expired from the broker and checks that each was
 due, ready and the oldest left, arrives in dlq once as expired, and that after a Tick no overdue
 message is left at the head.
@@ -25,7 +28,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Entry
+from warrenmq.replication.machine import Entry, Message
 from warrenmq.replication.replies import (
     Annotations,
     Deliver,
@@ -42,7 +45,8 @@ from .harness import VHOST, Harness, publish_command
 QUEUES = ("q0", "q1", "dlq")
 FANOUT = "both"  # q0 and q1
 DEAD = "dead"  # the dead-letter exchange of q0 and q1; dlq is bound to it
-Q0_MAX_LENGTH, Q0_DELIVERY_LIMIT, Q1_MAX_LENGTH, Q1_TTL_MS = 3, 2, 4, 1000
+Q0_MAX_LENGTH, Q0_DELIVERY_LIMIT, Q1_MAX_LENGTH, Q1_TTL_MS, DLQ_MAX_LENGTH = 3, 2, 4, 1000, 3
+DELIVERY_LIMITS = {"q0": Q0_DELIVERY_LIMIT, "q1": 20}  # quorum queues; 20 is the default
 QUEUE_ARGUMENTS: dict[str, dict[str, object]] = {
     "q0": {
         "x-queue-type": "quorum",
@@ -51,12 +55,14 @@ QUEUE_ARGUMENTS: dict[str, dict[str, object]] = {
         "x-dead-letter-exchange": DEAD,
     },
     "q1": {
+        "x-queue-type": "quorum",
         "x-max-length": Q1_MAX_LENGTH,
         "x-overflow": "reject-publish",
         "x-message-ttl": Q1_TTL_MS,
         "x-dead-letter-exchange": DEAD,
+        "x-dead-letter-strategy": "at-least-once",
     },
-    "dlq": {},
+    "dlq": {"x-max-length": DLQ_MAX_LENGTH, "x-overflow": "reject-publish"},
 }
 # A message in q0 or q1 is (id, ""); dead-lettered into dlq it is (id, "<queue>:<reason>").
 Key = tuple[int, str]
@@ -76,6 +82,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.returns: dict[tuple[str, Key], int] = {}  # times each went back to its queue
         self.arrivals: dict[tuple[str, Key], int] = {}  # the order messages entered each queue
         self.clock_ms = 0  # the state machine's clock, moved by Tick
+        self.waiting: list[Key] = []  # q1's dead letters that dlq had no room for, in order
         self.enqueued_ms: dict[Key, int] = {}  # when each q1 message arrived (its TTL starts)
         self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, Key]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
@@ -134,11 +141,19 @@ class BrokerMachine(RuleBasedStateMachine):
         return self.alive[queue] - unacked
 
     def dead_letter(self, queue: str, key: Key, reason: str) -> None:
-        """Gone from `queue`: into dlq, unless it came from dlq (no dead-letter exchange)."""
+        """Gone from `queue`: into dlq if it has room; if not, q1's wait (at least once) and
+        q0's are dropped; dlq's own are dropped (it has no dead-letter exchange)."""
         self.alive[queue].discard(key)
         self.returns.pop((queue, key), None)
-        if queue != "dlq":
-            self.arrive("dlq", (key[0], f"{queue}:{reason}"))
+        if queue == "dlq":
+            return
+        dead = (key[0], f"{queue}:{reason}")
+        if not self.enqueue("dlq", dead) and queue == "q1":
+            self.waiting.append(dead)
+
+    def retry_waiting(self) -> None:
+        while self.waiting and self.enqueue("dlq", self.waiting[0]):
+            self.waiting.pop(0)
 
     def arrive(self, queue: str, key: Key) -> None:
         self.alive[queue].add(key)
@@ -164,11 +179,12 @@ class BrokerMachine(RuleBasedStateMachine):
     def returned(self, queue: str, key: Key) -> None:
         count = self.returns.get((queue, key), 0) + 1
         self.returns[(queue, key)] = count
-        if queue == "q0" and count > Q0_DELIVERY_LIMIT:
+        if queue in DELIVERY_LIMITS and count > DELIVERY_LIMITS[queue]:
             self.dead_letter(queue, key, "delivery_limit")
 
     def enqueue(self, queue: str, key: Key) -> bool:
-        if queue == "q1" and len(self.ready(queue)) >= Q1_MAX_LENGTH:
+        limit = {"q1": Q1_MAX_LENGTH, "dlq": DLQ_MAX_LENGTH}.get(queue)
+        if limit is not None and len(self.ready(queue)) >= limit:
             return False  # reject-publish
         self.arrive(queue, key)
         while queue == "q0" and len(self.ready(queue)) > Q0_MAX_LENGTH:
@@ -178,7 +194,7 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def key_of(self, queue: str, body: bytes, annotations: Annotations | None) -> Key:
         """The model's key for a message handed out from `queue`; checks its annotations."""
-        count = self.returns.get((queue, (int(body), "")), 0) if queue == "q0" else 0
+        count = self.returns.get((queue, (int(body), "")), 0) if queue != "dlq" else 0
         if queue != "dlq":
             assert (annotations.delivery_count if annotations else 0) == count, "delivery count"
             assert annotations is None or not annotations.deaths
@@ -268,6 +284,8 @@ class BrokerMachine(RuleBasedStateMachine):
         tag=st.sampled_from(["a", "b", "c"]),
     )
     def consume(self, channel: int, queue: int, no_ack: bool, tag: str) -> None:
+        if QUEUES[queue] == "dlq":
+            return  # see the module docstring: dlq is drained by basic.get only
         ref = self.ref(channel)
         if tag in self.consumers.get(ref, {}):
             return  # a reused tag is a connection error, covered by its own tests
@@ -431,6 +449,7 @@ class BrokerMachine(RuleBasedStateMachine):
         applied = self.harness.apply(c.Tick(now_ms=self.clock_ms))
         assert applied.reply == Ok()
         self.learn_expiries()
+        self.retry_waiting()
         ready = self.ready("q1")
         if ready:
             oldest = min(ready, key=lambda key: self.arrivals[("q1", key)])
@@ -472,6 +491,9 @@ class BrokerMachine(RuleBasedStateMachine):
             assert set(held) == self.alive[name], f"{name}: lost or invented messages"
             assert queue.ready_count + queue.unacked_count == len(self.alive[name])
             assert queue.unacked_count == len(unacked)
+        waiting = state.vhosts[VHOST].queues["q1"].dead_letters
+        assert [held_key_of(p.message) for p in waiting] == self.waiting, "dead letters waiting"
+        assert all(not p.taken for p in waiting)
 
     @invariant()
     def outstanding_tags_match(self) -> None:
@@ -499,9 +521,13 @@ class BrokerMachine(RuleBasedStateMachine):
 
 
 def held_key(entry: Entry) -> Key:
-    deaths = entry.message.deaths
+    return held_key_of(entry.message)
+
+
+def held_key_of(message: Message) -> Key:
+    deaths = message.deaths
     origin = f"{deaths[0].queue}:{deaths[0].reason}" if deaths else ""
-    return (int(entry.message.body), origin)
+    return (int(message.body), origin)
 
 
 BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
