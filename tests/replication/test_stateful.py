@@ -83,6 +83,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.arrivals: dict[tuple[str, Key], int] = {}  # the order messages entered each queue
         self.clock_ms = 0  # the state machine's clock, moved by Tick
         self.waiting: list[Key] = []  # q1's dead letters that dlq had no room for, in order
+        self.held_over: dict[tuple[c.ChannelRef, str], int] = {}  # held past a lowered prefetch
         self.enqueued_ms: dict[Key, int] = {}  # when each q1 message arrived (its TTL starts)
         self.outstanding: dict[c.ChannelRef, dict[int, tuple[str, Key]]] = {}
         self.consumers: dict[c.ChannelRef, dict[str, tuple[str, bool]]] = {}  # tag -> queue, no_ack
@@ -254,6 +255,7 @@ class BrokerMachine(RuleBasedStateMachine):
     def release(self, ref: c.ChannelRef) -> None:
         self.give_back(ref)
         self.consumers.pop(ref, None)
+        self.held_over = {key: held for key, held in self.held_over.items() if key[0] != ref}
         self.failed.discard(ref)
         for key in [key for key in self.last_first_delivery if key[0] == ref]:
             del self.last_first_delivery[key]
@@ -313,12 +315,18 @@ class BrokerMachine(RuleBasedStateMachine):
         tag = data.draw(st.sampled_from(tags))
         self.run(ref, c.Cancel(channel=ref, consumer_tag=tag))
         del self.consumers[ref][tag]
+        self.held_over.pop((ref, tag), None)
         self.last_first_delivery.pop((ref, tag), None)  # a reused tag is a new consumer
 
     @rule(channel=channel_indexes, prefetch_count=st.integers(0, 3), global_=st.booleans())
     def qos(self, channel: int, prefetch_count: int, global_: bool) -> None:
         ref = self.ref(channel)
         self.run(ref, c.Qos(channel=ref, prefetch_count=prefetch_count, global_=global_))
+        # a lowered prefetch takes back nothing: a consumer may hold more, until it acks
+        for queue in self.harness.broker.state.vhosts[VHOST].queues.values():
+            for consumer in queue.consumers:
+                if consumer.channel == ref and consumer.unacked_count > prefetch_count:
+                    self.held_over[(ref, consumer.consumer_tag)] = consumer.unacked_count
 
     @rule(channel=channel_indexes, queue=queue_indexes, no_ack=st.booleans())
     def get(self, channel: int, queue: int, no_ack: bool) -> None:
@@ -511,8 +519,15 @@ class BrokerMachine(RuleBasedStateMachine):
         for vhost in self.harness.broker.state.vhosts.values():
             for queue in vhost.queues.values():
                 for consumer in queue.consumers:
-                    if consumer.prefetch_count and not consumer.no_ack:
-                        assert consumer.unacked_count <= consumer.prefetch_count
+                    if not consumer.prefetch_count or consumer.no_ack:
+                        continue
+                    key = (consumer.channel, consumer.consumer_tag)
+                    if consumer.unacked_count <= consumer.prefetch_count:
+                        self.held_over.pop(key, None)
+                        continue
+                    # over it only after qos lowered it, and never by a new delivery
+                    assert consumer.unacked_count <= self.held_over.get(key, 0), "prefetch"
+                    self.held_over[key] = consumer.unacked_count
 
     def teardown(self) -> None:
         state = self.harness.broker.state
