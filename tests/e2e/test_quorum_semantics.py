@@ -616,7 +616,8 @@ def test_invalid_consumer_arguments_are_refused_with_406(shared_cluster, declare
 
 def test_single_active_consumer_moves_on_when_its_node_dies(own_cluster: LocalCluster) -> None:
     leader = own_cluster.wait_healthy(timeout_s=READY_S)
-    doomed, survivor = [m for m in own_cluster.members if m.node_id != leader]
+    doomed = own_cluster.member(leader)  # the active consumer is on the leader
+    survivor = next(m for m in own_cluster.members if m.node_id != leader)
     queue = unique("sac-kill")
     setup = connect(survivor)
     setup.channel().queue_declare(
@@ -627,7 +628,7 @@ def test_single_active_consumer_moves_on_when_its_node_dies(own_cluster: LocalCl
     publish_all(survivor, queue, [b"a", b"b"])
     assert active.wait_for(2) == [b"a", b"b"]  # unacked when its node dies
     own_cluster.kill(doomed.node_id)
-    # after node_down_after_s the leader declares the node lost: the standby takes over
+    # a new leader, then node_down_after_s later it declares the old one lost: hand-over
     assert sorted(standby.wait_for(2, timeout_s=30)) == [b"a", b"b"]
     publish_all(survivor, queue, [b"c"])
     assert standby.wait_for(3)[-1] == b"c"
