@@ -116,17 +116,26 @@ async def test_a_killed_node_restarts_catches_up_and_serves(cluster: LocalCluste
     cluster.start(victim.node_id, log_to_file=True)
     cluster.wait_healthy(timeout_s=READY_S)
     # the restarted node knows everything that happened while it was away …
-    connection = await aio_pika.connect(url(victim))
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue("while-down", passive=True)
-        assert queue.declaration_result.message_count == 1000
+    assert await message_count(victim, "while-down") == 1000
     await while_down.consume(0, time.monotonic() + 60)  # … and serves consumers
     assert not while_down.stats.lost and while_down.stats.duplicates == 0
-    after = Load([url(victim)], [url(victim)], "after-restart", 1000)  # … and publishers
-    await after.declare(url(victim))
-    stats = await after.run(timeout_s=60)
-    assert len(stats.confirmed) == 1000 and not stats.lost, stats.summary()
+    await assert_serves_publishers(victim, "after-restart")  # … and publishers
+
+
+async def message_count(member: Member, queue: str) -> int:
+    connection = await aio_pika.connect(url(member))
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count)
+
+
+async def assert_serves_publishers(member: Member, queue: str) -> None:
+    """A confirmed load through this node alone: every message confirmed and delivered."""
+    load = Load([url(member)], [url(member)], queue, 500)
+    await load.declare(url(member))
+    stats = await load.run(timeout_s=60)
+    assert len(stats.confirmed) == 500 and not stats.lost, stats.summary()
 
 
 async def test_a_node_whose_disk_was_wiped_rejoins_and_serves(cluster: LocalCluster) -> None:
@@ -139,15 +148,8 @@ async def test_a_node_whose_disk_was_wiped_rejoins_and_serves(cluster: LocalClus
     shutil.rmtree(cluster.directory / victim.node_id)  # a replaced disk: no journal, no state
     cluster.start(victim.node_id, log_to_file=True)
     cluster.wait_healthy(timeout_s=READY_S)
-    connection = await aio_pika.connect(url(victim))
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue("before-wipe", passive=True)
-        assert queue.declaration_result.message_count == 500
-    after = Load([url(victim)], [url(victim)], "after-wipe", 500)
-    await after.declare(url(victim))
-    stats = await after.run(timeout_s=60)
-    assert len(stats.confirmed) == 500 and not stats.lost, stats.summary()
+    assert await message_count(victim, "before-wipe") == 500
+    await assert_serves_publishers(victim, "after-wipe")
 
 
 async def test_a_hung_leader_is_replaced_and_confirms_nothing_alone(

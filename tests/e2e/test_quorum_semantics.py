@@ -536,6 +536,13 @@ class Collector:
         return [body for _, body, _ in self.received]
 
 
+def declared_queue(member: Member, prefix: str, **arguments) -> tuple[str, pika.BlockingConnection]:
+    """A new quorum queue, and the connection that declared it (close it at the end)."""
+    queue, setup = unique(prefix), connect(member)
+    setup.channel().queue_declare(queue, durable=True, arguments={**QUORUM, **arguments})
+    return queue, setup
+
+
 def publish_all(member: Member, queue: str, bodies: list[bytes]) -> None:
     connection = connect(member)
     channel = connection.channel()
@@ -547,11 +554,7 @@ def publish_all(member: Member, queue: str, bodies: list[bytes]) -> None:
 
 def test_single_active_consumer_gets_everything_until_it_goes(shared_cluster) -> None:
     one, two = shared_cluster.members[0], shared_cluster.members[2]
-    queue = unique("sac")
-    setup = connect(one)
-    setup.channel().queue_declare(
-        queue, durable=True, arguments={**QUORUM, "x-single-active-consumer": True}
-    )
+    queue, setup = declared_queue(one, "sac", **{"x-single-active-consumer": True})
     first = Collector(connect(one), queue)
     second = Collector(connect(two), queue)
     publish_all(one, queue, [b"a", b"b", b"c"])
@@ -570,9 +573,7 @@ def test_single_active_consumer_gets_everything_until_it_goes(shared_cluster) ->
 
 def test_a_higher_priority_consumer_is_served_first_while_it_has_credit(shared_cluster) -> None:
     member = shared_cluster.members[1]
-    queue = unique("priorities")
-    setup = connect(member)
-    setup.channel().queue_declare(queue, durable=True, arguments=QUORUM)
+    queue, setup = declared_queue(member, "priorities")
     low = Collector(connect(member), queue, prefetch=10)
     high = Collector(connect(member), queue, prefetch=2, arguments={"x-priority": 10})
     publish_all(member, queue, [b"m%d" % n for n in range(5)])
@@ -585,9 +586,7 @@ def test_a_higher_priority_consumer_is_served_first_while_it_has_credit(shared_c
 
 def test_basic_qos_changes_the_prefetch_of_live_consumers(shared_cluster) -> None:
     member = shared_cluster.members[0]
-    queue = unique("qos")
-    setup = connect(member)
-    setup.channel().queue_declare(queue, durable=True, arguments=QUORUM)
+    queue, setup = declared_queue(member, "qos")
     consumer = Collector(connect(member), queue, prefetch=1)
     publish_all(member, queue, [b"m%d" % n for n in range(5)])
     assert consumer.wait_for(1) == [b"m0"]
@@ -618,11 +617,7 @@ def test_single_active_consumer_moves_on_when_its_node_dies(own_cluster: LocalCl
     leader = own_cluster.wait_healthy(timeout_s=READY_S)
     doomed = own_cluster.member(leader)  # the active consumer is on the leader
     survivor = next(m for m in own_cluster.members if m.node_id != leader)
-    queue = unique("sac-kill")
-    setup = connect(survivor)
-    setup.channel().queue_declare(
-        queue, durable=True, arguments={**QUORUM, "x-single-active-consumer": True}
-    )
+    queue, setup = declared_queue(survivor, "sac-kill", **{"x-single-active-consumer": True})
     active = Collector(connect(doomed), queue)
     standby = Collector(connect(survivor), queue)
     publish_all(survivor, queue, [b"a", b"b"])
