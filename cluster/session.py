@@ -742,11 +742,11 @@ def _expiration_error(expiration: str) -> str | None:
     """RabbitMQ's objection to an expiration property, as it words it; None if it is valid."""
     digits = re.match(r"[+-]?[0-9]+", expiration)
     if digits is None:
-        return "{error,no_integer}"
+        return "no_integer"
     if digits.end() < len(expiration):
-        return f'{{error,{{leftover_string,"{expiration[digits.end() :]}"}}}}'
+        return f'{{leftover_string,"{expiration[digits.end() :]}"}}'
     if int(expiration) < 0:
-        return f"{{error,{{value_negative,{int(expiration)}}}}}"
+        return f"{{value_negative,{int(expiration)}}}"
     return None
 
 

@@ -1545,10 +1545,7 @@ def _check_arguments_equivalence(
 QUORUM_DELIVERY_LIMIT = 20
 CONSUMER_TIMEOUT_MS = 30 * 60 * 1000  # RabbitMQ's default consumer_timeout
 MAX_PRIORITY = 255
-OVERFLOW_MODES = {
-    "classic": ("drop-head", "reject-publish", "reject-publish-dlx"),
-    "quorum": ("drop-head", "reject-publish"),
-}
+OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 
 
 def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
@@ -1569,7 +1566,7 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid(argument, f"{{unacceptable_type,{_amqp_type_name(value)}}}")
+            raise invalid(argument, _not_an_integer(value))
         if value < least:
             raise invalid(argument, f"{{value_negative,{value}}}")
         return value
@@ -1581,8 +1578,8 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         return value
 
     overflow = string("x-overflow") or "drop-head"
-    if overflow not in OVERFLOW_MODES[queue_type]:
-        raise invalid("x-overflow", f'{{invalid_value,<<"{overflow}">>}}')
+    if overflow not in OVERFLOW_MODES:
+        raise invalid("x-overflow", "invalid_overflow")
     dead_letter_exchange = string("x-dead-letter-exchange")
     dead_letter_routing_key = string("x-dead-letter-routing-key")
     single_active_consumer = arguments.get("x-single-active-consumer", False)
@@ -1600,7 +1597,7 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         delivery_limit = QUORUM_DELIVERY_LIMIT
     strategy = string("x-dead-letter-strategy") or "at-most-once"
     if strategy not in ("at-most-once", "at-least-once"):
-        raise invalid("x-dead-letter-strategy", f'{{invalid_value,<<"{strategy}">>}}')
+        raise invalid("x-dead-letter-strategy", "invalid_dlx_strategy")
     max_priority = integer("x-max-priority")
     if max_priority is not None and max_priority > MAX_PRIORITY:
         raise invalid("x-max-priority", f"{{max_value_exceeded,{max_priority}}}")
@@ -1626,6 +1623,11 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
     )
 
 
+def _not_an_integer(value: object) -> str:
+    """RabbitMQ's reason for a non-integer where an integer argument belongs."""
+    return f'"expected integer, got {_amqp_type_name(value)}"'
+
+
 def _is_integer(value: object) -> typing.TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -1647,7 +1649,7 @@ def _consumer_priority(command: c.Consume) -> int:
             _refuse(
                 ReplyCode.PRECONDITION_FAILED,
                 f"invalid arg 'x-priority' for queue '{command.queue}' in vhost "
-                f"'{command.vhost}': {{unacceptable_type,{_amqp_type_name(priority)}}}",
+                f"'{command.vhost}': {_not_an_integer(priority)}",
             )
         )
     return priority
