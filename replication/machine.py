@@ -295,6 +295,7 @@ class Queue:
     last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
     used: bool = True  # declared, consumed from or read since the last Tick
     active: Consumer | None = None  # with x-single-active-consumer: the one that receives
+    top_priority: int = 0  # the highest x-priority among the consumers
     dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
 
     @property
@@ -1199,6 +1200,7 @@ class Broker:
             priority=_consumer_priority(command),
         )
         queue.consumers.append(consumer)
+        queue.top_priority = max(consumer.priority for consumer in queue.consumers)
         queue.had_consumer = queue.used = True
         channel.consumers[command.consumer_tag] = queue
         self._dispatch(queue)
@@ -1231,6 +1233,7 @@ class Broker:
             if not (consumer.channel == channel.ref and consumer.consumer_tag == consumer_tag)
         ]
         queue.next_consumer = 0
+        queue.top_priority = max((consumer.priority for consumer in queue.consumers), default=0)
         queue.used = True  # x-expires counts from the last consumer's going
         if queue.auto_delete and not queue.consumers and queue.had_consumer and not queue.deleted:
             self._remove_queue(self.state.vhosts[queue.vhost], queue)
@@ -1289,17 +1292,18 @@ class Broker:
             active = self._active_consumer(queue)
             return active if active is not None and self._has_credit(active) else None
         count = len(queue.consumers)
-        ready = [c for c in queue.consumers if self._has_credit(c)]
-        if not ready:
-            return None
-        top = max(consumer.priority for consumer in ready)
-        for step in range(count):  # round-robin among the top priority, from where it stopped
-            position = (queue.next_consumer + step) % count
-            consumer = queue.consumers[position]
-            if consumer.priority == top and self._has_credit(consumer):
-                queue.next_consumer = (position + 1) % count
-                return consumer
-        return None  # not reached: a consumer of the top priority has credit
+        level = queue.top_priority
+        while True:  # round-robin within a level, from where it stopped; lower levels after
+            for step in range(count):
+                position = (queue.next_consumer + step) % count
+                consumer = queue.consumers[position]
+                if consumer.priority == level and self._has_credit(consumer):
+                    queue.next_consumer = (position + 1) % count
+                    return consumer
+            lower = [consumer.priority for consumer in queue.consumers if consumer.priority < level]
+            if not lower:
+                return None
+            level = max(lower)
 
     @staticmethod
     def _active_consumer(queue: Queue) -> Consumer | None:
