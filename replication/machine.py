@@ -80,6 +80,7 @@ QUEUE_TYPES = ("classic", "quorum")
 # Arguments that take part in the equivalence check on redeclare (RabbitMQ compares these and
 # ignores the rest).
 _QUEUE_EQUIVALENCE_ARGUMENTS = (
+    "x-consumer-timeout",
     "x-dead-letter-exchange",
     "x-dead-letter-routing-key",
     "x-dead-letter-strategy",

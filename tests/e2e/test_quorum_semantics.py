@@ -303,13 +303,25 @@ def test_invalid_queue_arguments_are_refused_with_406(
     connection.close()
 
 
-def test_a_redeclare_with_another_limit_is_inequivalent(channel) -> None:
+@pytest.mark.parametrize(
+    ("argument", "first", "second"),
+    [
+        ("x-max-length", 5, 6),
+        ("x-message-ttl", 1000, 2000),
+        ("x-dead-letter-exchange", "a", "b"),
+        ("x-single-active-consumer", True, False),
+        ("x-consumer-timeout", 60000, 120000),
+    ],
+)
+def test_a_redeclare_with_another_argument_is_inequivalent(
+    channel, argument: str, first: object, second: object
+) -> None:
     queue = unique("limited")
-    channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length": 5})
+    channel.queue_declare(queue, durable=True, arguments={**QUORUM, argument: first})
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
-        channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length": 6})
+        channel.queue_declare(queue, durable=True, arguments={**QUORUM, argument: second})
     assert refused.value.reply_code == 406
-    assert "inequivalent arg 'x-max-length'" in refused.value.reply_text
+    assert f"inequivalent arg '{argument}'" in refused.value.reply_text
 
 
 # --- the same outcomes across a leader change -----------------------------------------------
