@@ -24,6 +24,7 @@ connection sends them, so replaying the log sends nothing twice.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import heapq
 import typing
@@ -1061,18 +1062,7 @@ class Broker:
         earlier = next(
             (d for d in message.deaths if d.queue == queue.name and d.reason == reason), None
         )
-        if earlier is None:
-            death = event
-        else:
-            death = Death(
-                earlier.queue,
-                earlier.reason,
-                earlier.count + 1,
-                earlier.time_ms,
-                earlier.exchange,
-                earlier.routing_keys,
-                earlier.original_expiration,
-            )
+        death = event if earlier is None else dataclasses.replace(earlier, count=earlier.count + 1)
         deaths = (death, *(d for d in message.deaths if d is not earlier))
         if limits.dead_letter_routing_key is None:  # all the keys it was published with
             routing_key = message.routing_key
@@ -1570,7 +1560,7 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         value = arguments.get(argument)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not _is_integer(value):
             raise invalid(argument, _not_an_integer(value))
         if value < least:
             raise invalid(argument, f"{{value_negative,{value}}}")
@@ -1649,7 +1639,7 @@ def _sender_keys(routing_key: str, headers: c.Arguments | None, *names: str) -> 
 
 def _consumer_priority(command: c.Consume) -> int:
     priority = command.arguments.get("x-priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int):
+    if not _is_integer(priority):
         raise _Refusal(
             _refuse(
                 ReplyCode.PRECONDITION_FAILED,

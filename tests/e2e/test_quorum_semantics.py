@@ -96,6 +96,24 @@ def dead_letter_pair(channel, *, routing_key: str | None = None, **queue_argumen
     return work, dlx, dead
 
 
+def dead_letter_loop(channel, **retry_arguments) -> tuple[str, str, str, str]:
+    """work dead-letters through one fanout exchange to retry, retry through another to work."""
+    work, retry, to_retry, to_work = (unique(name) for name in ("work", "retry", "r", "w"))
+    for exchange in (to_retry, to_work):
+        channel.exchange_declare(exchange, "fanout")
+    channel.queue_declare(
+        work, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": to_retry}
+    )
+    channel.queue_declare(
+        retry,
+        durable=True,
+        arguments={**QUORUM, **retry_arguments, "x-dead-letter-exchange": to_work},
+    )
+    channel.queue_bind(retry, to_retry)
+    channel.queue_bind(work, to_work)
+    return work, retry, to_retry, to_work
+
+
 def get(channel, queue: str, timeout_s: float = 10.0):
     """basic.get until a message arrives (dead-lettering is one replicated step, but the get
     may be answered before a confirm from another channel reached this one)."""
@@ -186,17 +204,7 @@ def test_reject_without_requeue_dead_letters_with_the_original_routing_key(chann
 
 def test_x_death_counts_per_queue_and_reason_most_recent_first(channel) -> None:
     # work -> (rejected) -> back via dlx to retry -> (rejected) -> back to work, twice round
-    work, retry, dlx_to_retry, dlx_to_work = (unique(n) for n in ("work", "retry", "a", "b"))
-    for exchange in (dlx_to_retry, dlx_to_work):
-        channel.exchange_declare(exchange, "fanout")
-    channel.queue_declare(
-        work, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": dlx_to_retry}
-    )
-    channel.queue_declare(
-        retry, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": dlx_to_work}
-    )
-    channel.queue_bind(retry, dlx_to_retry)
-    channel.queue_bind(work, dlx_to_work)
+    work, retry, _, dlx_to_work = dead_letter_loop(channel)
     channel.basic_publish("", work, b"loop")
     for queue in (work, retry, work):
         method, _, _ = get(channel, queue)
@@ -420,19 +428,7 @@ def test_messages_expire_only_at_the_head(channel) -> None:
 
 
 def test_a_retry_queue_made_of_ttl_and_dead_lettering_brings_the_message_back(channel) -> None:
-    work, retry, to_retry, to_work = (unique(name) for name in ("work", "retry", "r", "w"))
-    for exchange in (to_retry, to_work):
-        channel.exchange_declare(exchange, "fanout")
-    channel.queue_declare(
-        work, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": to_retry}
-    )
-    channel.queue_declare(
-        retry,
-        durable=True,
-        arguments={**QUORUM, "x-message-ttl": 300, "x-dead-letter-exchange": to_work},
-    )
-    channel.queue_bind(retry, to_retry)
-    channel.queue_bind(work, to_work)
+    work, retry, _, _ = dead_letter_loop(channel, **{"x-message-ttl": 300})
     channel.confirm_delivery()
     channel.basic_publish("", work, b"again")
     method, _, _ = get(channel, work)

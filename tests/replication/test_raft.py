@@ -12,7 +12,7 @@ import pytest
 
 from warrenmq.cluster.local import free_port
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Broker
+from warrenmq.replication.machine import Broker, BrokerState
 from warrenmq.replication.raft import (
     DurableJournal,
     PeerCipher,
@@ -131,6 +131,15 @@ class Driver:
         return replies
 
 
+def restarted(directory: Path, port: int, state: BrokerState) -> Driver:
+    """A new log on the same directory, once it has replayed to `state`, which it must equal."""
+    driver = Driver(directory, port)
+    last_index = state.last_index
+    driver.until(lambda: driver.log.is_ready and driver.log.broker.state.last_index >= last_index)
+    assert driver.log.broker.state == state
+    return driver
+
+
 def setup_commands(count: int) -> list[c.Command]:
     commands: list[c.Command] = [
         c.AddVhost(vhost=VHOST),
@@ -220,11 +229,7 @@ def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -
     first.run([c.Get(channel=REF, vhost=VHOST, queue="q", no_ack=True)])
     state = first.log.broker.state
     first.log.close()
-    second = Driver(tmp_path, port)
-    second.until(
-        lambda: second.log.is_ready and second.log.broker.state.last_index >= state.last_index
-    )
-    assert second.log.broker.state == state
+    second = restarted(tmp_path, port, state)
     assert second.log.broker.query_queue(VHOST, "q").ready_count == 79
     assert second.effects == []  # replaying sends nothing: those sessions are gone
     second.log.close()
@@ -242,11 +247,7 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     assert journal.size_bytes == sum(len(entry[0]) for entry in journal[:])  # kept exact
     state = driver.log.broker.state
     driver.log.close()
-    again = Driver(tmp_path, port)
-    again.until(
-        lambda: again.log.is_ready and again.log.broker.state.last_index >= state.last_index
-    )
-    assert again.log.broker.state == state
+    again = restarted(tmp_path, port, state)
     assert again.log.broker.query_queue(VHOST, "q").ready_count == 60
     again.log.close()
 
