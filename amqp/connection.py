@@ -102,7 +102,8 @@ class Authenticator(typing.Protocol):
 
     def authenticate(self, username: str, password: str) -> bool: ...
 
-    def vhost_exists(self, vhost: str) -> bool: ...
+    def vhost_refusal(self, username: str, vhost: str) -> str | None:
+        """Why `username` may not open `vhost` (a 530 reply text), or None when it may."""
 
 
 @dataclass(slots=True)
@@ -138,6 +139,7 @@ class Connection:
         self.user = ""
         self.vhost = ""
         self.client_properties: dict[str, typing.Any] = {}
+        self.mechanism = ""  # the SASL mechanism the client logged in with
         # negotiated in connection.tune-ok
         self.channel_max = settings.channel_max
         self.frame_max_bytes = settings.frame_max_bytes
@@ -264,6 +266,7 @@ class Connection:
 
     def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.client_properties = dict(method.client_properties or {})
+        self.mechanism = method.mechanism
         mechanism = method.mechanism
         credentials = _credentials(mechanism, method.response)
         if credentials is None:
@@ -315,10 +318,9 @@ class Connection:
         self._move(ConnectionState.AWAITING_OPEN)
 
     def _on_open(self, method: commands.Connection.Open) -> None:
-        if not self.authenticator.vhost_exists(method.virtual_host):
-            raise _ConnectionError(
-                ReplyCode.NOT_ALLOWED, f"vhost {method.virtual_host} not found", method
-            )
+        refusal = self.authenticator.vhost_refusal(self.user, method.virtual_host)
+        if refusal is not None:
+            raise _ConnectionError(ReplyCode.NOT_ALLOWED, refusal, method)
         self.vhost = method.virtual_host
         self._move(ConnectionState.OPEN)
         self.send_method(0, commands.Connection.OpenOk())

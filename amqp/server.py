@@ -10,6 +10,7 @@ is dropped after a grace period.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_module
 import time
 import typing
 
@@ -45,7 +46,11 @@ class AmqpServerProtocol(asyncio.Protocol):
         self._closing_since_s: float | None = None
         self._opened_at_s = time.monotonic()
         self._lost = False
+        self._reading_paused = False  # by the session: back-pressure or a resource alarm
         self.peer: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)  # the listener's address this client reached
+        self.tls = False  # the connection came through the amqps listener
+        self.connected_at_ms = int(time.time() * 1000)
         self.session: Session | None = None
         self.connection: Connection | None = None
 
@@ -55,6 +60,9 @@ class AmqpServerProtocol(asyncio.Protocol):
         self._transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.local = (str(local[0]), int(local[1]))
+        self.tls = transport.get_extra_info("ssl_object") is not None
         self.session = self._session_factory(self)
         self.connection = Connection(self._settings, self.session)
         self._schedule_timer(1.0)
@@ -103,10 +111,13 @@ class AmqpServerProtocol(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = True
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = False
+            self._last_read_s = time.monotonic()  # heartbeats unread while paused are not missed
             self._transport.resume_reading()
 
     def abort(self) -> None:
@@ -135,7 +146,7 @@ class AmqpServerProtocol(asyncio.Protocol):
                 self._transport.abort()
                 return
         elif connection.heartbeat_s:
-            if now_s - self._last_read_s > 2 * connection.heartbeat_s:
+            if not self._reading_paused and now_s - self._last_read_s > 2 * connection.heartbeat_s:
                 self._transport.abort()  # missed heartbeats: RabbitMQ drops the socket too
                 return
             self._transport.write(HEARTBEAT)
@@ -149,9 +160,19 @@ class AmqpServerProtocol(asyncio.Protocol):
 
 
 async def serve(
-    host: str, port: int, settings: Settings, session_factory: SessionFactory
+    host: str,
+    port: int,
+    settings: Settings,
+    session_factory: SessionFactory,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> asyncio.Server:
+    """Listen for AMQP; with `ssl`, the listener is amqps (TLS first, then AMQP inside)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: AmqpServerProtocol(settings, session_factory), host, port, reuse_address=True
+        lambda: AmqpServerProtocol(settings, session_factory),
+        host,
+        port,
+        reuse_address=True,
+        ssl=ssl,
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S if ssl is not None else None,
     )

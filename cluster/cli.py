@@ -2,23 +2,22 @@
 
 warren node  run one node in the foreground
 warren up    run a three-node cluster of local processes in the foreground
-warren ctl   operate a running cluster (cluster-status)
+warren ctl   operate a running cluster (rabbitmqctl's and rabbitmq-diagnostics' commands)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
-from warrenmq.cluster import bench, failover
-from warrenmq.cluster.config import Member, load_config, parse_member
-from warrenmq.cluster.local import LocalCluster, consecutive_members, fetch_cluster_status
+from warrenmq.cluster import bench, ctl, failover
+from warrenmq.cluster.config import load_config, parse_member
+from warrenmq.cluster.local import LocalCluster, consecutive_members
+from warrenmq.cluster.logs import configure_logging
 from warrenmq.cluster.node import Node
 
 __all__ = ["main"]
@@ -38,6 +37,58 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", dest="amqp_port", type=int, help="AMQP port (default 5672)")
     parser.add_argument("--raft-port", dest="raft_port", type=int, help="default 25672")
     parser.add_argument("--management-port", dest="management_port", type=int, help="default 15672")
+    parser.add_argument(
+        "--prometheus-port", dest="prometheus_port", type=int, help="/metrics (default 15692)"
+    )
+    parser.add_argument(
+        "--amqps-port", dest="amqps_port", type=int, help="AMQP over TLS (default 5671)"
+    )
+    parser.add_argument(
+        "--tls-certificate", dest="tls_certificate_file", help="PEM certificate: enables amqps"
+    )
+    parser.add_argument("--tls-key", dest="tls_key_file", help="PEM private key")
+    parser.add_argument(
+        "--tls-ca", dest="tls_ca_file", help="PEM CA bundle for client certificates"
+    )
+    parser.add_argument(
+        "--tls-verify-peer",
+        dest="tls_verify_peer",
+        action="store_true",
+        default=None,
+        help="ask clients for a certificate and verify it",
+    )
+    parser.add_argument(
+        "--tls-fail-if-no-peer-cert",
+        dest="tls_fail_if_no_peer_cert",
+        action="store_true",
+        default=None,
+        help="with --tls-verify-peer: refuse clients without a certificate",
+    )
+    parser.add_argument(
+        "--management-tls",
+        dest="management_tls",
+        action="store_true",
+        default=None,
+        help="serve the management API over HTTPS with the TLS certificate",
+    )
+    parser.add_argument(
+        "--memory-high-watermark",
+        dest="memory_high_watermark",
+        type=float,
+        help="fraction of RAM past which publishers are blocked (default 0.6)",
+    )
+    parser.add_argument(
+        "--memory-high-watermark-bytes",
+        dest="memory_high_watermark_bytes",
+        type=int,
+        help="absolute memory limit in bytes (replaces the fraction)",
+    )
+    parser.add_argument(
+        "--disk-free-limit",
+        dest="disk_free_limit_bytes",
+        type=int,
+        help="free bytes below which publishers are blocked (default 50 MB)",
+    )
     parser.add_argument(
         "--member",
         dest="members",
@@ -74,9 +125,23 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest message body accepted, bytes (default 16 MiB)",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["json", "text"], default="json", help="default: JSON lines"
+    )
 
 
 _NODE_SETTINGS = (
+    "prometheus_port",
+    "amqps_port",
+    "tls_certificate_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "tls_verify_peer",
+    "tls_fail_if_no_peer_cert",
+    "management_tls",
+    "memory_high_watermark",
+    "memory_high_watermark_bytes",
+    "disk_free_limit_bytes",
     "node_id",
     "host",
     "bind_host",
@@ -130,13 +195,19 @@ def _up(arguments: argparse.Namespace) -> int:
         arguments.raft_port,
         arguments.management_port,
     )
-    cluster = LocalCluster(arguments.data_dir, members, arguments.log_level)
+    cluster = LocalCluster(
+        arguments.data_dir,
+        members,
+        arguments.log_level,
+        prometheus_ports=[arguments.prometheus_port + index for index in range(len(members))],
+    )
     cluster.start_all()
     for member in members:
         print(
             f"{member.node_id}: pid {cluster.processes[member.node_id].pid}, "
             f"amqp {member.amqp_port}, raft {member.raft_port}, "
-            f"management {member.management_port}",
+            f"management {member.management_port}, "
+            f"prometheus {cluster.prometheus_ports[member.node_id]}",
             flush=True,
         )
     print(
@@ -170,17 +241,11 @@ def _up(arguments: argparse.Namespace) -> int:
 
 def _ctl(arguments: argparse.Namespace) -> int:
     if arguments.config is not None:
-        targets = list(load_config(arguments.config).cluster)
+        members = load_config(Path(arguments.config)).cluster
+        targets = [(member.host, member.management_port) for member in members]
     else:
-        targets = [Member("", arguments.host, 0, 0, arguments.management_port)]
-    for member in targets:
-        status = fetch_cluster_status(member, arguments.timeout)
-        if status is not None:
-            print(json.dumps(status, indent=2))
-            return 0
-    asked = ", ".join(f"{member.host}:{member.management_port}" for member in targets)
-    print(f"no node answered on {asked}", file=sys.stderr)
-    return 2
+        targets = [(arguments.host, arguments.management_port)]
+    return ctl.run(arguments, targets)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--amqp-port", type=int, default=5672)
     up.add_argument("--raft-port", type=int, default=25672)
     up.add_argument("--management-port", type=int, default=15672)
+    up.add_argument("--prometheus-port", type=int, default=15692)
     up.add_argument("--data-dir", type=Path, default=Path("warren-data"))
     up.add_argument("--log-level", default="INFO")
     bench.add_arguments(
@@ -201,12 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     failover.add_arguments(
         commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
     )
-    ctl = commands.add_parser("ctl", help="operate a running cluster")
-    ctl.add_argument("action", choices=["cluster-status"])
-    ctl.add_argument("--host", default="127.0.0.1", help="a node's management host")
-    ctl.add_argument("--management-port", type=int, default=15672)
-    ctl.add_argument("--config", type=Path, help="a node config: ask each member in turn")
-    ctl.add_argument("--timeout", type=float, default=5.0)
+    ctl.add_arguments(
+        commands.add_parser(
+            "ctl", help="operate a running cluster, like rabbitmqctl and rabbitmq-diagnostics"
+        )
+    )
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         return _up(arguments)
@@ -216,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         return failover.run(arguments)
     if arguments.command == "bench":
         return bench.run(arguments)
-    logging.basicConfig(
-        level=arguments.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(arguments.log_level, arguments.log_format)
     asyncio.run(_run_node(arguments))
     return 0
 

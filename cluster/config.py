@@ -45,6 +45,14 @@ class NodeConfig:
     amqp_port: int = 5672
     raft_port: int = 25672  # peers only: never publish it outside the cluster network
     management_port: int = 15672
+    prometheus_port: int = 15692  # /metrics in Prometheus text format
+    amqps_port: int = 5671  # AMQP over TLS; listens only when tls_certificate_file is set
+    tls_certificate_file: str = ""  # PEM certificate chain of this node
+    tls_key_file: str = ""  # PEM private key of that certificate
+    tls_ca_file: str = ""  # PEM CAs that client certificates must chain to
+    tls_verify_peer: bool = False  # ask clients for a certificate and verify it (verify_peer)
+    tls_fail_if_no_peer_cert: bool = False  # and refuse clients that send none
+    management_tls: bool = False  # serve the management API over HTTPS with the same certificate
     members: tuple[Member, ...] = ()  # the whole cluster, this node included; () = alone
     cluster_secret: str = ""  # authenticates peers on the Raft port (like Erlang's cookie)
     data_dir: Path = Path("warren-data")  # this node's log and snapshot live below it
@@ -56,6 +64,10 @@ class NodeConfig:
     frame_max_bytes: int = 131072
     heartbeat_s: int = 60
     message_size_max_bytes: int = 16 * 1024 * 1024
+    # RabbitMQ's vm_memory_high_watermark.relative (4.x default), or an absolute limit in bytes
+    memory_high_watermark: float = 0.6
+    memory_high_watermark_bytes: int = 0  # when set, it replaces the relative watermark
+    disk_free_limit_bytes: int = 50_000_000  # RabbitMQ's default disk_free_limit.absolute
     proposals_in_flight_max: int = 2048  # per connection; past it the socket is not read
     node_down_after_s: float = 3.0  # the leader declares a silent member lost after this
     minority_close_after_s: float = 3.0  # cut off from the majority this long: close clients
@@ -88,6 +100,9 @@ _ENVIRONMENT = {
     "WARREN_DEFAULT_PASS": "default_pass",
     "WARREN_DATA_DIR": "data_dir",
     "WARREN_CLUSTER_SECRET": "cluster_secret",
+    "WARREN_TLS_CERTIFICATE_FILE": "tls_certificate_file",
+    "WARREN_TLS_KEY_FILE": "tls_key_file",
+    "WARREN_TLS_CA_FILE": "tls_ca_file",
 }
 
 
@@ -104,6 +119,8 @@ def _coerce(name: str, value: typing.Any) -> typing.Any:
         return int(value)
     if kind == "float":
         return float(value)
+    if kind == "bool":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
     if kind == "Path":
         return Path(str(value))
     if kind == "tuple[str, ...]":

@@ -95,9 +95,13 @@ class LocalCluster:
         members: list[Member],
         log_level: str = "INFO",
         extra_arguments: typing.Sequence[str] = (),
+        prometheus_ports: typing.Sequence[int] | None = None,
     ) -> None:
         self.directory = directory.resolve()
         self.members = members
+        # /metrics of each node: given, or free ports (15692 would clash on one host)
+        ports = prometheus_ports or [free_port(member.host) for member in members]
+        self.prometheus_ports = {m.node_id: port for m, port in zip(members, ports, strict=True)}
         self.log_level = log_level
         self.extra_arguments = list(extra_arguments)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -129,6 +133,8 @@ class LocalCluster:
             self.secret,
             "--log-level",
             self.log_level,
+            "--prometheus-port",
+            str(self.prometheus_ports[node_id]),
             *self.extra_arguments,
         ]
         for each in self.members:

@@ -17,8 +17,10 @@ While running, a watcher does three things the log cannot do by itself:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import ssl
 import sys
 import time
 import typing
@@ -31,12 +33,14 @@ from warrenmq.amqp.server import AmqpServerProtocol, serve
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.config import NodeConfig
 from warrenmq.cluster.management import start_management
+from warrenmq.cluster.metrics import MessageCounters, start_metrics
 from warrenmq.cluster.passwords import hash_password
+from warrenmq.cluster.resources import ResourceMonitor, total_memory_bytes
 from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker
 from warrenmq.replication.raft import RaftLog, RaftSettings
-from warrenmq.replication.replies import Effect
+from warrenmq.replication.replies import Effect, Reply
 
 __all__ = ["Node"]
 
@@ -47,6 +51,8 @@ TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 TICK_MS = 1000  # how often the leader proposes its clock (Tick)
+RESOURCE_CHECK_S = 1.0  # how often memory and free disk are compared with their limits
+ALARM_REASONS = {"memory": "low on memory", "disk": "low on disk"}  # connection.blocked reason
 
 
 def _version() -> str:
@@ -109,11 +115,20 @@ class Node:
         self.log: RaftLog
         self._connection_serial = 0
         self._server: asyncio.Server | None = None
-        self._management: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._declared_down: set[tuple[str, int]] = set()  # NodeDown proposals already sent
         self._last_tick_ms = 0  # when this node, as leader, last proposed Tick
         self._node_by_raft_address = {m.raft_address: m.node_id for m in config.cluster}
+        self._listeners: list[asyncio.Server] = []  # amqps, when TLS is configured
+        self._web: list[web.AppRunner] = []  # management API and Prometheus metrics
+        self._management_channels = itertools.count(1)
+        self.counters = MessageCounters()
+        self.resources: ResourceMonitor
+        self._last_resource_check_s = 0.0
+        self.blocked_reason: str | None = None  # a resource alarm somewhere in the cluster
+        self.started_at_s = time.time()
+        self.version = _version()
+        self.pid = os.getpid()
 
     def next_connection_serial(self) -> int:
         self._connection_serial += 1
@@ -125,6 +140,13 @@ class Node:
         directory = self.config.node_data_dir
         directory.mkdir(parents=True, exist_ok=True)
         self.incarnation = _next_incarnation(directory)
+        config = self.config
+        self.resources = ResourceMonitor(
+            directory,
+            config.memory_high_watermark_bytes
+            or int(config.memory_high_watermark * total_memory_bytes()),
+            config.disk_free_limit_bytes,
+        )
         loop = asyncio.get_running_loop()
         self.log = RaftLog(
             node_id=self.config.node_id,
@@ -140,7 +162,9 @@ class Node:
             settings=RaftSettings(message_size_max_bytes=self.config.message_size_max_bytes),
         )
         self._tasks.append(loop.create_task(self._tick_forever()))
-        self._management = await start_management(self)
+        tls = self._tls_context()
+        self._web.append(await start_management(self, tls if config.management_tls else None))
+        self._web.append(await start_metrics(self))
         await self._wait_for(lambda: self.log.is_ready, "catching up with the cluster")
         known = self.broker.query_last_incarnation(self.config.node_id)
         if known >= self.incarnation:
@@ -173,6 +197,12 @@ class Node:
         self._server = await serve(
             self.config.listen_host, self.config.amqp_port, settings, self._new_session
         )
+        if tls is not None:
+            self._listeners.append(
+                await serve(
+                    config.listen_host, config.amqps_port, settings, self._new_session, ssl=tls
+                )
+            )
         self._tasks.append(loop.create_task(self._watch_forever()))
         log.info(
             "node %s (incarnation %s) serving AMQP on %s:%s, Raft on %s, data in %s",
@@ -184,7 +214,57 @@ class Node:
             directory,
         )
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The server side of TLS (amqps, and HTTPS when management_tls is set), or None."""
+        config = self.config
+        if not config.tls_certificate_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls_certificate_file, config.tls_key_file or None)
+        if config.tls_ca_file:
+            context.load_verify_locations(config.tls_ca_file)
+        if config.tls_verify_peer:
+            # RabbitMQ's verify_peer with fail_if_no_peer_cert=false asks for a certificate
+            # and checks any that comes; with it true, a client without one is refused
+            context.verify_mode = (
+                ssl.CERT_REQUIRED if config.tls_fail_if_no_peer_cert else ssl.CERT_OPTIONAL
+            )
+        return context
+
+    def local_listeners(self) -> dict[str, int]:
+        """Port of each protocol this node listens for, by RabbitMQ's protocol names."""
+        config = self.config
+        listeners = {
+            "amqp": config.amqp_port,
+            "https" if config.management_tls else "http": config.management_port,
+            "http/prometheus": config.prometheus_port,
+        }
+        if config.tls_certificate_file:
+            listeners["amqp/ssl"] = config.amqps_port
+        return listeners
+
+    async def submit(self, command: c.Command) -> Reply:
+        """Propose one command and wait until it is applied (the management API's writes)."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+        def on_reply(reply: Reply) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        self.log.propose(command, on_reply)
+        return await future
+
+    def management_channel(self) -> c.ChannelRef:
+        """A channel identity for one management operation (declare, bind, delete)."""
+        return c.ChannelRef(
+            self.config.node_id,
+            self.incarnation,
+            c.MANAGEMENT_CONNECTION,
+            next(self._management_channels),
+        )
+
     async def _announce(self) -> None:
+        self.resources.local_alarms = set()  # the cluster forgot them with the old incarnation
         self.log.propose(
             c.NodeUp(node=self.config.node_id, incarnation=self.incarnation, pid=os.getpid())
         )
@@ -212,6 +292,8 @@ class Node:
         """Tell every client why (320, as RabbitMQ does on shutdown), then leave the cluster."""
         if self._server is not None:
             self._server.close()
+        for listener in self._listeners:
+            listener.close()
         self._close_sessions("broker forced connection closure with reason 'shutdown'")
         deadline_s = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
         while self.sessions and asyncio.get_running_loop().time() < deadline_s:
@@ -224,8 +306,8 @@ class Node:
         self.log.flush()
         self.log.tick()
         self.log.close()
-        if self._management is not None:
-            await self._management.cleanup()
+        for runner in self._web:
+            await runner.cleanup()
         log.info("node %s stopped", self.config.node_id)
 
     # --- the loop's regular work ----------------------------------------------------------
@@ -247,6 +329,8 @@ class Node:
         if self.log.is_leader:
             self._declare_silent_members_down()
             self._tick_clock()
+        self._check_resources()
+        self._close_sessions_of_deleted()
         if self.log.seconds_since_majority_contact() > self.config.minority_close_after_s:
             if self.serving:
                 log.warning(
@@ -296,6 +380,43 @@ class Node:
                 incarnation,
             )
             self.log.propose(c.NodeDown(node=node_id, incarnation=incarnation))
+
+    def _check_resources(self) -> None:
+        """Raise or clear this node's alarms through the log, and block or unblock publishers
+        wherever an alarm is in effect (RabbitMQ blocks publishers on every node)."""
+        now_s = time.monotonic()
+        if now_s - self._last_resource_check_s >= RESOURCE_CHECK_S:
+            self._last_resource_check_s = now_s
+            for resource, active in self.resources.check().items():
+                log.warning(
+                    "%s alarm %s on node %s",
+                    resource,
+                    "set" if active else "cleared",
+                    self.config.node_id,
+                    extra={"event": "alarm", "resource": resource, "active": active},
+                )
+                self.log.propose(
+                    c.SetAlarm(node=self.config.node_id, resource=resource, active=active)
+                )
+            if "memory" in self.resources.local_alarms:
+                self.log.compact()  # the journal keeps consumed messages in memory until then
+        alarms = sorted(resource for _, resource in self.broker.query_alarms())
+        reason = ALARM_REASONS[alarms[0]] if alarms else None
+        if reason != self.blocked_reason:
+            self.blocked_reason = reason
+            for session in list(self.sessions.values()):
+                session.update_blocked()
+
+    def _close_sessions_of_deleted(self) -> None:
+        """RabbitMQ closes the connections of a deleted user or vhost (320)."""
+        broker = self.broker
+        for session in list(self.sessions.values()):
+            if not session.vhost:
+                continue  # not open yet: connection.open checks the vhost
+            if broker.query_user(session.user) is None:
+                session.close(ReplyCode.CONNECTION_FORCED, f"user '{session.user}' is deleted")
+            elif not broker.query_vhost_exists(session.vhost):
+                session.close(ReplyCode.CONNECTION_FORCED, f"vhost '{session.vhost}' is deleted")
 
     def _close_sessions(self, reason: str) -> None:
         for session in list(self.sessions.values()):

@@ -36,9 +36,11 @@ from warrenmq.amqp.events import (
     MethodReceived,
 )
 from warrenmq.amqp.spec import ReplyCode
+from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.passwords import verify_password
 from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as c
+from warrenmq.replication.machine import Permission
 from warrenmq.replication.replies import (
     Annotations,
     ChannelTimedOut,
@@ -59,11 +61,13 @@ if typing.TYPE_CHECKING:
     from warrenmq.amqp.server import AmqpServerProtocol
     from warrenmq.cluster.node import Node
 
-__all__ = ["Session"]
+__all__ = ["Session", "check_login", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
 OnReply = typing.Callable[[Reply], None]
+
+PERMISSION_CACHE_MAX = 256  # decisions remembered per connection (publishes check each time)
 
 
 def _generated_name(prefix: str) -> str:
@@ -112,13 +116,19 @@ class Session:
         self.user = ""
         self.vhost = ""
         self.cancel_notify = False  # the client understands a server-sent basic.cancel
+        self.blocked_notify = False  # the client understands connection.blocked/unblocked
+        self.published = False  # has published: a resource alarm blocks this connection
+        self.blocked_reason: str | None = None  # connection.blocked sent, reading paused
         self.channels: dict[int, ChannelSession] = {}
         self._by_serial: dict[int, ChannelSession] = {}
         self._next_channel_serial = 1
         self._in_flight = 0
+        self._window_full = False  # proposals_in_flight_max reached, not yet half drained
         self._reading_paused = False
         self._ended = False
         self._confirming: dict[int, ChannelSession] = {}  # channels with confirms to send
+        # (action, resource name) -> (the Permission it was decided by, allowed)
+        self._permitted: dict[tuple[str, str], tuple[Permission | None, bool]] = {}
         self._handlers: dict[type, typing.Callable[[ChannelSession, typing.Any], None]] = {
             commands.Exchange.Declare: self.on_exchange_declare,
             commands.Exchange.Delete: self.on_exchange_delete,
@@ -151,21 +161,34 @@ class Session:
     # --- Authenticator ------------------------------------------------------------------
 
     def authenticate(self, username: str, password: str) -> bool:
-        if username in self.node.config.loopback_users and not _is_loopback(self.protocol.peer[0]):
-            log.warning(
-                "login refused: user %r may only connect over loopback, peer %s",
-                username,
-                self.protocol.peer,
-            )
-            return False
-        user = self.node.broker.query_user(username)
-        if user is None or not verify_password(password, user.password_hash):
-            log.warning("login refused: user %r from %s", username, self.protocol.peer)
-            return False
-        return True
+        return check_login(self.node, username, password, self.protocol.peer, "amqp")
 
-    def vhost_exists(self, vhost: str) -> bool:
-        return self.node.broker.query_vhost_exists(vhost)
+    def vhost_refusal(self, username: str, vhost: str) -> str | None:
+        if not self.node.broker.query_vhost_exists(vhost):
+            return f"vhost {vhost} not found"
+        if self.node.broker.query_permission(username, vhost) is None:
+            return f"access to vhost '{vhost}' refused for user '{username}'"
+        return None
+
+    def _permit(self, action: str, kind: str, name: str) -> None:
+        """RabbitMQ's access control: `action` (configure, write or read) on a resource, checked
+        against the user's permissions in this vhost as they are now (docs: access-control)."""
+        permission = self.node.broker.query_permission(self.user, self.vhost)
+        if kind == "exchange" and not name:
+            name = "amq.default"
+        cached = self._permitted.get((action, name))
+        if cached is not None and cached[0] is permission:
+            allowed = cached[1]
+        else:
+            allowed = permission is not None and permission.permits(action, name)
+            if len(self._permitted) >= PERMISSION_CACHE_MAX:
+                self._permitted.clear()
+            self._permitted[(action, name)] = (permission, allowed)
+        if not allowed:
+            raise _ChannelError(
+                ReplyCode.ACCESS_REFUSED,
+                f"access to {kind} '{name}' in vhost '{self.vhost}' refused for user '{self.user}'",
+            )
 
     # --- events from the connection machine --------------------------------------------------
 
@@ -183,19 +206,35 @@ class Session:
                 self.user, self.vhost = event.user, event.vhost
                 capabilities = event.client_properties.get("capabilities") or {}
                 self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-                log.info(
-                    "connection %s opened: user %r, vhost %r, peer %s",
-                    self.serial,
-                    self.user,
-                    self.vhost,
-                    self.protocol.peer,
+                self.blocked_notify = bool(capabilities.get("connection.blocked"))
+                peer_host, peer_port = self.protocol.peer
+                log_event(
+                    log,
+                    "connection_opened",
+                    f"connection {self.serial} opened: user {self.user!r}, vhost {self.vhost!r}",
+                    connection=self.serial,
+                    user=self.user,
+                    vhost=self.vhost,
+                    peer_host=peer_host,
+                    peer_port=peer_port,
+                    tls=self.protocol.tls,
                 )
                 if not self.node.serving or self.incarnation != self.node.incarnation:
                     self.close(
                         ReplyCode.CONNECTION_FORCED, "node is not part of the cluster majority"
                     )
             elif isinstance(event, ConnectionClosed):
-                log.info("connection %s closed: %s", self.serial, event.reason)
+                log_event(
+                    log,
+                    "connection_closed",
+                    f"connection {self.serial} closed: {event.reason}",
+                    connection=self.serial,
+                    user=self.user,
+                    vhost=self.vhost,
+                    peer_host=self.protocol.peer[0],
+                    peer_port=self.protocol.peer[1],
+                    reason=event.reason,
+                )
                 self.connection_lost()
 
     def connection_lost(self) -> None:
@@ -253,18 +292,13 @@ class Session:
             channel.tx.append((command, method, on_reply))
             return
         self._in_flight += 1
-        if self._in_flight >= self.node.config.proposals_in_flight_max and not self._reading_paused:
-            self._reading_paused = True
-            self.protocol.pause_reading()
+        if self._in_flight >= self.node.config.proposals_in_flight_max:
+            self._update_reading()
 
         def reply(result: Reply) -> None:
             self._in_flight -= 1
-            if (
-                self._reading_paused
-                and self._in_flight <= self.node.config.proposals_in_flight_max // 2
-            ):
-                self._reading_paused = False
-                self.protocol.resume_reading()
+            if self._window_full:
+                self._update_reading()
             if self.channels.get(channel.number) is not channel or isinstance(result, Ignored):
                 return  # the channel ended meanwhile: nobody is waiting for this reply
             try:
@@ -278,6 +312,47 @@ class Session:
             self.protocol.flush_soon()
 
         self.node.log.propose(command, reply)
+
+    def _update_reading(self) -> None:
+        """Read the socket unless the proposal window is full (until it is half drained again)
+        or the connection is blocked by a resource alarm."""
+        window = self.node.config.proposals_in_flight_max
+        if self._in_flight >= window:
+            self._window_full = True
+        elif self._in_flight <= window // 2:
+            self._window_full = False
+        paused = self._window_full or self.blocked_reason is not None
+        if paused != self._reading_paused:
+            self._reading_paused = paused
+            if paused:
+                self.protocol.pause_reading()
+            else:
+                self.protocol.resume_reading()
+
+    def update_blocked(self) -> None:
+        """RabbitMQ's flow control: while a memory or disk alarm is in effect anywhere in the
+        cluster, a connection that publishes is sent connection.blocked and not read from,
+        until every alarm clears (docs: connection blocked notifications)."""
+        reason = self.node.blocked_reason if self.published else None
+        if reason == self.blocked_reason:
+            return
+        if self.blocked_notify:
+            self.connection.send_method(
+                0,
+                commands.Connection.Blocked(reason=reason)
+                if reason is not None
+                else commands.Connection.Unblocked(),
+            )
+            self.protocol.flush_soon()
+        log_event(
+            log,
+            "connection_blocked" if reason else "connection_unblocked",
+            f"connection {self.serial} {f'blocked: {reason}' if reason else 'unblocked'}",
+            connection=self.serial,
+            reason=reason,
+        )
+        self.blocked_reason = reason
+        self._update_reading()
 
     def _send(self, channel: ChannelSession, method: base.Frame) -> None:
         self.connection.send_method(channel.number, method)
@@ -312,6 +387,12 @@ class Session:
     def on_exchange_declare(
         self, channel: ChannelSession, method: commands.Exchange.Declare
     ) -> None:
+        if not method.passive:
+            self._permit("configure", "exchange", method.exchange)
+            alternate = (method.arguments or {}).get("alternate-exchange")
+            if isinstance(alternate, str):
+                self._permit("read", "exchange", method.exchange)
+                self._permit("write", "exchange", alternate)
         command = c.DeclareExchange(
             channel=channel.ref,
             vhost=self.vhost,
@@ -328,6 +409,7 @@ class Session:
         )
 
     def on_exchange_delete(self, channel: ChannelSession, method: commands.Exchange.Delete) -> None:
+        self._permit("configure", "exchange", method.exchange)
         command = c.DeleteExchange(
             channel=channel.ref,
             vhost=self.vhost,
@@ -343,6 +425,8 @@ class Session:
     ) -> None:
         """exchange.bind and exchange.unbind: the same fields, a different verb."""
         bind = isinstance(method, commands.Exchange.Bind)
+        self._permit("write", "exchange", method.destination)
+        self._permit("read", "exchange", method.source)
         command = (c.BindExchange if bind else c.UnbindExchange)(
             channel=channel.ref,
             vhost=self.vhost,
@@ -361,6 +445,12 @@ class Session:
         queue = (
             _generated_name("amq.gen") if server_named else self._queue_name(channel, method.queue)
         )
+        if not method.passive:
+            self._permit("configure", "queue", queue)
+            dead_letter_exchange = (method.arguments or {}).get("x-dead-letter-exchange")
+            if isinstance(dead_letter_exchange, str):
+                self._permit("read", "queue", queue)
+                self._permit("write", "exchange", dead_letter_exchange)
         command = c.DeclareQueue(
             channel=channel.ref,
             vhost=self.vhost,
@@ -396,6 +486,8 @@ class Session:
         bind = isinstance(method, commands.Queue.Bind)
         queue = self._queue_name(channel, method.queue)
         routing_key = method.routing_key if method.queue or method.routing_key else queue
+        self._permit("write", "queue", queue)
+        self._permit("read", "exchange", method.exchange)
         command = (c.BindQueue if bind else c.UnbindQueue)(
             channel=channel.ref,
             vhost=self.vhost,
@@ -408,9 +500,9 @@ class Session:
         self._propose(channel, command, method, self._reply_ok(channel, method, ok))
 
     def on_queue_purge(self, channel: ChannelSession, method: commands.Queue.Purge) -> None:
-        command = c.PurgeQueue(
-            channel=channel.ref, vhost=self.vhost, queue=self._queue_name(channel, method.queue)
-        )
+        queue = self._queue_name(channel, method.queue)
+        self._permit("read", "queue", queue)
+        command = c.PurgeQueue(channel=channel.ref, vhost=self.vhost, queue=queue)
 
         def on_reply(result: Reply) -> None:
             assert isinstance(result, MessageCount)
@@ -420,10 +512,12 @@ class Session:
         self._propose(channel, command, method, on_reply)
 
     def on_queue_delete(self, channel: ChannelSession, method: commands.Queue.Delete) -> None:
+        queue = self._queue_name(channel, method.queue)
+        self._permit("configure", "queue", queue)
         command = c.DeleteQueue(
             channel=channel.ref,
             vhost=self.vhost,
-            queue=self._queue_name(channel, method.queue),
+            queue=queue,
             if_unused=method.if_unused,
             if_empty=method.if_empty,
         )
@@ -456,11 +550,19 @@ class Session:
                     method,
                 )
                 return
+        try:
+            self._permit("write", "exchange", method.exchange)
+        except _ChannelError as error:
+            self._fail(channel, error.code, error.text, method)
+            return
         channel.publish_count += 1
+        counters = self.node.counters
+        counters.received += 1
         confirm_tag = 0
         if channel.confirm:
             channel.confirm_tag += 1
             confirm_tag = channel.confirm_tag
+            counters.received_confirm += 1
         command = c.Publish(
             channel=channel.ref,
             seq=channel.publish_count,
@@ -479,6 +581,12 @@ class Session:
 
         def on_reply(result: Reply) -> None:
             assert isinstance(result, Routed)
+            if result.queue_count:
+                counters.routed += 1
+            elif method.mandatory:
+                counters.unroutable_returned += 1
+            else:
+                counters.unroutable_dropped += 1
             if not result.queue_count and method.mandatory:
                 self.connection.send_content(
                     channel.number,
@@ -498,6 +606,10 @@ class Session:
                 self._confirm(channel, confirm_tag)
 
         self._propose(channel, command, method, on_reply)
+        if not self.published:
+            self.published = True
+            if self.node.blocked_reason is not None:
+                self.update_blocked()
 
     def _confirm(self, channel: ChannelSession, confirm_tag: int) -> None:
         """Replies come in publish order: collect this turn's confirms for one multiple ack."""
@@ -515,6 +627,7 @@ class Session:
 
     def _send_acks(self, channel: ChannelSession) -> None:
         if channel.confirmed_tag > channel.acked_tag:
+            self.node.counters.confirmed += channel.confirmed_tag - channel.acked_tag
             multiple = channel.confirmed_tag - channel.acked_tag > 1
             self._send(
                 channel, commands.Basic.Ack(delivery_tag=channel.confirmed_tag, multiple=multiple)
@@ -545,10 +658,13 @@ class Session:
 
     def on_basic_consume(self, channel: ChannelSession, method: commands.Basic.Consume) -> None:
         consumer_tag = method.consumer_tag or _generated_name("amq.ctag")
+        queue = self._queue_name(channel, method.queue)
+        if queue != c.REPLY_TO:
+            self._permit("read", "queue", queue)
         command = c.Consume(
             channel=channel.ref,
             vhost=self.vhost,
-            queue=self._queue_name(channel, method.queue),
+            queue=queue,
             consumer_tag=consumer_tag,
             no_ack=method.no_ack,
             exclusive=method.exclusive,
@@ -573,18 +689,17 @@ class Session:
         )
 
     def on_basic_get(self, channel: ChannelSession, method: commands.Basic.Get) -> None:
-        command = c.Get(
-            channel=channel.ref,
-            vhost=self.vhost,
-            queue=self._queue_name(channel, method.queue),
-            no_ack=method.no_ack,
-        )
+        queue = self._queue_name(channel, method.queue)
+        self._permit("read", "queue", queue)
+        command = c.Get(channel=channel.ref, vhost=self.vhost, queue=queue, no_ack=method.no_ack)
 
         def on_reply(result: Reply) -> None:
             if isinstance(result, GetEmpty):
+                self.node.counters.get_empty += 1
                 self._send(channel, commands.Basic.GetEmpty())
                 return
             assert isinstance(result, GetOk)
+            self._count_delivery(result.redelivered)
             self.connection.send_content(
                 channel.number,
                 unchecked(
@@ -605,7 +720,12 @@ class Session:
         command = c.Settle(
             channel=channel.ref, delivery_tag=method.delivery_tag, multiple=method.multiple
         )
-        self._propose(channel, command, method, _no_reply)
+
+        def on_reply(result: Reply) -> None:
+            assert isinstance(result, MessageCount)
+            self.node.counters.acknowledged += result.message_count
+
+        self._propose(channel, command, method, on_reply)
 
     def on_basic_nack(self, channel: ChannelSession, method: commands.Basic.Nack) -> None:
         command = c.Reject(
@@ -686,6 +806,11 @@ class Session:
         channel.tx = []
         self._send(channel, commands.Tx.RollbackOk())
 
+    def _count_delivery(self, redelivered: bool) -> None:
+        counters = self.node.counters
+        counters.delivered += 1
+        counters.redelivered += redelivered
+
     # --- effects this node owns -------------------------------------------------------------------
 
     def deliver(self, effect: Effect) -> None:
@@ -693,6 +818,7 @@ class Session:
         if channel is None:
             return  # the channel closed; its CloseChannel returns the message to the queue
         if isinstance(effect, Deliver):
+            self._count_delivery(effect.redelivered)
             self.connection.send_content(
                 channel.number,
                 unchecked(
@@ -790,7 +916,32 @@ def _no_reply(_: Reply) -> None:
     """basic.ack, nack and reject have no reply; only a refusal (unknown tag) is answered."""
 
 
-def _is_loopback(host: str) -> bool:
+def check_login(
+    node: Node, username: str, password: str, peer: tuple[str, int], protocol: str
+) -> bool:
+    """The user exists, the password matches, and a loopback-only user (guest) is local."""
+    user = node.broker.query_user(username)
+    if username in node.config.loopback_users and not is_loopback(peer[0]):
+        reason = "user may only connect over loopback"
+    elif user is None or not verify_password(password, user.password_hash):
+        reason = "unknown user or wrong password"
+    else:
+        return True
+    log_event(
+        log,
+        "login_refused",
+        f"login refused: user {username!r} from {peer[0]}: {reason}",
+        logging.WARNING,
+        user=username,
+        peer_host=peer[0],
+        peer_port=peer[1],
+        protocol=protocol,
+        reason=reason,
+    )
+    return False
+
+
+def is_loopback(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -26,6 +26,7 @@ import orjson
 
 __all__ = [
     "ENCODING_VERSION",
+    "MANAGEMENT_CONNECTION",
     "AddUser",
     "AddVhost",
     "BootstrapDefaults",
@@ -33,6 +34,7 @@ __all__ = [
     "BindQueue",
     "Cancel",
     "ChannelRef",
+    "ClearPermissions",
     "CloseChannel",
     "Command",
     "Consume",
@@ -40,6 +42,8 @@ __all__ = [
     "DeclareQueue",
     "DeleteExchange",
     "DeleteQueue",
+    "DeleteUser",
+    "DeleteVhost",
     "Get",
     "NodeDown",
     "NodeUp",
@@ -49,6 +53,8 @@ __all__ = [
     "Recover",
     "Reject",
     "SessionClosed",
+    "SetAlarm",
+    "SetPermissions",
     "Settle",
     "Tick",
     "UnbindExchange",
@@ -60,6 +66,8 @@ __all__ = [
 ENCODING_VERSION = 1
 
 REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to pseudo-queue
+# The connection serial of operations from the management API: client connections count from 1.
+MANAGEMENT_CONNECTION = 0
 
 Arguments = dict[str, typing.Any]
 """Declare/bind arguments and routing headers, as plain JSON-compatible values."""
@@ -143,8 +151,49 @@ class AddVhost:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddUser:
     user: str
-    password_hash: str  # "sha256$<salt hex>$<digest hex>", computed by the proposer
+    password_hash: str  # RabbitMQ's rabbit_password_hashing_sha256 form, from the proposer
     tags: tuple[str, ...]
+    """Creates the user, or replaces the password and tags of one that exists."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteUser:
+    """The user and every permission it had go; its open connections are closed by their node."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVhost:
+    """The vhost with its exchanges, queues (and their messages) and permissions."""
+
+    vhost: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetPermissions:
+    """RabbitMQ's configure/write/read regular expressions of one user in one vhost."""
+
+    user: str
+    vhost: str
+    configure: str
+    write: str
+    read: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearPermissions:
+    user: str
+    vhost: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAlarm:
+    """A node's resource alarm began or cleared: publishers are blocked while any is set."""
+
+    node: str
+    resource: str  # "memory" or "disk", as RabbitMQ names them
+    active: bool
 
 
 # --- exchange and queue topology --------------------------------------------------------
@@ -358,6 +407,11 @@ Command = (
     | NodeDown
     | BootstrapDefaults
     | Tick
+    | DeleteUser
+    | DeleteVhost
+    | SetPermissions
+    | ClearPermissions
+    | SetAlarm
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

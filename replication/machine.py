@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import heapq
+import re
 import typing
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,7 +55,18 @@ from warrenmq.replication.replies import (
 )
 from warrenmq.replication.routing import headers_match, topic_matches
 
-__all__ = ["EXCHANGE_TYPES", "Broker", "Meta", "ReplyCode", "User"]
+__all__ = [
+    "EXCHANGE_TYPES",
+    "Broker",
+    "BrokerState",
+    "Exchange",
+    "Meta",
+    "Permission",
+    "Queue",
+    "ReplyCode",
+    "User",
+    "Vhost",
+]
 
 
 class ReplyCode(enum.IntEnum):
@@ -161,8 +173,23 @@ class Meta:
 
 @dataclass(slots=True)
 class User:
-    password_hash: str  # "sha256$<salt hex>$<digest hex>"
+    password_hash: str  # RabbitMQ's rabbit_password_hashing_sha256 form (salted, base64)
     tags: tuple[str, ...]  # administrator, management, monitoring …
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """RabbitMQ's three regular expressions, matched anywhere in a resource name (re.search);
+    an empty one matches nothing. Frozen: a change replaces the object, so readers may cache
+    what they derived from one by its identity."""
+
+    configure: str  # may declare and delete
+    write: str  # may publish to an exchange, bind a queue or exchange as destination
+    read: str  # may consume, get and purge a queue, bind from an exchange
+
+    def permits(self, action: str, name: str) -> bool:
+        pattern: str = getattr(self, action)
+        return bool(pattern) and re.search(pattern, name) is not None
 
 
 @dataclass(slots=True)
@@ -381,6 +408,8 @@ class Vhost:
 class BrokerState:
     users: dict[str, User] = field(default_factory=dict)
     vhosts: dict[str, Vhost] = field(default_factory=dict)
+    permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)  # (user, vhost)
+    alarms: set[tuple[str, str]] = field(default_factory=set)  # (node, resource) in effect
     channels: dict[c.ChannelRef, Channel] = field(default_factory=dict)  # consuming or holding
     failed_channels: set[c.ChannelRef] = field(default_factory=set)  # refused, not yet closed
     failed_connections: set[tuple[str, int, int]] = field(default_factory=set)
@@ -411,6 +440,11 @@ class Broker:
             c.Tick: self._tick,
             c.AddVhost: self._add_vhost,
             c.AddUser: self._add_user,
+            c.DeleteUser: self._delete_user,
+            c.DeleteVhost: self._delete_vhost,
+            c.SetPermissions: self._set_permissions,
+            c.ClearPermissions: self._clear_permissions,
+            c.SetAlarm: self._set_alarm,
             c.DeclareExchange: self._declare_exchange,
             c.DeleteExchange: self._delete_exchange,
             c.BindExchange: self._bind_exchange,
@@ -461,8 +495,8 @@ class Broker:
         return Applied(reply, self._effects)
 
     def _mark_failed(self, channel: c.ChannelRef | None, refused: Refused) -> None:
-        if channel is None:
-            return
+        if channel is None or channel.connection == c.MANAGEMENT_CONNECTION:
+            return  # a management operation is one command: nothing follows it to ignore
         if ReplyCode(refused.reply_code).is_connection_error:
             self.state.failed_connections.add(channel.connection_ref)
         else:
@@ -506,6 +540,20 @@ class Broker:
 
     def query_vhost_exists(self, vhost: str) -> bool:
         return vhost in self.state.vhosts
+
+    def query_permission(self, user: str, vhost: str) -> Permission | None:
+        return self.state.permissions.get((user, vhost))
+
+    def query_alarms(self) -> set[tuple[str, str]]:
+        return self.state.alarms
+
+    def query_consumer_count(self, node: str) -> int:
+        """Consumers on channels of `node`'s client connections."""
+        return sum(
+            len(channel.consumers)
+            for ref, channel in self.state.channels.items()
+            if ref.node == node
+        )
 
     def query_queue(self, vhost: str, queue: str) -> Queue | None:
         return self.state.vhosts[vhost].queues.get(queue) if vhost in self.state.vhosts else None
@@ -561,7 +609,8 @@ class Broker:
         return Ok()
 
     def _release_node(self, node: str, keep_incarnation: int | None) -> None:
-        """Release the channels, exclusive queues and failure marks of `node`'s incarnations.
+        """Release the channels, exclusive queues, failure marks and alarms of `node`'s
+        incarnations.
 
         All of them, or all but `keep_incarnation`.
         """
@@ -583,6 +632,8 @@ class Broker:
         self.state.failed_connections = {
             ref for ref in self.state.failed_connections if not released(ref[0], ref[1])
         }
+        # a node's alarms go with it; its next incarnation raises them again if they still hold
+        self.state.alarms = {alarm for alarm in self.state.alarms if alarm[0] != node}
 
     def _bootstrap_defaults(self, command: c.BootstrapDefaults) -> Reply:
         if not self.state.users and not self.state.vhosts:
@@ -590,6 +641,8 @@ class Broker:
             self._add_user(
                 c.AddUser(user=command.user, password_hash=command.password_hash, tags=command.tags)
             )
+            # RabbitMQ: the default user has every permission in the default vhost
+            self.state.permissions[(command.user, command.vhost)] = Permission(".*", ".*", ".*")
         return Ok()
 
     def _tick(self, command: c.Tick) -> Reply:
@@ -665,6 +718,53 @@ class Broker:
 
     def _add_user(self, command: c.AddUser) -> Reply:
         self.state.users[command.user] = User(command.password_hash, command.tags)
+        return Ok()
+
+    def _known_user(self, name: str) -> User:
+        user = self.state.users.get(name)
+        if user is None:
+            raise _Refusal(_refuse(ReplyCode.NOT_FOUND, f"no user '{name}'"))
+        return user
+
+    def _known_vhost(self, name: str) -> Vhost:
+        vhost = self.state.vhosts.get(name)
+        if vhost is None:
+            raise _Refusal(_refuse(ReplyCode.NOT_FOUND, f"no vhost '{name}'"))
+        return vhost
+
+    def _delete_user(self, command: c.DeleteUser) -> Reply:
+        self._known_user(command.user)
+        del self.state.users[command.user]
+        for key in [key for key in self.state.permissions if key[0] == command.user]:
+            del self.state.permissions[key]
+        return Ok()
+
+    def _delete_vhost(self, command: c.DeleteVhost) -> Reply:
+        vhost = self._known_vhost(command.vhost)
+        for queue in list(vhost.queues.values()):
+            self._remove_queue(vhost, queue)
+        del self.state.vhosts[command.vhost]
+        for key in [key for key in self.state.permissions if key[1] == command.vhost]:
+            del self.state.permissions[key]
+        return Ok()
+
+    def _set_permissions(self, command: c.SetPermissions) -> Reply:
+        self._known_user(command.user)
+        self._known_vhost(command.vhost)
+        self.state.permissions[(command.user, command.vhost)] = Permission(
+            command.configure, command.write, command.read
+        )
+        return Ok()
+
+    def _clear_permissions(self, command: c.ClearPermissions) -> Reply:
+        self.state.permissions.pop((command.user, command.vhost), None)
+        return Ok()
+
+    def _set_alarm(self, command: c.SetAlarm) -> Reply:
+        if command.active:
+            self.state.alarms.add((command.node, command.resource))
+        else:
+            self.state.alarms.discard((command.node, command.resource))
         return Ok()
 
     # --- exchanges ----------------------------------------------------------------------
@@ -1379,7 +1479,7 @@ class Broker:
     def _settle(self, command: c.Settle) -> Reply:
         settled = self._take_unacked(command)
         self._redispatch(settled)
-        return Ok()
+        return MessageCount(len(settled))
 
     def _reject(self, command: c.Reject) -> Reply:
         settled = self._take_unacked(command)

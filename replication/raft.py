@@ -357,6 +357,9 @@ class RaftSettings:
     compaction_bytes: int = 256 * 1024 * 1024
 
 
+COMMIT_LATENCY_SAMPLES = 256
+
+
 @dataclass(slots=True)
 class _Pending:
     seq: int
@@ -392,6 +395,8 @@ class RaftLog:
         self._batch_bytes = 0
         self._sealed: deque[_Pending] = deque()  # entries waiting for the one in flight
         self._in_flight: _Pending | None = None  # sent, not yet applied
+        # seconds from first sending to applying, of this node's last entries (for /metrics)
+        self.commit_latencies_s: deque[float] = deque(maxlen=COMMIT_LATENCY_SAMPLES)
         self._leader_seen: str | None = None  # the leader when the in-flight entry was sent
         self._leader_logged: str | None = None  # the leader the log last reported
         self._next_seq = 1
@@ -535,6 +540,11 @@ class RaftLog:
         self.incarnation = incarnation
         self._next_seq = 1
 
+    def compact(self) -> None:
+        """Snapshot the state and drop the journal entries before it, now (pysyncobj ignores
+        the request while a compaction runs): the journal holds every entry in memory."""
+        self._syncobj.forceLogCompaction()
+
     def close(self) -> None:
         self._syncobj.destroy()
 
@@ -601,6 +611,7 @@ class RaftLog:
             and incarnation == self.incarnation
         ):
             callbacks = entry.callbacks
+            self.commit_latencies_s.append(time.monotonic() - entry.first_sent_at_s)
             self._in_flight = None
             self._send_next()  # it only queues the entry: pysyncobj sends it later this tick
         commands = decode_entry(payload[start + node_length :])

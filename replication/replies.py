@@ -53,7 +53,7 @@ class QueueDeclared:
 
 @dataclass(frozen=True, slots=True)
 class MessageCount:
-    """Reply of queue.purge and queue.delete."""
+    """Reply of queue.purge and queue.delete, and of basic.ack (the messages it settled)."""
 
     message_count: int
 

@@ -25,8 +25,8 @@ class Gate:
     def authenticate(self, username: str, password: str) -> bool:
         return (username, password) == ("guest", "guest")
 
-    def vhost_exists(self, vhost: str) -> bool:
-        return vhost == "/"
+    def vhost_refusal(self, username: str, vhost: str) -> str | None:
+        return None if vhost == "/" else f"vhost {vhost} not found"
 
 
 def client_frame(channel: int, value) -> bytes:

@@ -73,6 +73,8 @@ def start_node(directory: Path, port: int | None = None, *extra: str) -> Running
             str(free_port()),
             "--management-port",
             str(free_port()),
+            "--prometheus-port",
+            str(free_port()),
             "--data-dir",
             str(directory / "data"),
             *extra,

@@ -9,6 +9,7 @@ from warrenmq.replication.replies import (
     GetEmpty,
     GetOk,
     Ignored,
+    MessageCount,
     Ok,
     QueueDeclared,
     Refused,
@@ -112,7 +113,9 @@ def test_deleting_a_queue_cancels_its_consumers_and_orphans_unacked() -> None:
     )
     assert applied.effects == [CancelConsumer(ref, "t")]
     # the delivered message's ack still succeeds and settles into nothing
-    assert harness.apply(c.Settle(channel=ref, delivery_tag=1, multiple=False)).reply == Ok()
+    assert harness.apply(
+        c.Settle(channel=ref, delivery_tag=1, multiple=False)
+    ).reply == MessageCount(1)
     harness.declare_queue(ref, "q")  # a new queue of the same name starts empty
     assert (
         harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=True)).reply == GetEmpty()

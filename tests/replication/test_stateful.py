@@ -35,6 +35,7 @@ from warrenmq.replication.replies import (
     GetEmpty,
     GetOk,
     Ignored,
+    MessageCount,
     Ok,
     Refused,
     Routed,
@@ -372,11 +373,13 @@ class BrokerMachine(RuleBasedStateMachine):
                 requeue=settle == "requeue",
             )
         applied = self.harness.apply(command)
-        assert applied.reply == (Ignored() if self.ignored(ref) else Ok())
+        settled = sorted(
+            tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)
+        )
+        expected = MessageCount(len(settled)) if settle == "ack" else Ok()
+        assert applied.reply == (Ignored() if self.ignored(ref) else expected)
         if not self.ignored(ref):
-            for tag in sorted(
-                tag for tag in tags if tag == delivery_tag or (multiple and tag < delivery_tag)
-            ):
+            for tag in settled:
                 queue, key = tags.pop(tag)
                 if settle == "requeue":
                     self.returned(queue, key)

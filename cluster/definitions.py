@@ -1,0 +1,221 @@
+"""Definitions: RabbitMQ's JSON export of a broker's topology, and commands that import one.
+
+The export has RabbitMQ's keys (users with salted hashes in rabbit_password_hashing_sha256 form,
+vhosts, permissions, exchanges, queues, bindings), so a file exported from RabbitMQ imports into
+Warren and one exported here imports into RabbitMQ. What clients create and the broker removes
+by itself is left out, as RabbitMQ leaves it out: exclusive queues, the default exchange and the
+amq.* exchanges every vhost has, and the default exchange's implicit bindings.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+
+from warrenmq.cluster.passwords import HASHING_ALGORITHM, hash_password, is_password_hash
+from warrenmq.replication import commands as c
+from warrenmq.replication.machine import BrokerState
+
+__all__ = [
+    "add_user_command",
+    "bind_command",
+    "declare_exchange_command",
+    "declare_queue_command",
+    "export",
+    "import_commands",
+    "set_permissions_command",
+]
+
+Json = typing.Any
+
+
+def export(state: BrokerState, version: str) -> dict[str, Json]:
+    queues, exchanges, bindings = [], [], []
+    for vhost_name, vhost in state.vhosts.items():
+        exclusive = {name for name, queue in vhost.queues.items() if queue.exclusive_owner}
+        queues += [
+            {
+                "name": queue.name,
+                "vhost": vhost_name,
+                "durable": queue.durable,
+                "auto_delete": queue.auto_delete,
+                "arguments": queue.arguments,
+            }
+            for queue in vhost.queues.values()
+            if queue.name not in exclusive
+        ]
+        for exchange in vhost.exchanges.values():
+            if exchange.name and not exchange.name.startswith("amq."):
+                exchanges.append(
+                    {
+                        "name": exchange.name,
+                        "vhost": vhost_name,
+                        "type": exchange.type,
+                        "durable": exchange.durable,
+                        "auto_delete": exchange.auto_delete,
+                        "internal": exchange.internal,
+                        "arguments": exchange.arguments,
+                    }
+                )
+            bindings += [
+                {
+                    "source": exchange.name,
+                    "vhost": vhost_name,
+                    "destination": binding.destination,
+                    "destination_type": binding.destination_kind,
+                    "routing_key": binding.routing_key,
+                    "arguments": binding.arguments,
+                }
+                for binding in exchange.bindings.values()
+                if not (binding.destination_kind == "queue" and binding.destination in exclusive)
+            ]
+    return {
+        "rabbit_version": version,
+        "rabbitmq_version": version,
+        "product_name": "Warren",
+        "product_version": version,
+        "users": [
+            {
+                "name": name,
+                "password_hash": user.password_hash,
+                "hashing_algorithm": HASHING_ALGORITHM,
+                "tags": list(user.tags),
+                "limits": {},
+            }
+            for name, user in state.users.items()
+        ],
+        "vhosts": [{"name": name, "limits": [], "metadata": {}} for name in state.vhosts],
+        "permissions": [
+            {
+                "user": user,
+                "vhost": vhost,
+                "configure": permission.configure,
+                "write": permission.write,
+                "read": permission.read,
+            }
+            for (user, vhost), permission in state.permissions.items()
+        ],
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    }
+
+
+def _tags(value: Json) -> tuple[str, ...]:
+    """RabbitMQ writes tags as a list (3.9 on) or a comma-separated string (before)."""
+    if isinstance(value, str):
+        return tuple(tag.strip() for tag in value.split(",") if tag.strip())
+    return tuple(str(tag) for tag in value or ())
+
+
+def add_user_command(name: str, body: dict[str, Json]) -> c.AddUser:
+    """From a definitions entry or the API's PUT body: `password` is hashed here, a
+    `password_hash` must be RabbitMQ's sha256 form; neither makes a user that cannot log in."""
+    if "password" in body:
+        password_hash = hash_password(str(body["password"]))
+    else:
+        password_hash = str(body.get("password_hash") or "")
+        algorithm = body.get("hashing_algorithm", HASHING_ALGORITHM)
+        if algorithm != HASHING_ALGORITHM:
+            raise ValueError(f"unsupported hashing_algorithm {algorithm!r} for user {name!r}")
+        if password_hash and not is_password_hash(password_hash):
+            raise ValueError(f"password_hash of user {name!r} is not {HASHING_ALGORITHM}")
+    return c.AddUser(user=name, password_hash=password_hash, tags=_tags(body.get("tags")))
+
+
+def set_permissions_command(user: str, vhost: str, body: dict[str, Json]) -> c.SetPermissions:
+    patterns = {action: str(body.get(action, "")) for action in ("configure", "write", "read")}
+    for action, pattern in patterns.items():
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"invalid_regexp for {action}: {pattern!r}: {error}") from error
+    return c.SetPermissions(user=user, vhost=vhost, **patterns)
+
+
+def declare_exchange_command(
+    channel: c.ChannelRef, vhost: str, body: dict[str, Json]
+) -> c.DeclareExchange:
+    return c.DeclareExchange(
+        channel=channel,
+        vhost=vhost,
+        exchange=str(body["name"]),
+        type=str(body.get("type", "direct")),
+        passive=False,
+        durable=bool(body.get("durable", True)),
+        auto_delete=bool(body.get("auto_delete", False)),
+        internal=bool(body.get("internal", False)),
+        arguments=dict(body.get("arguments") or {}),
+    )
+
+
+def declare_queue_command(
+    channel: c.ChannelRef, vhost: str, body: dict[str, Json]
+) -> c.DeclareQueue:
+    return c.DeclareQueue(
+        channel=channel,
+        vhost=vhost,
+        queue=str(body["name"]),
+        server_named=False,
+        passive=False,
+        durable=bool(body.get("durable", True)),
+        exclusive=False,
+        auto_delete=bool(body.get("auto_delete", False)),
+        arguments=dict(body.get("arguments") or {}),
+    )
+
+
+def bind_command(
+    channel: c.ChannelRef, vhost: str, body: dict[str, Json], unbind: bool = False
+) -> c.Command:
+    routing_key = str(body.get("routing_key", ""))
+    arguments = dict(body.get("arguments") or {})
+    if body.get("destination_type", "queue") == "queue":
+        return (c.UnbindQueue if unbind else c.BindQueue)(
+            channel=channel,
+            vhost=vhost,
+            queue=str(body["destination"]),
+            exchange=str(body["source"]),
+            routing_key=routing_key,
+            arguments=arguments,
+        )
+    return (c.UnbindExchange if unbind else c.BindExchange)(
+        channel=channel,
+        vhost=vhost,
+        destination=str(body["destination"]),
+        source=str(body["source"]),
+        routing_key=routing_key,
+        arguments=arguments,
+    )
+
+
+def import_commands(
+    definitions: dict[str, Json], next_channel: typing.Callable[[], c.ChannelRef]
+) -> list[c.Command]:
+    """In dependency order: vhosts and users before permissions, exchanges and queues before
+    the bindings between them. Raises ValueError (or KeyError, TypeError) on a bad file."""
+    commands: list[c.Command] = [
+        c.AddVhost(vhost=str(vhost["name"])) for vhost in definitions.get("vhosts", [])
+    ]
+    commands += [add_user_command(str(user["name"]), user) for user in definitions.get("users", [])]
+    commands += [
+        set_permissions_command(str(entry["user"]), str(entry["vhost"]), entry)
+        for entry in definitions.get("permissions", [])
+    ]
+    commands += [
+        declare_exchange_command(next_channel(), str(exchange["vhost"]), exchange)
+        for exchange in definitions.get("exchanges", [])
+    ]
+    commands += [
+        declare_queue_command(next_channel(), str(queue["vhost"]), queue)
+        for queue in definitions.get("queues", [])
+    ]
+    commands += [
+        bind_command(next_channel(), str(binding["vhost"]), binding)
+        for binding in definitions.get("bindings", [])
+    ]
+    return commands
