@@ -1,0 +1,133 @@
+"""Memory and disk alarms: publishers get connection.blocked past a node's limit, as with
+RabbitMQ, and are unblocked when the alarm clears; consumers are never blocked."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pika
+
+from warrenmq.cluster.ctl import ApiClient
+from warrenmq.cluster.local import LocalCluster
+
+from .operations import api, pika_connection, running_cluster
+
+WATERMARK_BYTES = 160 * 1024 * 1024  # well above a node's ~50 MB at rest
+BODY = b"m" * (1024 * 1024)
+MESSAGES = 300  # 300 MiB: far past the watermark on every node
+QUEUE = "flow.q"
+WAIT_S = 60.0
+
+
+class Publisher(threading.Thread):
+    """Publishes MESSAGES with confirms on its own connection, noting blocked/unblocked.
+
+    pika's BlockingConnection runs those callbacks only in process_data_events, so they are
+    noted when the publisher gets to run again, once it is unblocked.
+    """
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        super().__init__(daemon=True)
+        self.connection = pika_connection(cluster.members[0])
+        self.connection.add_on_connection_blocked_callback(lambda *_: self.blocked.set())
+        self.connection.add_on_connection_unblocked_callback(lambda *_: self.unblocked.set())
+        self.blocked = threading.Event()
+        self.unblocked = threading.Event()
+        self.confirmed = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            channel = self.connection.channel()
+            channel.confirm_delivery()
+            for number in range(MESSAGES):
+                channel.basic_publish("", QUEUE, BODY, pika.BasicProperties(message_id=str(number)))
+                self.confirmed += 1
+                self.connection.process_data_events(time_limit=0)
+            self.connection.close()
+        except BaseException as error:  # reported by the test thread
+            self.error = error
+
+
+def test_a_memory_alarm_blocks_publishers_until_consumers_drain(tmp_path: Path) -> None:
+    arguments = ("--memory-high-watermark-bytes", str(WATERMARK_BYTES))
+    with running_cluster(tmp_path, extra_arguments=arguments) as cluster:
+        setup = pika_connection(cluster.members[0])
+        setup.channel().queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        setup.close()
+        publisher = Publisher(cluster)
+        publisher.start()
+        client = api(cluster.members[0])
+        stalled_at = wait_until_stalled(client, publisher)
+        assert stalled_at < MESSAGES
+        status, answer = client.request("GET", "/api/health/checks/alarms")
+        assert status == 503
+        assert any(alarm["resource"] == "memory" for alarm in answer["alarms"])
+
+        consumer = pika_connection(cluster.members[2])  # consumers are not blocked
+        channel = consumer.channel()
+        channel.basic_qos(prefetch_count=50)
+        received: list[str] = []
+        deadline_s = time.monotonic() + 4 * WAIT_S
+        for method, properties, _ in channel.consume(QUEUE, inactivity_timeout=1.0):
+            assert time.monotonic() < deadline_s, f"drained {len(received)} of {MESSAGES}"
+            if method is None:
+                assert publisher.error is None, publisher.error
+                continue
+            received.append(properties.message_id)
+            channel.basic_ack(method.delivery_tag)
+            if len(received) == MESSAGES:
+                break
+        channel.cancel()
+        consumer.close()
+        publisher.join(WAIT_S)
+        assert publisher.error is None, publisher.error
+        assert publisher.blocked.is_set() and publisher.unblocked.is_set()
+        assert publisher.confirmed == MESSAGES
+        assert sorted(received, key=int) == [str(number) for number in range(MESSAGES)]
+        assert client.request("GET", "/api/health/checks/alarms")[0] == 200
+
+
+def wait_until_stalled(client: ApiClient, publisher: Publisher) -> int:
+    """The publisher's connection is blocked and nothing more is confirmed for two seconds
+    (the alarm may clear and come back while the journal is compacted; it must hold)."""
+    deadline_s = time.monotonic() + WAIT_S
+    while True:
+        assert time.monotonic() < deadline_s, "the publisher was never held blocked"
+        assert publisher.error is None, publisher.error
+        states = [connection["state"] for connection in client.get("/api/connections")]
+        confirmed = publisher.confirmed
+        if states == ["blocked"]:
+            time.sleep(2.0)
+            states = [connection["state"] for connection in client.get("/api/connections")]
+            if states == ["blocked"] and publisher.confirmed == confirmed:
+                return confirmed
+        time.sleep(0.1)
+
+
+def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> None:
+    """A free-disk limit no disk meets (an exabyte): the alarm is set at start and stays."""
+    arguments = ("--disk-free-limit", str(10**18))
+    with running_cluster(tmp_path, nodes=1, extra_arguments=arguments) as cluster:
+        member = cluster.members[0]
+        client = api(member)
+        deadline_s = time.monotonic() + WAIT_S
+        while client.request("GET", "/api/health/checks/local-alarms")[0] != 503:
+            assert time.monotonic() < deadline_s, "no disk alarm"
+            time.sleep(0.1)
+        assert client.get("/api/nodes")[0]["disk_free_alarm"] is True
+        consumer = pika_connection(member)
+        consuming = consumer.channel()
+        consuming.queue_declare("disk.q")
+        assert consuming.basic_get("disk.q")[0] is None  # a consumer still gets answers
+        blocked = threading.Event()
+        publisher = pika_connection(member)
+        publisher.add_on_connection_blocked_callback(lambda *_: blocked.set())
+        channel = publisher.channel()
+        channel.basic_publish("", "disk.q", b"first")  # the publish that gets it blocked
+        publisher.process_data_events(time_limit=5)
+        assert blocked.is_set()
+        assert client.get("/api/connections")[0]["state"] in ("blocked", "running")
+        consumer.close()
