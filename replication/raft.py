@@ -512,7 +512,14 @@ class RaftLog:
         leader = self.leader_address
         if leader != self._leader_logged:
             self._leader_logged = leader
-            log.info("%s: leader is now %s (term %d)", self.node_id, leader, self.term)
+            log.info(
+                "%s: leader is now %s (term %d)",
+                self.node_id,
+                leader,
+                self.term,
+                # the node's structured log (cluster/logs.py) writes these as fields
+                extra={"fields": {"event": "leader_changed", "leader": leader, "term": self.term}},
+            )
         if self._in_flight is not None:
             self._check_in_flight(self._in_flight, time.monotonic())
 

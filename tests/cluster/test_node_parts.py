@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime
 import decimal
 import types
+import typing
 from pathlib import Path
 
 import pytest
 
 from warrenmq.cluster.config import load_config
-from warrenmq.cluster.passwords import hash_password, verify_password
+from warrenmq.cluster.definitions import import_commands
+from warrenmq.cluster.passwords import hash_password, is_password_hash, verify_password
 from warrenmq.cluster.plain import plain_table
+from warrenmq.cluster.resources import ResourceMonitor
 from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker, Meta
@@ -50,7 +53,7 @@ def test_password_hashes_are_salted_and_verify() -> None:
     first, second = hash_password("secret"), hash_password("secret")
     assert first != second and "secret" not in first
     assert verify_password("secret", first) and not verify_password("Secret", first)
-    assert not verify_password("secret", "md5$00$00")
+    assert not verify_password("secret", "md5$00$00")  # not a hash this broker writes
 
 
 def test_plain_values_keep_what_routing_compares() -> None:
@@ -101,3 +104,71 @@ def test_guest_may_only_log_in_over_loopback(peer: str, guest_allowed: bool) -> 
     assert session.authenticate("app", "app")  # other users log in from anywhere
     assert not session.authenticate("app", "wrong")
     assert not session.authenticate("nobody", "nobody")
+
+
+def test_hashes_from_rabbitmq_verify() -> None:
+    """A hash RabbitMQ 3.10.8 made for the password "pw" (rabbit_password_hashing_sha256)."""
+    from_rabbitmq = "wRPXm0sdMY6icuIgX1PYLEnYqGd3cJYA33mA+ffvfvRHBNfu"
+    assert verify_password("pw", from_rabbitmq) and not verify_password("px", from_rabbitmq)
+    assert is_password_hash(from_rabbitmq) and is_password_hash(hash_password("x"))
+    assert not verify_password("", "") and not is_password_hash("c2hvcnQ=")
+
+
+def test_vhost_access_needs_the_vhost_and_a_permission_in_it() -> None:
+    session = session_from("127.0.0.1")
+    assert session.vhost_refusal("app", "/") == "access to vhost '/' refused for user 'app'"
+    assert session.vhost_refusal("app", "other") == "vhost other not found"
+    session.node.broker.apply(
+        Meta(9), c.SetPermissions(user="app", vhost="/", configure="", write="", read="")
+    )
+    assert session.vhost_refusal("app", "/") is None  # empty patterns still open the vhost
+
+
+def test_resource_alarms_begin_and_clear(tmp_path: Path) -> None:
+    monitor = ResourceMonitor(tmp_path, memory_limit_bytes=1, disk_free_limit_bytes=0)
+    assert monitor.check() == {"memory": True}
+    assert monitor.check() == {}  # still set: no change to report
+    monitor.memory_limit_bytes = 1 << 60
+    monitor.disk_free_limit_bytes = 1 << 60
+    assert monitor.check() == {"memory": False, "disk": True}
+    assert monitor.local_alarms == {"disk"}
+
+
+def test_definitions_import_in_dependency_order_and_refuse_unknown_hashes() -> None:
+    channels = iter(range(1, 100))
+
+    def next_channel() -> c.ChannelRef:
+        return c.ChannelRef("n", 1, c.MANAGEMENT_CONNECTION, next(channels))
+
+    commands = import_commands(
+        {
+            "bindings": [{"source": "x", "vhost": "v", "destination": "q", "routing_key": "k"}],
+            "queues": [{"name": "q", "vhost": "v"}],
+            "exchanges": [{"name": "x", "vhost": "v", "type": "topic"}],
+            "permissions": [
+                {"user": "u", "vhost": "v", "configure": ".*", "write": "", "read": ""}
+            ],
+            "users": [{"name": "u", "password_hash": hash_password("p"), "tags": "a,b"}],
+            "vhosts": [{"name": "v"}],
+        },
+        next_channel,
+    )
+    assert [type(command).__name__ for command in commands] == [
+        "AddVhost",
+        "AddUser",
+        "SetPermissions",
+        "DeclareExchange",
+        "DeclareQueue",
+        "BindQueue",
+    ]
+    assert typing.cast(c.AddUser, commands[1]).tags == ("a", "b")
+    for user in (
+        {"name": "u", "password_hash": "x", "hashing_algorithm": "rabbit_password_hashing_md5"},
+        {"name": "u", "password_hash": "not base64 of 36 bytes"},
+    ):
+        with pytest.raises(ValueError):
+            import_commands({"users": [user]}, next_channel)
+    with pytest.raises(ValueError, match="invalid_regexp"):
+        import_commands(
+            {"permissions": [{"user": "u", "vhost": "v", "configure": "("}]}, next_channel
+        )

@@ -6,11 +6,14 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from warrenmq.cluster.config import Member
+from warrenmq.cluster.ctl import ApiClient
 from warrenmq.cluster.load import Load
 from warrenmq.cluster.local import fetch_cluster_status, free_port
 
@@ -46,10 +49,25 @@ def wait_for_leader(management_ports: dict[str, int], timeout_s: float = 90.0) -
     raise TimeoutError("the compose cluster agreed on no leader")
 
 
+def assert_operable(management: dict[str, int], prometheus: dict[str, int]) -> None:
+    """The API on one container answers for all three (it asks the others by their compose
+    host names); each container's /metrics parses."""
+    client = ApiClient(f"http://127.0.0.1:{management[NODES[0]]}", USER, PASSWORD)
+    deadline_s = time.monotonic() + 30
+    while [node["running"] for node in client.get("/api/nodes")] != [True, True, True]:
+        assert time.monotonic() < deadline_s, client.get("/api/nodes")
+        time.sleep(0.3)
+    for port in prometheus.values():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            names = {f.name for f in text_string_to_metric_families(answer.read().decode())}
+        assert {"rabbitmq_raft_term", "rabbitmq_connections"} <= names
+
+
 async def test_compose_down_and_up_keeps_every_confirmed_message(warren_image: str) -> None:
     project = f"warren-test-{uuid.uuid4().hex[:8]}"
     amqp = {node: free_port() for node in NODES}
     management = {node: free_port() for node in NODES}
+    prometheus = {node: free_port() for node in NODES}
     environment = {
         "WARREN_IMAGE": warren_image,
         "WARREN_DEFAULT_USER": USER,
@@ -59,10 +77,12 @@ async def test_compose_down_and_up_keeps_every_confirmed_message(warren_image: s
     for index, node in enumerate(NODES, start=1):
         environment[f"WARREN_AMQP_PORT_{index}"] = str(amqp[node])
         environment[f"WARREN_MANAGEMENT_PORT_{index}"] = str(management[node])
+        environment[f"WARREN_PROMETHEUS_PORT_{index}"] = str(prometheus[node])
     urls = [f"amqp://{USER}:{PASSWORD}@127.0.0.1:{amqp[node]}/" for node in NODES]
     compose(project, environment, "up", "-d")
     try:
         wait_for_leader(management)
+        assert_operable(management, prometheus)
         load = Load(urls, urls, "durable", message_count=1000)
         await load.declare(urls[0])
         await load.publish(time.monotonic() + 60)

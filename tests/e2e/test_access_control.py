@@ -248,3 +248,22 @@ def test_users_are_stored_as_salted_hashes_only(cluster: LocalCluster, tmp_path:
     for member in cluster.members:
         journal = cluster.directory / member.node_id / "raft.journal"
         assert b"dave-plain-text" not in journal.read_bytes()
+
+
+def test_logs_are_one_json_object_per_line(cluster: LocalCluster) -> None:
+    """Structured logs: connection open/close with user and peer, refused logins, leaders."""
+    events: list[dict[str, object]] = []
+    for member in cluster.members:
+        for line in (cluster.directory / f"{member.node_id}.log").read_text().splitlines():
+            if line.startswith("{"):
+                events.append(json.loads(line))
+    by_event: dict[object, list[dict[str, object]]] = {}
+    for entry in events:
+        assert {"time", "level", "logger", "message"} <= entry.keys()
+        by_event.setdefault(entry.get("event"), []).append(entry)
+    opened = [e for e in by_event["connection_opened"] if e["user"] == "alice"]
+    assert opened and opened[0]["peer_host"] == "127.0.0.1" and opened[0]["vhost"] == "/"
+    assert any(e["user"] == "alice" for e in by_event["connection_closed"])
+    refused = [e for e in by_event["login_refused"] if e["user"] == "alice"]
+    assert refused and refused[0]["protocol"] == "amqp" and refused[0]["level"] == "warning"
+    assert {e["leader"] for e in by_event["leader_changed"]} - {None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from warrenmq.replication import commands as c
+from warrenmq.replication.machine import Permission
 from warrenmq.replication.replies import (
     CancelConsumer,
     Deliver,
@@ -16,7 +17,7 @@ from warrenmq.replication.replies import (
     Routed,
 )
 
-from .harness import VHOST, Harness, channel_ref
+from .harness import VHOST, Harness, channel_ref, declare_queue_command
 
 
 def delivered_bodies(applied) -> list[bytes]:
@@ -195,3 +196,78 @@ def test_regression_release_never_hands_messages_to_a_dying_sibling_channel() ->
     assert [(effect.owner, effect.body) for effect in applied.effects] == [(survivor, b"m")]
     (unacked,) = harness.broker.state.channels[survivor].unacked.values()
     assert unacked.entry.delivery_count == 1
+
+
+# --- users, vhosts, permissions, alarms -------------------------------------------------
+
+
+def test_permissions_match_anywhere_and_empty_matches_nothing() -> None:
+    permission = Permission(configure="^app\\.", write="orders", read="")
+    assert permission.permits("configure", "app.q") and not permission.permits(
+        "configure", "x.app.q"
+    )
+    assert permission.permits("write", "eu.orders.new")  # re.search, as RabbitMQ's re:run
+    assert not permission.permits("read", "") and not permission.permits("read", "anything")
+
+
+def test_deleting_a_vhost_takes_its_queues_consumers_and_permissions() -> None:
+    harness = Harness()
+    ref = channel_ref(1)
+    harness.apply(c.AddUser(user="u", password_hash="", tags=()))
+    harness.apply(c.SetPermissions(user="u", vhost=VHOST, configure=".*", write=".*", read=".*"))
+    harness.declare_queue(ref, "q")
+    harness.publish(ref, "q", b"m")
+    harness.consume(ref, "q", "t")
+    applied = harness.apply(c.DeleteVhost(vhost=VHOST))
+    assert applied.reply == Ok()
+    assert CancelConsumer(ref, "t") in applied.effects
+    assert harness.broker.query_permission("u", VHOST) is None
+    assert not harness.broker.query_vhost_exists(VHOST)
+    assert harness.apply(c.DeleteVhost(vhost=VHOST)).reply.reply_code == 404  # type: ignore[union-attr]
+    assert harness.replayed() == harness.broker.state
+
+
+def test_users_and_permissions_need_each_other() -> None:
+    harness = Harness()
+    unknown = harness.apply(
+        c.SetPermissions(user="nobody", vhost=VHOST, configure="", write="", read="")
+    ).reply
+    assert isinstance(unknown, Refused) and unknown.reply_code == 404
+    harness.apply(c.AddUser(user="u", password_hash="h", tags=("management",)))
+    harness.apply(c.SetPermissions(user="u", vhost=VHOST, configure="a", write="b", read="c"))
+    assert harness.broker.query_permission("u", VHOST) == Permission("a", "b", "c")
+    assert harness.apply(c.DeleteUser(user="u")).reply == Ok()
+    assert harness.broker.query_permission("u", VHOST) is None
+    assert harness.broker.query_user("u") is None
+
+
+def test_a_lost_node_takes_its_alarms_with_it() -> None:
+    harness = Harness()
+    harness.apply(c.SetAlarm(node="n1", resource="memory", active=True))
+    harness.apply(c.SetAlarm(node="n2", resource="disk", active=True))
+    assert harness.broker.query_alarms() == {("n1", "memory"), ("n2", "disk")}
+    harness.apply(c.NodeDown(node="n1", incarnation=1))
+    assert harness.broker.query_alarms() == {("n2", "disk")}
+    harness.apply(c.SetAlarm(node="n2", resource="disk", active=False))
+    assert harness.broker.query_alarms() == set()
+
+
+def test_a_refused_management_operation_leaves_the_next_one_free() -> None:
+    """The management API's channels never fail: each operation stands alone."""
+    harness = Harness()
+    ref = c.ChannelRef("n1", 1, c.MANAGEMENT_CONNECTION, 1)
+    refused = harness.apply(declare_queue_command(ref, "q", passive=True)).reply
+    assert isinstance(refused, Refused) and refused.reply_code == 404
+    missing_vhost = c.DeclareQueue(
+        channel=ref,
+        vhost="nowhere",
+        queue="q",
+        server_named=False,
+        passive=False,
+        durable=True,
+        exclusive=False,
+        auto_delete=False,
+        arguments={},
+    )
+    assert harness.apply(missing_vhost).reply.reply_code == 530  # type: ignore[union-attr]
+    assert isinstance(harness.declare_queue(ref, "q").reply, QueueDeclared)
