@@ -14,13 +14,15 @@ import typing
 
 from warrenmq.cluster.passwords import HASHING_ALGORITHM, hash_password, is_password_hash
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import BrokerState
+from warrenmq.replication.machine import Binding, BrokerState, Exchange
 
 __all__ = [
     "add_user_command",
     "bind_command",
+    "binding_definition",
     "declare_exchange_command",
     "declare_queue_command",
+    "exchange_definition",
     "export",
     "import_commands",
     "set_permissions_command",
@@ -46,26 +48,9 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
         ]
         for exchange in vhost.exchanges.values():
             if exchange.name and not exchange.name.startswith("amq."):
-                exchanges.append(
-                    {
-                        "name": exchange.name,
-                        "vhost": vhost_name,
-                        "type": exchange.type,
-                        "durable": exchange.durable,
-                        "auto_delete": exchange.auto_delete,
-                        "internal": exchange.internal,
-                        "arguments": exchange.arguments,
-                    }
-                )
+                exchanges.append(exchange_definition(vhost_name, exchange))
             bindings += [
-                {
-                    "source": exchange.name,
-                    "vhost": vhost_name,
-                    "destination": binding.destination,
-                    "destination_type": binding.destination_kind,
-                    "routing_key": binding.routing_key,
-                    "arguments": binding.arguments,
-                }
+                binding_definition(vhost_name, exchange.name, binding)
                 for binding in exchange.bindings.values()
                 if not (binding.destination_kind == "queue" and binding.destination in exclusive)
             ]
@@ -102,6 +87,29 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
+    }
+
+
+def exchange_definition(vhost_name: str, exchange: Exchange) -> dict[str, Json]:
+    return {
+        "name": exchange.name,
+        "vhost": vhost_name,
+        "type": exchange.type,
+        "durable": exchange.durable,
+        "auto_delete": exchange.auto_delete,
+        "internal": exchange.internal,
+        "arguments": exchange.arguments,
+    }
+
+
+def binding_definition(vhost_name: str, source: str, binding: Binding) -> dict[str, Json]:
+    return {
+        "source": source,
+        "vhost": vhost_name,
+        "destination": binding.destination,
+        "destination_type": binding.destination_kind,
+        "routing_key": binding.routing_key,
+        "arguments": binding.arguments,
     }
 
 

@@ -137,13 +137,7 @@ def _channel_json(node: Node, session: Session) -> list[Json]:
 
 def _exchange_json(vhost_name: str, exchange: Exchange) -> Json:
     return {
-        "name": exchange.name,
-        "vhost": vhost_name,
-        "type": exchange.type,
-        "durable": exchange.durable,
-        "auto_delete": exchange.auto_delete,
-        "internal": exchange.internal,
-        "arguments": exchange.arguments,
+        **definitions.exchange_definition(vhost_name, exchange),
         "user_who_performed_action": "",
     }
 
@@ -201,12 +195,7 @@ def _bindings_json(vhost_name: str, vhost: Vhost) -> list[Json]:
         for binding in exchange.bindings.values():
             bindings.append(
                 {
-                    "source": exchange.name,
-                    "vhost": vhost_name,
-                    "destination": binding.destination,
-                    "destination_type": binding.destination_kind,
-                    "routing_key": binding.routing_key,
-                    "arguments": binding.arguments,
+                    **definitions.binding_definition(vhost_name, exchange.name, binding),
                     "properties_key": properties_key(binding.routing_key, binding.arguments),
                 }
             )
@@ -689,18 +678,31 @@ class ManagementApi:
             raise _not_found()
         return json_response(_exchange_json(vhost_name, exchange))
 
-    async def put_exchange(self, request: web.Request) -> web.Response:
-        vhost_name, vhost = self._vhost(request)
-        name = self._exchange_name(request)
+    async def _declare(
+        self,
+        request: web.Request,
+        name: str,
+        existing: typing.Container[str],
+        command: typing.Callable[[c.ChannelRef, str, dict[str, Json]], c.Command],
+    ) -> web.Response:
+        """PUT of an exchange or queue: declared like a client's declare; 201 when new."""
+        vhost_name, _ = self._vhost(request)
         self._permit(request, vhost_name, "configure", name)
         body = await _body(request)
-        existed = name in vhost.exchanges
+        existed = name in existing
         await self._submit(
-            definitions.declare_exchange_command(
-                self.node.management_channel(), vhost_name, {**body, "name": name}
-            )
+            command(self.node.management_channel(), vhost_name, {**body, "name": name})
         )
         return web.Response(status=204 if existed else 201)
+
+    async def put_exchange(self, request: web.Request) -> web.Response:
+        _, vhost = self._vhost(request)
+        return await self._declare(
+            request,
+            self._exchange_name(request),
+            vhost.exchanges,
+            definitions.declare_exchange_command,
+        )
 
     async def delete_exchange(self, request: web.Request) -> web.Response:
         vhost_name, vhost = self._vhost(request)
@@ -738,17 +740,10 @@ class ManagementApi:
         return json_response(_queue_json(self.node, self._queue(request)))
 
     async def put_queue(self, request: web.Request) -> web.Response:
-        vhost_name, vhost = self._vhost(request)
-        name = request.match_info["queue"]
-        self._permit(request, vhost_name, "configure", name)
-        body = await _body(request)
-        existed = name in vhost.queues
-        await self._submit(
-            definitions.declare_queue_command(
-                self.node.management_channel(), vhost_name, {**body, "name": name}
-            )
+        _, vhost = self._vhost(request)
+        return await self._declare(
+            request, request.match_info["queue"], vhost.queues, definitions.declare_queue_command
         )
-        return web.Response(status=204 if existed else 201)
 
     async def delete_queue(self, request: web.Request) -> web.Response:
         queue = self._queue(request)

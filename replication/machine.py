@@ -57,6 +57,7 @@ from warrenmq.replication.routing import headers_match, topic_matches
 
 __all__ = [
     "EXCHANGE_TYPES",
+    "Binding",
     "Broker",
     "BrokerState",
     "Exchange",

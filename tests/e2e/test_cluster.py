@@ -18,9 +18,9 @@ import pytest
 
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.load import Load, wait_until
-from warrenmq.cluster.local import LocalCluster, free_port
+from warrenmq.cluster.local import LocalCluster
 
-READY_S = 60.0
+from .operations import READY_S, running_cluster
 
 
 def url(member: Member) -> str:
@@ -29,20 +29,8 @@ def url(member: Member) -> str:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    members = [
-        Member(f"warren-{index}", "127.0.0.1", free_port(), free_port(), free_port())
-        for index in (1, 2, 3)
-    ]
-    cluster = LocalCluster(tmp_path, members)
-    cluster.start_all(log_to_file=True)
-    try:
-        cluster.wait_healthy(timeout_s=READY_S)
+    with running_cluster(tmp_path) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-    for member in members:
-        node_log = (tmp_path / f"{member.node_id}.log").read_text()
-        assert "Traceback" not in node_log, node_log
 
 
 def split(cluster: LocalCluster, leader: str) -> tuple[Member, list[Member]]:

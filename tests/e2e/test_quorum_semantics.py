@@ -21,11 +21,11 @@ from pamqp import body as content_body
 from pamqp import commands, header
 
 from warrenmq.cluster.config import Member
-from warrenmq.cluster.local import LocalCluster, free_port
+from warrenmq.cluster.local import LocalCluster
 
+from .operations import READY_S, running_cluster
 from .rawclient import RawClient
 
-READY_S = 60.0
 QUORUM = {"x-queue-type": "quorum"}
 
 
@@ -33,36 +33,16 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def start_cluster(directory: Path) -> LocalCluster:
-    members = [
-        Member(f"warren-{index}", "127.0.0.1", free_port(), free_port(), free_port())
-        for index in (1, 2, 3)
-    ]
-    cluster = LocalCluster(directory, members)
-    cluster.start_all(log_to_file=True)
-    cluster.wait_healthy(timeout_s=READY_S)
-    return cluster
-
-
-def stop_cluster(cluster: LocalCluster) -> None:
-    cluster.stop()
-    for member in cluster.members:
-        node_log = (cluster.directory / f"{member.node_id}.log").read_text()
-        assert "Traceback" not in node_log, node_log
-
-
 @pytest.fixture(scope="module")
 def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("quorum-semantics"))
-    yield cluster
-    stop_cluster(cluster)
+    with running_cluster(tmp_path_factory.mktemp("quorum-semantics")) as cluster:
+        yield cluster
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    cluster = start_cluster(tmp_path)
-    yield cluster
-    stop_cluster(cluster)
+    with running_cluster(tmp_path) as cluster:
+        yield cluster
 
 
 def url(member: Member) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Permission
 from warrenmq.replication.replies import (
@@ -258,16 +260,6 @@ def test_a_refused_management_operation_leaves_the_next_one_free() -> None:
     ref = c.ChannelRef("n1", 1, c.MANAGEMENT_CONNECTION, 1)
     refused = harness.apply(declare_queue_command(ref, "q", passive=True)).reply
     assert isinstance(refused, Refused) and refused.reply_code == 404
-    missing_vhost = c.DeclareQueue(
-        channel=ref,
-        vhost="nowhere",
-        queue="q",
-        server_named=False,
-        passive=False,
-        durable=True,
-        exclusive=False,
-        auto_delete=False,
-        arguments={},
-    )
+    missing_vhost = dataclasses.replace(declare_queue_command(ref, "q"), vhost="nowhere")
     assert harness.apply(missing_vhost).reply.reply_code == 530  # type: ignore[union-attr]
     assert isinstance(harness.declare_queue(ref, "q").reply, QueueDeclared)
