@@ -249,6 +249,13 @@ def _ctl(arguments: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ctl"]:
+        # rabbitmqctl mixes options and arguments (`set_permissions -p VHOST USER …`), which
+        # argparse parses only as intermixed arguments, and not inside a subcommand
+        ctl_parser = argparse.ArgumentParser(prog="warren ctl")
+        ctl.add_arguments(ctl_parser)
+        return _ctl(ctl_parser.parse_intermixed_args(argv[1:]))
     parser = argparse.ArgumentParser(prog="warren", description="Warren, an AMQP 0-9-1 broker")
     commands = parser.add_subparsers(dest="command", required=True)
     _node_arguments(commands.add_parser("node", help="run one node in the foreground"))
@@ -275,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         return _up(arguments)
-    if arguments.command == "ctl":
-        return _ctl(arguments)
     if arguments.command == "failover-bench":
         return failover.run(arguments)
     if arguments.command == "bench":

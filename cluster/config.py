@@ -93,8 +93,12 @@ class NodeConfig:
         return tuple(member for member in self.cluster if member.node_id != self.node_id)
 
 
-# Environment variables a container sets, as RabbitMQ's image reads RABBITMQ_DEFAULT_USER/PASS.
+# Environment variables a container sets. RabbitMQ's own names are read too, so a deployment
+# moving from RabbitMQ's image keeps its settings; Warren's names win where both are set.
 _ENVIRONMENT = {
+    "RABBITMQ_DEFAULT_USER": "default_user",
+    "RABBITMQ_DEFAULT_PASS": "default_pass",
+    "RABBITMQ_DEFAULT_VHOST": "default_vhost",
     "WARREN_NODE_ID": "node_id",
     "WARREN_DEFAULT_USER": "default_user",
     "WARREN_DEFAULT_PASS": "default_pass",

@@ -42,6 +42,22 @@ def test_config_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
     assert config.node_data_dir == Path("warren-data") / "from-env"
 
 
+def test_rabbitmqs_environment_names_are_read_and_warrens_win() -> None:
+    config = load_config(
+        environment={
+            "RABBITMQ_DEFAULT_USER": "rabbit",
+            "RABBITMQ_DEFAULT_PASS": "from-rabbitmq",
+            "RABBITMQ_DEFAULT_VHOST": "apps",
+            "WARREN_DEFAULT_PASS": "from-warren",
+        }
+    )
+    assert (config.default_user, config.default_pass, config.default_vhost) == (
+        "rabbit",
+        "from-warren",
+        "apps",
+    )
+
+
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
     config_file = tmp_path / "node.toml"
     config_file.write_text("amqp_prot = 1\n")
