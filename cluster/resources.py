@@ -3,8 +3,9 @@
 The memory and disk alarms (RabbitMQ docs: memory and disk alarms) compare these with the
 node's limits. Memory in use is the process's anonymous resident memory, what its objects and
 message bodies occupy. The mapped journal file is not counted: the kernel can drop those pages.
-Freed heap memory is handed back to the kernel (malloc_trim) before each reading, so the figure
-falls again once consumers drain queues and an alarm can clear, as RabbitMQ's does.
+A reading over the limit is taken again after freed heap memory is handed back to the kernel
+(malloc_trim), so the figure falls once consumers drain queues and an alarm can clear, as
+RabbitMQ's does; below the limit the heap is left alone.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def total_memory_bytes() -> int:
     return os.sysconf("SC_PHYS_PAGES") * _PAGE_BYTES
 
 
-def read_resources(data_dir: os.PathLike[str]) -> ResourceReading:
-    if _LIBC is not None:
+def read_resources(data_dir: os.PathLike[str], trim: bool = False) -> ResourceReading:
+    if trim and _LIBC is not None:
         _LIBC.malloc_trim(0)
     with open("/proc/self/statm") as statm:
         _, resident_pages, shared_pages, *_ = (int(field) for field in statm.read().split())
@@ -80,6 +81,8 @@ class ResourceMonitor:
     def check(self) -> dict[str, bool]:
         """Read again; return each alarm that began (True) or cleared (False)."""
         self.reading = read_resources(self.data_dir)
+        if self.reading.memory_used_bytes > self.memory_limit_bytes:
+            self.reading = read_resources(self.data_dir, trim=True)
         alarms = set()
         if self.reading.memory_used_bytes > self.memory_limit_bytes:
             alarms.add("memory")

@@ -375,3 +375,16 @@ def test_quorum_critical_once_a_node_is_lost(cluster: LocalCluster, traffic: obj
     assert ctl(cluster, "check_if_node_is_quorum_critical").returncode == 69
     nodes = {node["name"]: node["running"] for node in client.get("/api/nodes")}
     assert nodes == {"warren-1": True, "warren-2": True, "warren-3": False}
+
+
+def test_metrics_cover_every_queue(tmp_path: Path) -> None:
+    """Amazon MQ's CloudWatch stops at 500 queues; /metrics has them all."""
+    count = 600
+    queues = [{"name": f"q{number:03}", "vhost": "/"} for number in range(count)]
+    with running_cluster(tmp_path, nodes=1) as single:
+        assert (
+            api(single.members[0]).request("POST", "/api/definitions", {"queues": queues})[0] == 204
+        )
+        samples = metrics(single, "warren-1")
+        assert len(samples["rabbitmq_queue_messages_ready"]) == count
+        assert samples["rabbitmq_queues"] == [({}, count)]
