@@ -778,18 +778,23 @@ class ManagementApi:
             ]
         )
 
-    def _binding_ends(self, request: web.Request) -> tuple[str, str, str, str]:
+    def _binding_ends(
+        self, request: web.Request, changing: bool = True
+    ) -> tuple[str, str, str, str]:
+        """The binding a path names; binding or unbinding needs AMQP's queue.bind permissions
+        (write on the destination, read on the source)."""
         vhost_name, _ = self._vhost(request)
         source = request.match_info["source"]
         source = "" if source == "amq.default" else source
         kind = "queue" if request.match_info["kind"] == "q" else "exchange"
         destination = request.match_info["destination"]
-        self._permit(request, vhost_name, "write", destination)
-        self._permit(request, vhost_name, "read", source or "amq.default")
+        if changing:
+            self._permit(request, vhost_name, "write", destination)
+            self._permit(request, vhost_name, "read", source or "amq.default")
         return vhost_name, source, kind, destination
 
     async def binding_list(self, request: web.Request) -> web.Response:
-        vhost_name, source, kind, destination = self._binding_ends(request)
+        vhost_name, source, kind, destination = self._binding_ends(request, changing=False)
         _, vhost = self._vhost(request)
         return json_response(
             [

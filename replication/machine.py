@@ -67,6 +67,7 @@ __all__ = [
     "ReplyCode",
     "User",
     "Vhost",
+    "upgrade_state",
 ]
 
 
@@ -421,6 +422,27 @@ class BrokerState:
     # sequence number of its last admitted log entry)
     last_index: int = 0  # index of the last applied command
     clock_ms: int = 0  # the leader's clock at its last Tick
+
+
+def upgrade_state(state: BrokerState) -> BrokerState:
+    """A snapshot written before a BrokerState field existed lacks it: give it its default.
+
+    Permissions came with access control; before them every user could use every vhost, so a
+    snapshot without them grants each user everything in each vhost, and nobody loses access
+    by the upgrade. Every node restores the same snapshot the same way.
+    """
+    missing = [each for each in dataclasses.fields(BrokerState) if not hasattr(state, each.name)]
+    for each in missing:
+        factory = each.default_factory
+        default = factory() if factory is not dataclasses.MISSING else each.default
+        setattr(state, each.name, default)
+    if any(each.name == "permissions" for each in missing):
+        state.permissions = {
+            (user, vhost): Permission(".*", ".*", ".*")
+            for user in state.users
+            for vhost in state.vhosts
+        }
+    return state
 
 
 class _Refusal(Exception):

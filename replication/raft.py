@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from warrenmq.replication.commands import Command, decode_entry, encode_entry
-from warrenmq.replication.machine import Broker, BrokerState, Meta
+from warrenmq.replication.machine import Broker, BrokerState, Meta, upgrade_state
 from warrenmq.replication.replies import Effect, Refused, Reply
 
 __all__ = ["DurableJournal", "PeerCipher", "RaftLog", "RaftSettings", "ReplyCallback"]
@@ -334,7 +334,7 @@ class _Replica(pysyncobj.SyncObjConsumer):
         return self._raft_log.broker.state
 
     def _deserialize(self, data: BrokerState) -> None:
-        self._raft_log.broker.state = data
+        self._raft_log.broker.state = upgrade_state(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Permission
+from warrenmq.replication.machine import Permission, upgrade_state
 from warrenmq.replication.replies import (
     CancelConsumer,
     Deliver,
@@ -263,3 +264,13 @@ def test_a_refused_management_operation_leaves_the_next_one_free() -> None:
     missing_vhost = dataclasses.replace(declare_queue_command(ref, "q"), vhost="nowhere")
     assert harness.apply(missing_vhost).reply.reply_code == 530  # type: ignore[union-attr]
     assert isinstance(harness.declare_queue(ref, "q").reply, QueueDeclared)
+
+
+def test_a_snapshot_from_before_access_control_keeps_everyones_access() -> None:
+    harness = Harness()
+    harness.apply(c.AddUser(user="u", password_hash="", tags=()))
+    old = harness.broker.state
+    del old.permissions, old.alarms  # what a snapshot written before these fields holds
+    restored = upgrade_state(pickle.loads(pickle.dumps(old, protocol=5)))
+    assert restored.permissions == {("u", VHOST): Permission(".*", ".*", ".*")}
+    assert restored.alarms == set()
