@@ -32,6 +32,7 @@ from warrenmq.amqp.connection import Settings
 from warrenmq.amqp.server import AmqpServerProtocol, serve
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.config import NodeConfig
+from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.management import start_management
 from warrenmq.cluster.metrics import MessageCounters, start_metrics
 from warrenmq.cluster.passwords import hash_password
@@ -388,12 +389,16 @@ class Node:
         if now_s - self._last_resource_check_s >= RESOURCE_CHECK_S:
             self._last_resource_check_s = now_s
             for resource, active in self.resources.check().items():
-                log.warning(
-                    "%s alarm %s on node %s",
-                    resource,
-                    "set" if active else "cleared",
-                    self.config.node_id,
-                    extra={"event": "alarm", "resource": resource, "active": active},
+                reading = self.resources.reading
+                log_event(
+                    log,
+                    "alarm",
+                    f"{resource} alarm {'set' if active else 'cleared'} on {self.config.node_id}",
+                    logging.WARNING,
+                    resource=resource,
+                    active=active,
+                    memory_used_bytes=reading.memory_used_bytes,
+                    disk_free_bytes=reading.disk_free_bytes,
                 )
                 self.log.propose(
                     c.SetAlarm(node=self.config.node_id, resource=resource, active=active)

@@ -3,6 +3,7 @@ RabbitMQ, and are unblocked when the alarm clears; consumers are never blocked."
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -88,6 +89,14 @@ def test_a_memory_alarm_blocks_publishers_until_consumers_drain(tmp_path: Path) 
         assert publisher.confirmed == MESSAGES
         assert sorted(received, key=int) == [str(number) for number in range(MESSAGES)]
         assert client.request("GET", "/api/health/checks/alarms")[0] == 200
+    alarms = [
+        json.loads(line)
+        for line in (tmp_path / "warren-1.log").read_text().splitlines()
+        if '"event":"alarm"' in line
+    ]
+    assert alarms[0]["resource"] == "memory" and alarms[0]["active"] is True
+    assert alarms[0]["memory_used_bytes"] > WATERMARK_BYTES
+    assert alarms[-1]["active"] is False
 
 
 def wait_until_stalled(client: ApiClient, publisher: Publisher) -> int:
