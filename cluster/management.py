@@ -165,7 +165,7 @@ def _queue_json(node: Node, queue: Queue) -> Json:
         "messages_unacknowledged": unacked,
         "message_bytes_ready": queue.ready_bytes,
         "consumers": len(queue.consumers),
-        "single_active_consumer_tag": active if queue.limits.single_active_consumer else None,
+        "single_active_consumer_ctag": active if queue.limits.single_active_consumer else None,
         "policy": None,
     }
 
@@ -429,6 +429,7 @@ class ManagementApi:
             "fd_total": reading.max_fds,
             "uptime": int((time.time() - node.started_at_s) * 1000),
             "being_drained": False,
+            "partitions": [],  # one Raft group: a minority stops serving, it never diverges
             "raft_leader": node.log.is_leader,
         }
 

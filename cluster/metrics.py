@@ -9,6 +9,7 @@ Raft progress. Counters are per node process and start at zero, as RabbitMQ's do
 
 from __future__ import annotations
 
+import platform
 import typing
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 if typing.TYPE_CHECKING:
     from warrenmq.cluster.node import Node
 
-__all__ = ["MessageCounters", "start_metrics"]
+__all__ = ["ClientCounters", "MessageCounters", "start_metrics"]
 
 
 @dataclass(slots=True)
@@ -38,6 +39,16 @@ class MessageCounters:
     redelivered: int = 0  # of those, with redelivered set
     acknowledged: int = 0  # messages settled by consumers' basic.ack
     get_empty: int = 0  # basic.get on an empty queue
+
+
+@dataclass(slots=True)
+class ClientCounters:
+    """Client connections and channels of this node, since the process started."""
+
+    connections_opened: int = 0  # connection.open accepted
+    connections_closed: int = 0  # of those, ended however they ended
+    channels_opened: int = 0
+    channels_closed: int = 0
 
 
 _COUNTER_HELP = {
@@ -72,6 +83,18 @@ class _NodeCollector:
                 documentation,
                 value=getattr(node.counters, name),
             )
+        for name in (
+            "connections_opened",
+            "connections_closed",
+            "channels_opened",
+            "channels_closed",
+        ):
+            kind, what = name.split("_")
+            yield CounterMetricFamily(
+                f"rabbitmq_{name}",
+                f"Total number of {kind} {what}",
+                value=getattr(node.client_counters, name),
+            )
         yield from self._resources()
         yield from self._raft()
         if node.log.is_leader:
@@ -85,6 +108,13 @@ class _NodeCollector:
         )
         identity.add_metric([self.node.config.node_id, "warren"], 1)
         yield identity
+        build = GaugeMetricFamily(
+            "rabbitmq_build_info",
+            "RabbitMQ & Erlang/OTP version info (here: Warren's and Python's)",
+            labels=["rabbitmq_version", "product_name", "python_version"],
+        )
+        build.add_metric([self.node.version, "Warren", platform.python_version()], 1)
+        yield build
 
     def _clients(self) -> typing.Iterator[Metric]:
         sessions = list(self.node.sessions.values())

@@ -34,7 +34,7 @@ from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.config import NodeConfig
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.management import start_management
-from warrenmq.cluster.metrics import MessageCounters, start_metrics
+from warrenmq.cluster.metrics import ClientCounters, MessageCounters, start_metrics
 from warrenmq.cluster.passwords import hash_password
 from warrenmq.cluster.resources import ResourceMonitor, total_memory_bytes
 from warrenmq.cluster.session import Session
@@ -124,6 +124,7 @@ class Node:
         self._web: list[web.AppRunner] = []  # management API and Prometheus metrics
         self._management_channels = itertools.count(1)
         self.counters = MessageCounters()
+        self.client_counters = ClientCounters()
         self.resources: ResourceMonitor
         self._last_resource_check_s = 0.0
         self.blocked_reason: str | None = None  # a resource alarm somewhere in the cluster

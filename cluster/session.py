@@ -204,6 +204,7 @@ class Session:
                 self._end_channel(event.channel)
             elif isinstance(event, ConnectionOpened):
                 self.user, self.vhost = event.user, event.vhost
+                self.node.client_counters.connections_opened += 1
                 capabilities = event.client_properties.get("capabilities") or {}
                 self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
                 self.blocked_notify = bool(capabilities.get("connection.blocked"))
@@ -242,6 +243,9 @@ class Session:
             return
         self._ended = True
         self.node.sessions.pop(self.serial, None)
+        counters = self.node.client_counters
+        counters.channels_closed += len(self.channels)
+        counters.connections_closed += bool(self.vhost)  # opened ones: the rest never counted
         self.node.log.propose(
             c.SessionClosed(
                 node=self.node.config.node_id, incarnation=self.incarnation, connection=self.serial
@@ -261,11 +265,13 @@ class Session:
         channel = ChannelSession(number, ref)
         self.channels[number] = channel
         self._by_serial[ref.channel] = channel
+        self.node.client_counters.channels_opened += 1
 
     def _end_channel(self, number: int) -> None:
         channel = self.channels.pop(number, None)
         if channel is not None:
             del self._by_serial[channel.ref.channel]
+            self.node.client_counters.channels_closed += 1
             self.node.log.propose(c.CloseChannel(channel=channel.ref))
 
     def _on_method(self, event: MethodReceived) -> None:

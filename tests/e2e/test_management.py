@@ -240,6 +240,9 @@ def test_prometheus_metrics(cluster: LocalCluster, traffic: object) -> None:
     assert publisher_node["rabbitmq_global_messages_received_total"][0][1] >= PUBLISHED
     assert publisher_node["rabbitmq_global_messages_confirmed_total"][0][1] >= PUBLISHED
     assert publisher_node["rabbitmq_connections"] == [({}, 1)]
+    assert publisher_node["rabbitmq_connections_opened_total"][0][1] >= 1
+    assert publisher_node["rabbitmq_channels_opened_total"][0][1] >= 1
+    assert publisher_node["rabbitmq_build_info"][0][0]["product_name"] == "Warren"
     consumer_node = metrics(cluster, "warren-2")
     assert consumer_node["rabbitmq_global_messages_delivered_total"][0][1] >= HELD
     assert consumer_node["rabbitmq_consumers"] == [({}, 1)]
