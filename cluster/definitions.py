@@ -113,6 +113,14 @@ def binding_definition(vhost_name: str, source: str, binding: Binding) -> dict[s
     }
 
 
+def _flag(body: dict[str, Json], name: str, default: bool) -> bool:
+    """A boolean field; RabbitMQ's API and rabbitmqadmin also send "true" and "false"."""
+    value = body.get(name, default)
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
 def _tags(value: Json) -> tuple[str, ...]:
     """RabbitMQ writes tags as a list (3.9 on) or a comma-separated string (before)."""
     if isinstance(value, str):
@@ -154,9 +162,9 @@ def declare_exchange_command(
         exchange=str(body["name"]),
         type=str(body.get("type", "direct")),
         passive=False,
-        durable=bool(body.get("durable", True)),
-        auto_delete=bool(body.get("auto_delete", False)),
-        internal=bool(body.get("internal", False)),
+        durable=_flag(body, "durable", True),
+        auto_delete=_flag(body, "auto_delete", False),
+        internal=_flag(body, "internal", False),
         arguments=dict(body.get("arguments") or {}),
     )
 
@@ -170,9 +178,9 @@ def declare_queue_command(
         queue=str(body["name"]),
         server_named=False,
         passive=False,
-        durable=bool(body.get("durable", True)),
+        durable=_flag(body, "durable", True),
         exclusive=False,
-        auto_delete=bool(body.get("auto_delete", False)),
+        auto_delete=_flag(body, "auto_delete", False),
         arguments=dict(body.get("arguments") or {}),
     )
 

@@ -26,13 +26,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from warrenmq.cluster import definitions
+from warrenmq.amqp.spec import ReplyCode
+from warrenmq.cluster import definitions, http_messages
 from warrenmq.cluster.passwords import HASHING_ALGORITHM
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.session import check_login
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Exchange, Queue, Vhost
-from warrenmq.replication.replies import Refused, Reply
+from warrenmq.replication.replies import GetOk, Refused, Reply, Routed
 
 if typing.TYPE_CHECKING:
     from warrenmq.cluster.node import Node
@@ -41,6 +42,7 @@ if typing.TYPE_CHECKING:
 __all__ = ["CLUSTER_STATUS_PATH", "start_management"]
 
 CLUSTER_STATUS_PATH = "/api/warren/cluster-status"
+GET_COUNT_MAX = 10_000  # messages one POST …/get may take
 PEER_TIMEOUT_S = 2.0  # how long a member's API gets to answer for its own connections
 MANAGEMENT_TAGS = frozenset({"administrator", "monitoring", "management", "policymaker"})
 # RabbitMQ's health-check protocol names, and the aliases rabbitmq-diagnostics accepts
@@ -305,30 +307,43 @@ class ManagementApi:
 
     # --- reads from the other members ----------------------------------------------------
 
-    async def _from_members(self, request: web.Request, path: str) -> list[Json]:
-        """Each member's answer for itself; a member that does not answer adds nothing."""
+    async def _ask_members(
+        self, request: web.Request, method: str, path: str
+    ) -> list[tuple[int, Json]]:
+        """Each other member's (status, JSON) for itself alone; (0, None) if it did not answer.
+        A request that is itself such a question (`?scope=node`) asks nobody."""
         if request.query.get("scope") == "node":
             return []
         if self._client is None:
             self._client = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
             )
+        client = self._client
         scheme = "https" if self._peer_ssl is not False else "http"
-        headers = {"Authorization": request.headers.get("Authorization", "")}
+        headers = {
+            name: request.headers[name]
+            for name in ("Authorization", "X-Reason")
+            if name in request.headers
+        }
 
-        async def ask(host: str, port: int) -> list[Json]:
+        async def ask(host: str, port: int) -> tuple[int, Json]:
             url = f"{scheme}://{host}:{port}{path}?scope=node"
             try:
-                async with self._client.get(url, headers=headers, ssl=self._peer_ssl) as answer:  # type: ignore[union-attr]
-                    if answer.status == 200:
-                        return typing.cast(list[Json], await answer.json())
+                async with client.request(
+                    method, url, headers=headers, ssl=self._peer_ssl
+                ) as answer:
+                    content = await answer.read()
+                    return answer.status, orjson.loads(content) if content else None
             except (TimeoutError, aiohttp.ClientError, ValueError):
-                pass
-            return []
+                return 0, None
 
         peers = self.node.config.peers
-        answers = await asyncio.gather(*(ask(m.host, m.management_port) for m in peers))
-        return [item for answer in answers for item in answer]
+        return await asyncio.gather(*(ask(m.host, m.management_port) for m in peers))
+
+    async def _from_members(self, request: web.Request, path: str) -> list[Json]:
+        """The lists the other members keep of their own (connections, channels, nodes)."""
+        answers = await self._ask_members(request, "GET", path)
+        return [item for status, answer in answers if status == 200 for item in answer]
 
     async def close(self, _: web.Application) -> None:
         if self._client is not None:
@@ -467,6 +482,21 @@ class ManagementApi:
 
     async def connections(self, request: web.Request) -> web.Response:
         return json_response(await self._connections(request))
+
+    async def close_connection(self, request: web.Request) -> web.Response:
+        """DELETE /api/connections/NAME: whichever node holds it closes it with 320."""
+        name = request.match_info["name"]
+        for session in list(self.node.sessions.values()):
+            if session.vhost and connection_name(session) == name:
+                if not self._sees_all(request) and session.user != request["user"]:
+                    raise ApiError(401, "not_authorised", "Not administrator user")
+                reason = request.headers.get("X-Reason", "Closed via management plugin")
+                session.close(ReplyCode.CONNECTION_FORCED, reason)
+                return web.Response(status=204)
+        path = f"/api/connections/{urllib.parse.quote(name, safe='')}"
+        if any(status == 204 for status, _ in await self._ask_members(request, "DELETE", path)):
+            return web.Response(status=204)
+        raise _not_found()
 
     async def channels(self, request: web.Request) -> web.Response:
         found = [
@@ -760,6 +790,58 @@ class ManagementApi:
         )
         return web.Response(status=204)
 
+    async def publish(self, request: web.Request) -> web.Response:
+        """POST /api/exchanges/V/E/publish: RabbitMQ's answer is whether it was routed."""
+        vhost_name, vhost = self._vhost(request)
+        name = self._exchange_name(request)
+        self._permit(request, vhost_name, "write", name or "amq.default")
+        if name not in vhost.exchanges:
+            raise _not_found()
+        body = await _body(request)
+        try:
+            command = http_messages.publish_command(
+                self.node.management_channel(), vhost_name, name, body
+            )
+        except ValueError as error:
+            raise _bad_request(str(error)) from error
+        reply = await self._submit(command)
+        return json_response({"routed": isinstance(reply, Routed) and reply.queue_count > 0})
+
+    async def get_messages(self, request: web.Request) -> web.Response:
+        """POST /api/queues/V/Q/get: up to `count` messages, then settled as `ackmode` says."""
+        queue = self._queue(request)
+        self._permit(request, queue.vhost, "read", queue.name)
+        body = await _body(request)
+        ackmode = body.get("ackmode")
+        if ackmode not in http_messages.ACK_MODES:
+            raise _bad_request(f"ackmode must be one of {', '.join(http_messages.ACK_MODES)}")
+        held, requeue = http_messages.ACK_MODES[ackmode]
+        count = min(int(body.get("count", 1)), GET_COUNT_MAX)
+        truncate = body.get("truncate")
+        channel = self.node.management_channel()
+        messages: list[Json] = []
+        last_tag = 0
+        try:
+            for _ in range(count):
+                reply = await self._submit(
+                    c.Get(channel=channel, vhost=queue.vhost, queue=queue.name, no_ack=not held)
+                )
+                if not isinstance(reply, GetOk):
+                    break
+                last_tag = reply.delivery_tag
+                messages.append(
+                    http_messages.message_json(
+                        reply, body.get("encoding", "auto"), int(truncate) if truncate else None
+                    )
+                )
+            if held and last_tag:
+                await self._submit(
+                    c.Reject(channel=channel, delivery_tag=last_tag, multiple=True, requeue=requeue)
+                )
+        finally:
+            await self.node.submit(c.CloseChannel(channel=channel))
+        return json_response(messages)
+
     async def purge_queue(self, request: web.Request) -> web.Response:
         queue = self._queue(request)
         self._permit(request, queue.vhost, "read", queue.name)
@@ -955,6 +1037,7 @@ def _routes(api: ManagementApi) -> list[web.RouteDef]:
         web.get("/api/nodes", api.nodes),
         web.get("/api/nodes/{name}", api.one_node),
         web.get("/api/connections", api.connections),
+        web.delete("/api/connections/{name}", api.close_connection),
         web.get("/api/channels", api.channels),
         web.get("/api/consumers", api.consumers),
         web.get("/api/consumers" + vhost, api.consumers),
@@ -977,12 +1060,14 @@ def _routes(api: ManagementApi) -> list[web.RouteDef]:
         web.get("/api/exchanges" + vhost + "/{exchange}", api.one_exchange),
         web.put("/api/exchanges" + vhost + "/{exchange}", api.put_exchange),
         web.delete("/api/exchanges" + vhost + "/{exchange}", api.delete_exchange),
+        web.post("/api/exchanges" + vhost + "/{exchange}/publish", api.publish),
         web.get("/api/queues", api.queues),
         web.get("/api/queues" + vhost, api.queues),
         web.get("/api/queues" + vhost + "/{queue}", api.one_queue),
         web.put("/api/queues" + vhost + "/{queue}", api.put_queue),
         web.delete("/api/queues" + vhost + "/{queue}", api.delete_queue),
         web.delete("/api/queues" + vhost + "/{queue}/contents", api.purge_queue),
+        web.post("/api/queues" + vhost + "/{queue}/get", api.get_messages),
         web.get("/api/bindings", api.bindings),
         web.get("/api/bindings" + vhost, api.bindings),
         web.get("/api/bindings" + binding, api.binding_list),

@@ -61,7 +61,7 @@ if typing.TYPE_CHECKING:
     from warrenmq.amqp.server import AmqpServerProtocol
     from warrenmq.cluster.node import Node
 
-__all__ = ["Session", "check_login", "is_loopback"]
+__all__ = ["Session", "annotated", "check_login", "expiration_error", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ class Session:
             self.protocol.flush_soon()
             return
         if event.expiration is not None:
-            error = _expiration_error(event.expiration)
+            error = expiration_error(event.expiration)
             if error is not None:
                 self._fail(
                     channel,
@@ -716,7 +716,7 @@ class Session:
                     routing_key=result.routing_key,
                     message_count=result.message_count,
                 ),
-                _annotated(result.properties, result.annotations),
+                annotated(result.properties, result.annotations),
                 result.body,
             )
 
@@ -835,7 +835,7 @@ class Session:
                     exchange=effect.exchange,
                     routing_key=effect.routing_key,
                 ),
-                _annotated(effect.properties, effect.annotations),
+                annotated(effect.properties, effect.annotations),
                 effect.body,
             )
         elif isinstance(effect, ChannelTimedOut):
@@ -870,7 +870,7 @@ def _outgoing_properties(event: ContentReceived, sender: c.ChannelRef) -> bytes:
     return encode_properties(decoded)
 
 
-def _expiration_error(expiration: str) -> str | None:
+def expiration_error(expiration: str) -> str | None:
     """RabbitMQ's objection to an expiration property, as it words it; None if it is valid."""
     digits = re.match(r"[+-]?[0-9]+", expiration)
     if digits is None:
@@ -882,7 +882,7 @@ def _expiration_error(expiration: str) -> str | None:
     return None
 
 
-def _annotated(properties: bytes, annotations: Annotations | None) -> bytes:
+def annotated(properties: bytes, annotations: Annotations | None) -> bytes:
     """The message's properties with the headers the broker adds (RabbitMQ docs: quorum queues,
     "Poison Message Handling"; dead letter exchanges, "Dead-Lettered Effects on Messages")."""
     if annotations is None:

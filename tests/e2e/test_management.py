@@ -10,10 +10,12 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pika
+import pika.exceptions
 import pytest
 
 from warrenmq.cluster.ctl import ApiClient
@@ -363,6 +365,57 @@ def test_definitions_exported_by_rabbitmq_import(tmp_path: Path) -> None:
         queue = api(member).get("/api/queues/v2/orders.eu")
         assert queue["type"] == "quorum" and queue["arguments"]["x-delivery-limit"] == 5
         bob.close()
+
+
+def test_publish_get_and_close_through_the_api(cluster: LocalCluster) -> None:
+    """What rabbitmqadmin and the management UI do: publish, get with an ackmode, and close a
+    connection held by another node."""
+    client = api(cluster.members[2])
+    client.call("PUT", "/api/queues/%2F/api.msgs", {"durable": True, "auto_delete": "false"})
+    published = client.call(
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        {
+            "routing_key": "api.msgs",
+            "payload": "aGVsbG8gAP8=",
+            "payload_encoding": "base64",
+            "properties": {"headers": {"h": 1}, "delivery_mode": 2, "message_id": "m1"},
+        },
+    )
+    assert published == {"routed": True}
+    unrouted = {"routing_key": "nowhere", "payload": "x", "payload_encoding": "string"}
+    assert client.call("POST", "/api/exchanges/%2F/amq.default/publish", unrouted) == {
+        "routed": False
+    }
+    peek = client.call(
+        "POST",
+        "/api/queues/%2F/api.msgs/get",
+        {"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"},
+    )
+    assert len(peek) == 1 and peek[0]["payload_encoding"] == "base64"
+    assert peek[0]["payload"] == "aGVsbG8gAP8=" and peek[0]["payload_bytes"] == 8
+    assert peek[0]["properties"] == {"headers": {"h": 1}, "delivery_mode": 2, "message_id": "m1"}
+    assert peek[0]["redelivered"] is False
+    taken = client.call(
+        "POST",
+        "/api/queues/%2F/api.msgs/get",
+        {"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"},
+    )
+    assert taken[0]["redelivered"] is True  # it was requeued by the first get
+    assert client.get("/api/queues/%2F/api.msgs")["messages"] == 0
+    assert client.request("POST", "/api/queues/%2F/api.msgs/get", {"count": 1})[0] == 400
+    before = {connection["name"] for connection in client.get("/api/connections")}
+    held = pika_connection(cluster.members[0])
+    (entry,) = [c for c in client.get("/api/connections") if c["name"] not in before]
+    assert entry["node"] == "warren-1"
+    path = "/api/connections/" + urllib.parse.quote(entry["name"], safe="")
+    status, _ = client.request("DELETE", path)
+    assert status == 204
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+        held.sleep(5)
+    assert closed.value.reply_code == 320
+    assert client.request("DELETE", path)[0] == 404
+    client.call("DELETE", "/api/queues/%2F/api.msgs")
 
 
 def test_quorum_critical_once_a_node_is_lost(cluster: LocalCluster, traffic: object) -> None:
