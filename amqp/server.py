@@ -50,6 +50,7 @@ class AmqpServerProtocol(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)  # the listener's address this client reached
         self.tls = False  # the connection came through the amqps listener
+        self.tls_details: dict[str, str] = {}  # protocol, cipher, client certificate subject
         self.connected_at_ms = int(time.time() * 1000)
         self.session: Session | None = None
         self.connection: Connection | None = None
@@ -62,7 +63,10 @@ class AmqpServerProtocol(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1]))
         local = transport.get_extra_info("sockname") or ("", 0)
         self.local = (str(local[0]), int(local[1]))
-        self.tls = transport.get_extra_info("ssl_object") is not None
+        tls = transport.get_extra_info("ssl_object")
+        self.tls = tls is not None
+        if tls is not None:
+            self.tls_details = _tls_details(tls)
         self.session = self._session_factory(self)
         self.connection = Connection(self._settings, self.session)
         self._schedule_timer(1.0)
@@ -157,6 +161,19 @@ class AmqpServerProtocol(asyncio.Protocol):
     def _close_transport(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+
+
+def _tls_details(tls: ssl_module.SSLObject) -> dict[str, str]:
+    """What RabbitMQ's API shows of a TLS connection (ssl_protocol, ssl_cipher, peer_cert_*)."""
+    cipher = tls.cipher()
+    details = {"ssl_protocol": tls.version() or "", "ssl_cipher": cipher[0] if cipher else ""}
+    certificate = tls.getpeercert() or {}
+    subject = typing.cast(tuple[tuple[tuple[str, str], ...], ...], certificate.get("subject") or ())
+    if subject:
+        details["peer_cert_subject"] = ",".join(
+            f"{name}={value}" for entry in subject for name, value in entry
+        )
+    return details
 
 
 async def serve(

@@ -98,6 +98,7 @@ def _connection_json(node: Node, session: Session) -> Json:
         "channels": len(session.channels),
         "protocol": "AMQP 0-9-1",
         "ssl": protocol.tls,
+        **protocol.tls_details,
         "type": "network",
         "auth_mechanism": connection.mechanism,
         "client_properties": plain_table(connection.client_properties),

@@ -183,6 +183,10 @@ def test_client_certificates_are_verified(tmp_path: Path, pki: Pki) -> None:
     try:
         trusted = pika_tls(running.amqps_port, client_context(pki, pki.client))
         assert trusted.is_open
+        management = ApiClient(f"http://127.0.0.1:{running.management_port}")
+        (connection,) = management.get("/api/connections")
+        assert connection["ssl"] is True and connection["peer_cert_subject"] == "commonName=client"
+        assert connection["ssl_protocol"].startswith("TLSv1.")
         trusted.close()
         for certificate in (None, pki.stranger):
             with pytest.raises(pika.exceptions.AMQPConnectionError):
