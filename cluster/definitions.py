@@ -23,6 +23,7 @@ __all__ = [
     "declare_exchange_command",
     "declare_queue_command",
     "exchange_definition",
+    "ignored_sections",
     "export",
     "import_commands",
     "set_permissions_command",
@@ -207,6 +208,15 @@ def bind_command(
         routing_key=routing_key,
         arguments=arguments,
     )
+
+
+# sections of RabbitMQ's definitions that Warren does not have (yet): an import skips them
+_UNSUPPORTED = ("policies", "parameters", "global_parameters", "topic_permissions")
+
+
+def ignored_sections(definitions: dict[str, Json]) -> list[str]:
+    """The non-empty sections an import leaves out, to say so rather than drop them quietly."""
+    return [name for name in _UNSUPPORTED if definitions.get(name)]
 
 
 def import_commands(

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import logging
 import ssl
 import time
 import typing
@@ -28,6 +29,7 @@ from aiohttp import web
 
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster import definitions, http_messages
+from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.passwords import HASHING_ALGORITHM
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.session import check_login
@@ -51,6 +53,8 @@ _PROTOCOLS |= {"amqps": "amqp/ssl", "http": "http", "https": "https"}
 _PROTOCOLS |= {"http/prometheus": "http/prometheus", "prometheus": "http/prometheus"}
 
 Json = typing.Any
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -939,6 +943,15 @@ class ManagementApi:
             commands = definitions.import_commands(body, self.node.management_channel)
         except (KeyError, TypeError, ValueError) as error:
             raise _bad_request(f"invalid definitions: {error}") from error
+        ignored = definitions.ignored_sections(body)
+        if ignored:
+            log_event(
+                log,
+                "definitions_ignored",
+                f"definitions import: Warren has no {', '.join(ignored)}; they were not imported",
+                logging.WARNING,
+                sections=ignored,
+            )
         replies = await asyncio.gather(*(self.node.submit(command) for command in commands))
         refused = [reply.reply_text for reply in replies if isinstance(reply, Refused)]
         if refused:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from warrenmq.cluster.config import load_config
-from warrenmq.cluster.definitions import import_commands
+from warrenmq.cluster.definitions import ignored_sections, import_commands
 from warrenmq.cluster.passwords import hash_password, is_password_hash, verify_password
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.resources import ResourceMonitor
@@ -188,3 +188,8 @@ def test_definitions_import_in_dependency_order_and_refuse_unknown_hashes() -> N
         import_commands(
             {"permissions": [{"user": "u", "vhost": "v", "configure": "("}]}, next_channel
         )
+
+
+def test_an_import_names_the_sections_it_leaves_out() -> None:
+    exported = {"policies": [{"name": "ha"}], "parameters": [], "queues": [{"name": "q"}]}
+    assert ignored_sections(exported) == ["policies"]
