@@ -266,8 +266,7 @@ class Connection:
 
     def _on_start_ok(self, method: commands.Connection.StartOk) -> None:
         self.client_properties = dict(method.client_properties or {})
-        self.mechanism = method.mechanism
-        mechanism = method.mechanism
+        mechanism = self.mechanism = method.mechanism
         credentials = _credentials(mechanism, method.response)
         if credentials is None:
             raise _ConnectionError(

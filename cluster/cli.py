@@ -274,10 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     failover.add_arguments(
         commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
     )
-    ctl.add_arguments(
-        commands.add_parser(
-            "ctl", help="operate a running cluster, like rabbitmqctl and rabbitmq-diagnostics"
-        )
+    # listed for `warren --help` only: `warren ctl …` is parsed above, before this parser
+    commands.add_parser(
+        "ctl", help="operate a running cluster, like rabbitmqctl and rabbitmq-diagnostics"
     )
     arguments = parser.parse_args(argv)
     if arguments.command == "up":

@@ -183,18 +183,22 @@ def _list(client: ApiClient, arguments: argparse.Namespace) -> int:
 # --- changes -------------------------------------------------------------------------
 
 
+# commands that change users, vhosts and permissions: how many arguments (None: one or more)
+_CHANGES: dict[str, int | None] = {
+    "add_user": 2,
+    "delete_user": 1,
+    "change_password": 2,
+    "set_user_tags": None,
+    "add_vhost": 1,
+    "delete_vhost": 1,
+    "set_permissions": 4,
+    "clear_permissions": 1,
+}
+
+
 def _change(client: ApiClient, arguments: argparse.Namespace) -> int:
     command, names = arguments.action, arguments.columns
-    expected = {
-        "add_user": 2,
-        "delete_user": 1,
-        "change_password": 2,
-        "set_user_tags": None,
-        "add_vhost": 1,
-        "delete_vhost": 1,
-        "set_permissions": 4,
-        "clear_permissions": 1,
-    }[command]
+    expected = _CHANGES[command]
     if (expected is not None and len(names) != expected) or (expected is None and not names):
         print(f"{command}: wrong number of arguments", file=sys.stderr)
         return EXIT_USAGE
@@ -296,19 +300,7 @@ def _cluster_status(client: ApiClient, arguments: argparse.Namespace) -> int:
 _ACTIONS: dict[str, typing.Callable[[ApiClient, argparse.Namespace], int]] = {
     "cluster_status": _cluster_status,
     **dict.fromkeys(_LISTS, _list),
-    **dict.fromkeys(
-        (
-            "add_user",
-            "delete_user",
-            "change_password",
-            "set_user_tags",
-            "add_vhost",
-            "delete_vhost",
-            "set_permissions",
-            "clear_permissions",
-        ),
-        _change,
-    ),
+    **dict.fromkeys(_CHANGES, _change),
     "export_definitions": _definitions,
     "import_definitions": _definitions,
     **dict.fromkeys(_CHECKS, _check),

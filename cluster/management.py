@@ -149,10 +149,20 @@ def _exchange_json(vhost_name: str, exchange: Exchange) -> Json:
     }
 
 
-def _queue_json(node: Node, queue: Queue) -> Json:
-    ready, unacked = queue.ready_count, queue.unacked_count
+def _placement(node: Node) -> Json:
+    """Where every queue lives: the one Raft group's leader and members (the same for all
+    queues, so a listing works it out once)."""
     status = node.cluster_status()
-    members = [member["node_id"] for member in status["members"]]
+    return {
+        "node": status["leader"],
+        "leader": status["leader"],
+        "members": [member["node_id"] for member in status["members"]],
+        "online": [member["node_id"] for member in status["members"] if member["alive"]],
+    }
+
+
+def _queue_json(placement: Json, queue: Queue) -> Json:
+    ready, unacked = queue.ready_count, queue.unacked_count
     active = queue.active.consumer_tag if queue.active is not None else None
     return {
         "name": queue.name,
@@ -163,10 +173,7 @@ def _queue_json(node: Node, queue: Queue) -> Json:
         "arguments": queue.arguments,
         "type": queue.queue_type,
         "state": "running",
-        "node": status["leader"],
-        "leader": status["leader"],
-        "members": members,
-        "online": [member["node_id"] for member in status["members"] if member["alive"]],
+        **placement,
         "messages": ready + unacked,
         "messages_ready": ready,
         "messages_unacknowledged": unacked,
@@ -474,16 +481,21 @@ class ManagementApi:
 
     # --- connections, channels, consumers --------------------------------------------------
 
+    async def _with_members(self, request: web.Request, path: str, local: list[Json]) -> list[Json]:
+        """This node's entries and every other member's, as far as the caller may see them
+        (a management user sees only its own connections and channels)."""
+        found = local + await self._from_members(request, path)
+        if not self._sees_all(request):
+            found = [entry for entry in found if entry["user"] == request["user"]]
+        return found
+
     async def _connections(self, request: web.Request) -> list[Json]:
-        found = [
+        local = [
             _connection_json(self.node, session)
             for session in self.node.sessions.values()
             if session.vhost
         ]
-        found += await self._from_members(request, "/api/connections")
-        if not self._sees_all(request):
-            found = [entry for entry in found if entry["user"] == request["user"]]
-        return found
+        return await self._with_members(request, "/api/connections", local)
 
     async def connections(self, request: web.Request) -> web.Response:
         return json_response(await self._connections(request))
@@ -504,16 +516,13 @@ class ManagementApi:
         raise _not_found()
 
     async def channels(self, request: web.Request) -> web.Response:
-        found = [
+        local = [
             channel
             for session in self.node.sessions.values()
             if session.vhost
             for channel in _channel_json(self.node, session)
         ]
-        found += await self._from_members(request, "/api/channels")
-        if not self._sees_all(request):
-            found = [entry for entry in found if entry["user"] == request["user"]]
-        return json_response(found)
+        return json_response(await self._with_members(request, "/api/channels", local))
 
     async def consumers(self, request: web.Request) -> web.Response:
         local = {
@@ -757,9 +766,10 @@ class ManagementApi:
         return web.Response(status=204)
 
     async def queues(self, request: web.Request) -> web.Response:
+        placement = _placement(self.node)
         return json_response(
             [
-                _queue_json(self.node, queue)
+                _queue_json(placement, queue)
                 for _, vhost in self._vhosts(request)
                 for queue in vhost.queues.values()
             ]
@@ -773,7 +783,7 @@ class ManagementApi:
         return queue
 
     async def one_queue(self, request: web.Request) -> web.Response:
-        return json_response(_queue_json(self.node, self._queue(request)))
+        return json_response(_queue_json(_placement(self.node), self._queue(request)))
 
     async def put_queue(self, request: web.Request) -> web.Response:
         _, vhost = self._vhost(request)

@@ -9,6 +9,7 @@ Raft progress. Counters are per node process and start at zero, as RabbitMQ's do
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import typing
 from dataclasses import dataclass
@@ -83,12 +84,8 @@ class _NodeCollector:
                 documentation,
                 value=getattr(node.counters, name),
             )
-        for name in (
-            "connections_opened",
-            "connections_closed",
-            "channels_opened",
-            "channels_closed",
-        ):
+        for counter in dataclasses.fields(ClientCounters):
+            name = counter.name
             kind, what = name.split("_")
             yield CounterMetricFamily(
                 f"rabbitmq_{name}",

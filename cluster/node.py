@@ -268,7 +268,7 @@ class Node:
     async def _announce(self) -> None:
         self.resources.local_alarms = set()  # the cluster forgot them with the old incarnation
         self.log.propose(
-            c.NodeUp(node=self.config.node_id, incarnation=self.incarnation, pid=os.getpid())
+            c.NodeUp(node=self.config.node_id, incarnation=self.incarnation, pid=self.pid)
         )
         await self._wait_for(
             lambda: self.broker.query_live_incarnation(self.config.node_id) == self.incarnation,
@@ -459,7 +459,7 @@ class Node:
                     "amqp_port": member.amqp_port,
                     "raft_port": member.raft_port,
                     "management_port": member.management_port,
-                    "pid": os.getpid() if me else self.broker.query_pid(member.node_id),
+                    "pid": self.pid if me else self.broker.query_pid(member.node_id),
                     "alive": True if me else self.log.is_connected(member.raft_address),
                 }
             )

@@ -17,7 +17,7 @@ import resource
 import shutil
 from dataclasses import dataclass
 
-__all__ = ["ResourceMonitor", "ResourceReading", "read_resources", "total_memory_bytes"]
+__all__ = ["ResourceMonitor", "ResourceReading", "total_memory_bytes"]
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -38,7 +38,6 @@ _LIBC = _libc()
 @dataclass(frozen=True, slots=True)
 class ResourceReading:
     memory_used_bytes: int  # anonymous resident memory of this process
-    resident_memory_bytes: int  # all resident memory, mapped files included
     disk_free_bytes: int  # on the file system of the data dir
     open_fds: int
     max_fds: int
@@ -59,7 +58,6 @@ def read_resources(data_dir: os.PathLike[str], trim: bool = False) -> ResourceRe
         open_fds = 0
     return ResourceReading(
         memory_used_bytes=(resident_pages - shared_pages) * _PAGE_BYTES,
-        resident_memory_bytes=resident_pages * _PAGE_BYTES,
         disk_free_bytes=shutil.disk_usage(data_dir).free,
         open_fds=open_fds,
         max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],

@@ -208,16 +208,11 @@ class Session:
                 capabilities = event.client_properties.get("capabilities") or {}
                 self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
                 self.blocked_notify = bool(capabilities.get("connection.blocked"))
-                peer_host, peer_port = self.protocol.peer
                 log_event(
                     log,
                     "connection_opened",
                     f"connection {self.serial} opened: user {self.user!r}, vhost {self.vhost!r}",
-                    connection=self.serial,
-                    user=self.user,
-                    vhost=self.vhost,
-                    peer_host=peer_host,
-                    peer_port=peer_port,
+                    **self._log_fields(),
                     tls=self.protocol.tls,
                 )
                 if not self.node.serving or self.incarnation != self.node.incarnation:
@@ -229,14 +224,21 @@ class Session:
                     log,
                     "connection_closed",
                     f"connection {self.serial} closed: {event.reason}",
-                    connection=self.serial,
-                    user=self.user,
-                    vhost=self.vhost,
-                    peer_host=self.protocol.peer[0],
-                    peer_port=self.protocol.peer[1],
+                    **self._log_fields(),
                     reason=event.reason,
                 )
                 self.connection_lost()
+
+    def _log_fields(self) -> dict[str, object]:
+        """Who this connection is, for its structured log events."""
+        peer_host, peer_port = self.protocol.peer
+        return {
+            "connection": self.serial,
+            "user": self.user,
+            "vhost": self.vhost,
+            "peer_host": peer_host,
+            "peer_port": peer_port,
+        }
 
     def connection_lost(self) -> None:
         if self._ended:

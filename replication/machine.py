@@ -194,6 +194,9 @@ class Permission:
         return bool(pattern) and re.search(pattern, name) is not None
 
 
+FULL_ACCESS = Permission(".*", ".*", ".*")  # everything: the default user in the default vhost
+
+
 @dataclass(slots=True)
 class Message:
     exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
@@ -438,9 +441,7 @@ def upgrade_state(state: BrokerState) -> BrokerState:
         setattr(state, each.name, default)
     if any(each.name == "permissions" for each in missing):
         state.permissions = {
-            (user, vhost): Permission(".*", ".*", ".*")
-            for user in state.users
-            for vhost in state.vhosts
+            (user, vhost): FULL_ACCESS for user in state.users for vhost in state.vhosts
         }
     return state
 
@@ -665,7 +666,7 @@ class Broker:
                 c.AddUser(user=command.user, password_hash=command.password_hash, tags=command.tags)
             )
             # RabbitMQ: the default user has every permission in the default vhost
-            self.state.permissions[(command.user, command.vhost)] = Permission(".*", ".*", ".*")
+            self.state.permissions[(command.user, command.vhost)] = FULL_ACCESS
         return Ok()
 
     def _tick(self, command: c.Tick) -> Reply:
