@@ -389,7 +389,8 @@ class Node:
         now_s = time.monotonic()
         if now_s - self._last_resource_check_s >= RESOURCE_CHECK_S:
             self._last_resource_check_s = now_s
-            for resource, active in self.resources.check().items():
+            changed = self.resources.check()
+            for resource, active in changed.items():
                 reading = self.resources.reading
                 log_event(
                     log,
@@ -404,8 +405,11 @@ class Node:
                 self.log.propose(
                     c.SetAlarm(node=self.config.node_id, resource=resource, active=active)
                 )
-            if "memory" in self.resources.local_alarms:
-                self.log.compact()  # the journal keeps consumed messages in memory until then
+            if changed.get("memory"):
+                # the journal keeps every entry in memory until a compaction: one as the alarm
+                # begins frees what it held (publishers are blocked, so little comes after);
+                # forcing one every check would fork and pickle the whole state each second
+                self.log.compact()
         alarms = sorted(resource for _, resource in self.broker.query_alarms())
         reason = ALARM_REASONS[alarms[0]] if alarms else None
         if reason != self.blocked_reason:
