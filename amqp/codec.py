@@ -24,7 +24,7 @@ __all__ = [
     "HeaderFrame",
     "HeartbeatFrame",
     "MethodFrame",
-    "decode_properties",
+    "encode_properties",
     "encode_content",
     "encode_method",
     "unchecked",
@@ -121,7 +121,7 @@ def _decode(frame_type: int, channel: int, payload: bytes) -> Frame:
     if frame_type == FRAME_METHOD:
         return MethodFrame(channel, _decode_method(payload))
     if frame_type == FRAME_HEADER:
-        if len(payload) < _CONTENT_HEADER.size + 2:
+        if len(payload) < _CONTENT_HEADER.size:  # the property list is checked at publish
             raise FrameError("content header frame is truncated")
         class_id, _weight, body_size = _CONTENT_HEADER.unpack_from(payload)
         return HeaderFrame(channel, class_id, body_size, payload[_CONTENT_HEADER.size :])
@@ -147,18 +147,8 @@ def _decode_method(payload: bytes) -> base.Frame:
     return method
 
 
-def decode_properties(properties: bytes) -> commands.Basic.Properties:
-    """Decode a content header's property list; FrameError when it is malformed."""
-    content_header = header.ContentHeader()
-    try:
-        content_header.unmarshal(_CONTENT_HEADER.pack(CLASS_BASIC, 0, 0) + properties)
-    except _DECODE_ERRORS as error:
-        raise FrameError(f"cannot decode content properties: {error}") from error
-    return content_header.properties
-
-
 def encode_properties(properties: commands.Basic.Properties) -> bytes:
-    """A content header's property flags and list, as `decode_properties` reads them."""
+    """A content header's property flags and list, from pamqp's properties object."""
     return header.ContentHeader(0, 0, properties).marshal()[_CONTENT_HEADER.size :]
 
 

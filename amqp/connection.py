@@ -31,7 +31,6 @@ from warrenmq.amqp.codec import (
     HeaderFrame,
     HeartbeatFrame,
     MethodFrame,
-    decode_properties,
     encode_content,
     encode_method,
 )
@@ -44,6 +43,7 @@ from warrenmq.amqp.events import (
     Event,
     MethodReceived,
 )
+from warrenmq.amqp.properties import PropertyError, parse_properties
 from warrenmq.amqp.spec import (
     CLASS_BASIC,
     FRAME_MIN_SIZE_BYTES,
@@ -53,10 +53,6 @@ from warrenmq.amqp.spec import (
 )
 
 __all__ = ["Authenticator", "Connection", "ConnectionState", "Settings"]
-
-# Basic.Properties flag bits of the properties the broker reads: the others pass through as bytes
-_HEADERS_FLAG, _PRIORITY_FLAG, _REPLY_TO_FLAG, _EXPIRATION_FLAG = 0x2000, 0x0800, 0x0200, 0x0100
-_READ_FLAGS = _HEADERS_FLAG | _PRIORITY_FLAG | _REPLY_TO_FLAG | _EXPIRATION_FLAG
 
 
 class ConnectionState(enum.Enum):
@@ -452,25 +448,13 @@ class Connection:
     ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
-        properties = commands.Basic.Properties()
-        flags = int.from_bytes(header.properties[:2]) if len(header.properties) >= 2 else 0
-        if flags & _READ_FLAGS:  # else nothing the broker reads: the fast path
-            try:
-                properties = decode_properties(header.properties)
-            except FrameError as error:
-                raise _ConnectionError(ReplyCode.FRAME_ERROR, str(error), publish) from error
-        self._events.append(
-            ContentReceived(
-                number,
-                publish,
-                header.properties,
-                properties.headers,
-                body,
-                properties.expiration,
-                properties.reply_to,
-                properties.priority or 0,
-            )
-        )
+        try:
+            properties = parse_properties(header.properties)
+        except PropertyError as error:
+            # RabbitMQ decodes the list in the channel process, which crashes on a malformed
+            # one: the connection closes with a bare 541 INTERNAL_ERROR, class and method 0
+            raise _ConnectionError(ReplyCode.INTERNAL_ERROR, "") from error
+        self._events.append(ContentReceived(number, publish, properties, body))
 
     @staticmethod
     def _reset_content(channel: _Channel) -> None:

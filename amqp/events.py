@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pamqp import base, commands
 
+from warrenmq.amqp.properties import PropertyList
+
 __all__ = [
     "ChannelClosed",
     "ChannelOpened",
@@ -43,12 +45,8 @@ class ContentReceived:
 
     channel: int
     method: commands.Basic.Publish
-    properties: bytes  # encoded property list, as received
-    headers: dict | None  # the decoded headers property (for headers-exchange routing)
+    properties: PropertyList  # the property list as received, checked, with what it holds
     body: bytes
-    expiration: str | None = None  # the decoded expiration property (per-message TTL)
-    reply_to: str | None = None  # the decoded reply-to property (direct reply-to)
-    priority: int = 0  # the decoded priority property
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,5 +43,5 @@ class ReplyCode(enum.IntEnum):
 
 
 def reply_text(code: ReplyCode, text: str) -> str:
-    """RabbitMQ's form: the code's name, a dash, the explanation."""
-    return f"{code.name} - {text}"
+    """RabbitMQ's form: the code's name, a dash, the explanation (or the name alone)."""
+    return f"{code.name} - {text}" if text else code.name

@@ -15,7 +15,8 @@ import typing
 
 from pamqp import commands
 
-from warrenmq.amqp.codec import decode_properties, encode_properties
+from warrenmq.amqp.codec import encode_properties
+from warrenmq.amqp.properties import NAMES, parse_properties
 from warrenmq.cluster.plain import plain_table, plain_value
 from warrenmq.cluster.session import annotated, expiration_error
 from warrenmq.replication import commands as c
@@ -32,22 +33,6 @@ ACK_MODES = {
     "reject_requeue_true": (True, True),
     "reject_requeue_false": (True, False),
 }
-_PROPERTY_NAMES = (
-    "content_type",
-    "content_encoding",
-    "headers",
-    "delivery_mode",
-    "priority",
-    "correlation_id",
-    "reply_to",
-    "expiration",
-    "message_id",
-    "timestamp",
-    "type",
-    "user_id",
-    "app_id",
-    "cluster_id",
-)
 
 
 def publish_command(
@@ -66,7 +51,7 @@ def publish_command(
     else:
         raise ValueError(f"unknown payload_encoding {encoding!r}")
     given = dict(body.get("properties") or {})
-    unknown = set(given) - set(_PROPERTY_NAMES)
+    unknown = set(given) - set(NAMES)
     if unknown:
         raise ValueError(f"unknown properties: {', '.join(sorted(unknown))}")
     if isinstance(given.get("timestamp"), int):
@@ -101,12 +86,8 @@ def publish_command(
 
 
 def message_json(reply: GetOk, encoding: str, truncate: int | None) -> dict[str, Json]:
-    properties = decode_properties(annotated(reply.properties, reply.annotations))
-    shown = {  # pamqp reads an absent short string as "": such properties are not shown
-        name: plain_value(getattr(properties, name))
-        for name in _PROPERTY_NAMES
-        if getattr(properties, name, None) not in (None, "")
-    }
+    present = parse_properties(annotated(reply.properties, reply.annotations)).values()
+    shown = {name: plain_value(present[name]) for name in NAMES if name in present}
     content = reply.body if truncate is None else reply.body[:truncate]
     try:
         payload, payload_encoding = (

@@ -25,7 +25,7 @@ import typing
 
 from pamqp import base, commands
 
-from warrenmq.amqp.codec import decode_properties, encode_properties, unchecked
+from warrenmq.amqp.codec import unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
     ChannelOpened,
@@ -34,6 +34,14 @@ from warrenmq.amqp.events import (
     ContentReceived,
     Event,
     MethodReceived,
+)
+from warrenmq.amqp.properties import (
+    EMPTY_PROPERTIES,
+    PropertyError,
+    PropertyList,
+    encode_headers,
+    encode_shortstr,
+    parse_properties,
 )
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.logs import log_event
@@ -67,6 +75,7 @@ log = logging.getLogger(__name__)
 
 OnReply = typing.Callable[[Reply], None]
 
+_REPLY_TO_BYTES = c.REPLY_TO.encode()
 PERMISSION_CACHE_MAX = 256  # decisions remembered per connection (publishes check each time)
 
 
@@ -316,7 +325,7 @@ class Session:
                     on_reply(result)
             except Exception:
                 log.exception("connection %s: answering %s failed", self.serial, method.name)
-                self.connection.close(ReplyCode.INTERNAL_ERROR, "internal error", method)
+                self.connection.close(ReplyCode.INTERNAL_ERROR, "", method)
             self.protocol.flush_soon()
 
         self.node.log.propose(command, reply)
@@ -548,13 +557,15 @@ class Session:
             self.connection.close(ReplyCode.NOT_IMPLEMENTED, "immediate=true", method)
             self.protocol.flush_soon()
             return
-        if event.expiration is not None:
-            error = expiration_error(event.expiration)
+        properties = event.properties
+        expiration = properties.text("expiration")
+        if expiration is not None:
+            error = expiration_error(expiration)
             if error is not None:
                 self._fail(
                     channel,
                     ReplyCode.PRECONDITION_FAILED,
-                    f"invalid expiration '{event.expiration}': {error}",
+                    f"invalid expiration '{expiration}': {error}",
                     method,
                 )
                 return
@@ -578,13 +589,13 @@ class Session:
             exchange=method.exchange,
             routing_key=method.routing_key,
             mandatory=method.mandatory,
-            headers=plain_table(event.headers) if event.headers else None,
-            properties=_outgoing_properties(event, channel.ref),
+            headers=plain_table(properties.headers) if properties.headers else None,
+            properties=_outgoing_properties(properties, channel.ref),
             body=event.body,
             now_ms=int(time.time() * 1000),
-            expiration=event.expiration,
-            replies_to_channel=event.reply_to == c.REPLY_TO,
-            priority=event.priority,
+            expiration=expiration,
+            replies_to_channel=properties.shortstr("reply_to") == _REPLY_TO_BYTES,
+            priority=properties.priority,
         )
 
         def on_reply(result: Reply) -> None:
@@ -605,7 +616,7 @@ class Session:
                         exchange=method.exchange,
                         routing_key=method.routing_key,
                     ),
-                    event.properties,
+                    properties.raw,
                     event.body,
                 )
             if confirm_tag and result.rejected:
@@ -856,20 +867,18 @@ class Session:
         self.protocol.flush_soon()
 
 
-def _outgoing_properties(event: ContentReceived, sender: c.ChannelRef) -> bytes:
+def _outgoing_properties(properties: PropertyList, sender: c.ChannelRef) -> bytes:
     """The properties as receivers see them: BCC routes the message but no receiver sees it
     (RabbitMQ docs, "Sender-selected distribution"), and a reply-to of amq.rabbitmq.reply-to
     becomes this channel's own address (RabbitMQ docs, "Direct Reply-to")."""
-    without_bcc = event.headers is not None and "BCC" in event.headers
-    to_self = event.reply_to == c.REPLY_TO
-    if not (without_bcc or to_self):
-        return event.properties
-    decoded = decode_properties(event.properties)
-    if without_bcc:
-        decoded.headers = {name: value for name, value in decoded.headers.items() if name != "BCC"}
-    if to_self:
-        decoded.reply_to = sender.reply_to
-    return encode_properties(decoded)
+    changes: dict[str, bytes | None] = {}
+    if properties.headers is not None and "BCC" in properties.headers:
+        changes["headers"] = encode_headers(
+            {name: value for name, value in properties.headers.items() if name != "BCC"}
+        )
+    if properties.shortstr("reply_to") == _REPLY_TO_BYTES:
+        changes["reply_to"] = encode_shortstr(sender.reply_to.encode())
+    return properties.replaced(**changes) if changes else properties.raw
 
 
 def expiration_error(expiration: str) -> str | None:
@@ -886,13 +895,18 @@ def expiration_error(expiration: str) -> str | None:
 
 def annotated(properties: bytes, annotations: Annotations | None) -> bytes:
     """The message's properties with the headers the broker adds (RabbitMQ docs: quorum queues,
-    "Poison Message Handling"; dead letter exchanges, "Dead-Lettered Effects on Messages")."""
+    "Poison Message Handling"; dead letter exchanges, "Dead-Lettered Effects on Messages").
+    Every other property is copied byte for byte."""
     if annotations is None:
         return properties
-    decoded = decode_properties(properties)
-    if annotations.deaths:
-        decoded.expiration = None  # removed on dead-lettering, kept as original-expiration
-    headers = dict(decoded.headers or {})
+    try:
+        parsed = parse_properties(properties)
+    except PropertyError:
+        # only a log written before publishes were checked can hold such a list: deliver the
+        # annotations without it rather than nothing
+        log.warning("a stored message's properties do not parse; delivered without them")
+        parsed = parse_properties(EMPTY_PROPERTIES)
+    headers = dict(parsed.headers or {})
     if annotations.delivery_count:
         headers["x-delivery-count"] = annotations.delivery_count
     if annotations.deaths:
@@ -902,8 +916,10 @@ def annotated(properties: bytes, annotations: Annotations | None) -> bytes:
             headers[f"x-{which}-death-queue"] = death.queue
             headers[f"x-{which}-death-reason"] = death.reason
             headers[f"x-{which}-death-exchange"] = death.exchange
-    decoded.headers = headers
-    return encode_properties(decoded)
+    changes: dict[str, bytes | None] = {"headers": encode_headers(headers)}
+    if annotations.deaths:
+        changes["expiration"] = None  # removed on dead-lettering, kept as original-expiration
+    return parsed.replaced(**changes)
 
 
 def _death_table(death: Death) -> dict[str, object]:

@@ -139,9 +139,9 @@ def test_content_arriving_one_byte_at_a_time(with_channel: Connection) -> None:
     for index in range(len(data)):
         events += connection.receive_data(data[index : index + 1])
     (event,) = [event for event in events if isinstance(event, ContentReceived)]
-    assert event.body == body and event.headers == {"k": "v"}
+    assert event.body == body and event.properties.headers == {"k": "v"}
     assert event.method.exchange == "x" and event.method.routing_key == "rk"
-    assert event.properties == properties.marshal()  # kept exactly as the client encoded it
+    assert event.properties.raw == properties.marshal()  # kept exactly as the client encoded it
 
 
 def test_methods_pass_up_in_order(with_channel: Connection) -> None:
