@@ -47,6 +47,7 @@ __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
+EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
@@ -315,9 +316,19 @@ class Node:
     # --- the loop's regular work ----------------------------------------------------------
 
     async def _tick_forever(self) -> None:
-        while True:
-            self.log.tick()
-            await asyncio.sleep(TICK_S)
+        """pysyncobj's turns. If one ever fails, this node can no longer take part in the log:
+        it exits non-zero (a supervisor restarts it, and it catches up from its journal) rather
+        than keep serving AMQP with a dead Raft loop."""
+        try:
+            while True:
+                self.log.tick()
+                await asyncio.sleep(TICK_S)
+        except Exception:
+            log.critical(
+                "node %s: the Raft loop failed; exiting", self.config.node_id, exc_info=True
+            )
+            logging.shutdown()
+            os._exit(EXIT_RAFT_LOOP_FAILED)
 
     async def _watch_forever(self) -> None:
         while True:
@@ -440,14 +451,22 @@ class Node:
         return session
 
     def dispatch(self, effects: list[Effect]) -> None:
-        """Carry out the effects this node owns; every other node drops them (DESIGN.md §2.6)."""
+        """Carry out the effects this node owns; every other node drops them (DESIGN.md §2.6).
+
+        Effects fail one at a time: one that cannot be carried out closes its own connection
+        (541, whose close returns its unacked messages to their queues) and the rest go out."""
         for effect in effects:
             owner = effect.owner
             if owner.node != self.config.node_id or owner.incarnation != self.incarnation:
                 continue
             session = self.sessions.get(owner.connection)
-            if session is not None:
+            if session is None:
+                continue
+            try:
                 session.deliver(effect)
+            except Exception:
+                log.exception("connection %s: %s failed", owner.connection, type(effect).__name__)
+                session.close(ReplyCode.INTERNAL_ERROR, "")
 
     # --- what operators see ------------------------------------------------------------
 

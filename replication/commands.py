@@ -94,13 +94,26 @@ class ChannelRef:
 
     @classmethod
     def from_reply_to(cls, routing_key: str) -> ChannelRef | None:
+        """The channel a direct reply-to address names, or None when it is not one of ours.
+
+        The address comes from a client's routing key, so it is checked to the letter: exactly
+        [str, int, int, int], no bools, nothing nested. Anything else would reach `apply` as a
+        key that cannot be hashed, on every node at once.
+        """
         if not routing_key.startswith(REPLY_TO + "."):
             return None
         try:
             fields = orjson.loads(base64.urlsafe_b64decode(routing_key[len(REPLY_TO) + 1 :]))
-            return cls(*fields)
-        except (ValueError, TypeError):
+        except ValueError:  # binascii.Error and orjson.JSONDecodeError are ValueErrors
+            return None
+        if (
+            type(fields) is not list
+            or len(fields) != 4
+            or type(fields[0]) is not str
+            or any(type(number) is not int for number in fields[1:])
+        ):
             return None  # not one of ours: unroutable
+        return cls(*fields)
 
 
 # --- membership and identity -------------------------------------------------------------

@@ -13,6 +13,13 @@ channel failed; a connection-level code marks the whole connection failed. Comma
 already in flight from a failed channel or connection are `Ignored`, as RabbitMQ ignores what a
 closed channel sent after its error, until `CloseChannel` / `SessionClosed` clears the mark.
 
+Nor does `apply` raise on a bug: an exception a handler did not mean (anything but a refusal) is
+logged with the command's type and becomes `Refused(541, "INTERNAL_ERROR")` for that one
+command, which fails its connection as RabbitMQ's does when a channel process crashes. Every node
+runs the same code on the same state, so every node fails the same command the same way, keeps
+what the handler changed before it failed and the effects it emitted, and goes on with the next
+command: a bug can cost one client its connection, never the log.
+
 Queues dispatch round-robin among their consumers within prefetch credit (per consumer, and per
 channel when basic.qos was global). Delivery tags are counted per channel here, so acks, nacks
 and "multiple" resolve against replicated state. Messages returned to a queue keep their position
@@ -27,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import heapq
+import logging
 import re
 import typing
 from collections import deque
@@ -81,6 +89,7 @@ class ReplyCode(enum.IntEnum):
     COMMAND_INVALID = 503
     NOT_ALLOWED = 530
     NOT_IMPLEMENTED = 540
+    INTERNAL_ERROR = 541
 
     @property
     def is_connection_error(self) -> bool:
@@ -121,6 +130,9 @@ _STANDARD_EXCHANGES = (
     ("amq.match", "headers", False),
     ("amq.rabbitmq.trace", "topic", True),
 )
+
+
+log = logging.getLogger(__name__)
 
 
 def _refuse(code: ReplyCode, text: str) -> Refused:
@@ -446,6 +458,9 @@ def upgrade_state(state: BrokerState) -> BrokerState:
     return state
 
 
+INTERNAL_ERROR = Refused(int(ReplyCode.INTERNAL_ERROR), "")  # RabbitMQ's bare INTERNAL_ERROR
+
+
 class _Refusal(Exception):
     """Raised inside a handler to return a refusal; never leaves `apply`."""
 
@@ -515,6 +530,10 @@ class Broker:
             reply = self._handlers[type(command)](command)
         except _Refusal as refusal:
             reply = refusal.refused
+            self._mark_failed(channel, reply)
+        except Exception:  # a bug, not a client's mistake: see "apply never raises" above
+            log.exception("applying %s failed: refused with 541", type(command).__name__)
+            reply = INTERNAL_ERROR
             self._mark_failed(channel, reply)
         return Applied(reply, self._effects)
 
@@ -1791,3 +1810,14 @@ def _annotations(queue: Queue, entry: Entry) -> Annotations | None:
     if not delivery_count and not message.deaths:
         return None
     return Annotations(delivery_count, message.deaths, message.first_death, message.last_death)
+
+
+def _check_handler_table() -> None:
+    """Every command has a handler: a command type added to the log's union without one would
+    otherwise be found only when the first such entry is applied."""
+    missing = set(typing.get_args(c.Command)) - set(Broker()._handlers)
+    if missing:
+        raise ImportError(f"no apply handler for {sorted(each.__name__ for each in missing)}")
+
+
+_check_handler_table()

@@ -69,6 +69,7 @@ CONNECTION_FORCED = 320
 _ENTRY_HEADER = struct.Struct(">HQQ")  # node id length, incarnation, entry_seq
 _LOST = Refused(CONNECTION_FORCED, "this node's incarnation was declared lost by the cluster")
 _GIVEN_UP = Refused(CONNECTION_FORCED, "the cluster did not commit this command in time")
+_UNREADABLE = Refused(541, "")  # INTERNAL_ERROR: this node cannot read the entry it proposed
 
 
 # --- what every node patches the same way -------------------------------------------------
@@ -526,7 +527,7 @@ class RaftLog:
     def _check_in_flight(self, entry: _Pending, now_s: float) -> None:
         if now_s - entry.first_sent_at_s > self.settings.give_up_after_s:
             self._in_flight = None
-            self._fail(entry, _GIVEN_UP)
+            self._fail(entry.callbacks, _GIVEN_UP)
             self._send_next()
             return
         leader = self.leader_address
@@ -543,7 +544,7 @@ class RaftLog:
         for on_reply in [on_reply for _, on_reply in batch if on_reply is not None]:
             on_reply(_LOST)
         for entry in entries:
-            self._fail(entry, _LOST)
+            self._fail(entry.callbacks, _LOST)
         self.incarnation = incarnation
         self._next_seq = 1
 
@@ -604,9 +605,13 @@ class RaftLog:
     # --- applying -------------------------------------------------------------------------
 
     def _apply_entry(self, payload: bytes) -> None:
-        node_length, incarnation, seq = _ENTRY_HEADER.unpack_from(payload)
-        start = _ENTRY_HEADER.size
-        node = payload[start : start + node_length].decode()
+        try:
+            node_length, incarnation, seq = _ENTRY_HEADER.unpack_from(payload)
+            start = _ENTRY_HEADER.size
+            node = payload[start : start + node_length].decode()
+        except (struct.error, UnicodeDecodeError):
+            log.error("a log entry without a readable header was skipped (%d bytes)", len(payload))
+            return
         if not self.broker.admit_entry(node, incarnation, seq):
             return  # a re-sent entry that had arrived after all
         callbacks: list[ReplyCallback | None] = []
@@ -621,21 +626,28 @@ class RaftLog:
             self.commit_latencies_s.append(time.monotonic() - entry.first_sent_at_s)
             self._in_flight = None
             self._send_next()  # it only queues the entry: pysyncobj sends it later this tick
-        commands = decode_entry(payload[start + node_length :])
+        try:
+            commands = decode_entry(payload[start + node_length :])
+        except Exception:
+            # Written by a node of another version (a rolling upgrade) or broken: every node of
+            # this version skips it alike, and its proposer's callers hear 541, not silence.
+            log.exception("log entry %d of %s could not be decoded: skipped", seq, node)
+            self._fail(callbacks, _UNREADABLE)
+            return
         for position, command in enumerate(commands):
             applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
-            try:
-                on_reply = callbacks[position] if position < len(callbacks) else None
-                if on_reply is not None:
+            on_reply = callbacks[position] if position < len(callbacks) else None
+            if on_reply is not None:
+                try:
                     on_reply(applied.reply)
-                if applied.effects:
-                    self._dispatch(applied.effects)
-            except Exception:
-                log.exception("reply or effect dispatch failed for %s", type(command).__name__)
+                except Exception:
+                    log.exception("answering %s failed", type(command).__name__)
+            if applied.effects:
+                self._dispatch(applied.effects)  # it guards each effect on its own
 
     @staticmethod
-    def _fail(entry: _Pending, refused: Refused) -> None:
-        for on_reply in entry.callbacks:
+    def _fail(callbacks: list[ReplyCallback | None], refused: Refused) -> None:
+        for on_reply in callbacks:
             if on_reply is not None:
                 try:
                     on_reply(refused)
