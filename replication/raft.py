@@ -18,7 +18,9 @@ What pysyncobj does not promise, this module adds (RAFT-NOTES.md):
 - Raft §5.3, "if an existing entry conflicts with a new one … delete the existing entry and all
   that follow it": pysyncobj truncates on any append-entries whose prevLogIdx is below its log
   end, even a stale duplicate, so a follower could drop entries it already acknowledged.
-  `DurableJournal` defers the truncation and only carries it out on a real conflict.
+  `DurableJournal` defers the truncation and only carries it out on a real conflict. A kept
+  suffix is not yet verified, so a follower commits no further than the entries the leader's
+  message matched (`clamp_commit_index`, Figure 2's "index of last new entry").
 - Unknown outcomes. pysyncobj may lose an entry on a leader change without saying so. Each node
   keeps one entry in flight (stop-and-wait; whatever arrives meanwhile batches into the next
   entry, which is group commit anyway). An entry not applied when the leader changes, or after
@@ -60,7 +62,14 @@ from warrenmq.replication.commands import Command, decode_entry, encode_entry
 from warrenmq.replication.machine import Broker, BrokerState, Meta, upgrade_state
 from warrenmq.replication.replies import Effect, Refused, Reply
 
-__all__ = ["DurableJournal", "PeerCipher", "RaftLog", "RaftSettings", "ReplyCallback"]
+__all__ = [
+    "DurableJournal",
+    "PeerCipher",
+    "RaftLog",
+    "RaftSettings",
+    "ReplyCallback",
+    "clamp_commit_index",
+]
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +303,25 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
     def _onMessageReceived(self, node: typing.Any, message: typing.Any) -> None:  # noqa: N802
         if isinstance(message, dict) and message.get("type") == "append_entries":
             self.last_leader_contact_s = time.monotonic()
+            clamp_commit_index(message)
         super()._onMessageReceived(node, message)
+
+
+def clamp_commit_index(append_entries: dict[str, typing.Any]) -> None:
+    """Raft Figure 2, AppendEntries rule 5: "set commitIndex = min(leaderCommit, index of last
+    new entry)". pysyncobj takes the end of its own log instead, which was the same while it
+    truncated on every append; DurableJournal keeps a suffix that does not conflict (§5.3), and
+    that suffix may hold entries of an older term the leader never sent. Only what this message
+    verified against the leader's log (prevLogIdx and the entries after it) may be committed."""
+    if "prevLogIdx" not in append_entries:
+        return  # a snapshot: the follower's log becomes the leader's, nothing beyond it
+    transmission = append_entries.get("transmission")
+    if transmission in ("start", "process"):
+        return  # parts of one large entry: pysyncobj commits nothing on these
+    new_entries = 1 if transmission == "finish" else len(append_entries.get("entries", ()))
+    verified_index = append_entries["prevLogIdx"] + new_entries
+    if append_entries["commit_index"] > verified_index:
+        append_entries["commit_index"] = verified_index
 
 
 def _align_journal_with_snapshot(journal: DurableJournal, snapshot_path: str) -> None:

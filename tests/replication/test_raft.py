@@ -19,6 +19,7 @@ from warrenmq.replication.raft import (
     RaftLog,
     RaftSettings,
     _tune_pysyncobj,
+    clamp_commit_index,
 )
 from warrenmq.replication.replies import QueueDeclared, Routed
 
@@ -84,6 +85,66 @@ def test_term_and_vote_survive_a_reopen(tmp_path: Path) -> None:
     journal.setCurrentTerm(7, "127.0.0.1:9")
     reopened = DurableJournal(str(tmp_path / "journal"))
     assert (reopened.getCurrentTerm(), reopened.getVotedForNodeId()) == (7, "127.0.0.1:9")
+
+
+def test_a_kept_stale_suffix_is_not_committed_past_what_the_leader_matched(
+    tmp_path: Path,
+) -> None:
+    """Raft Figure 2, AppendEntries rule 5: commitIndex = min(leaderCommit, index of last new
+    entry). The follower holds 1-4 agreed and 5-6 from term 1 that the term-2 leader never
+    sent; a message that matches 3-4 (a batch cut short) while the leader's commit is at 6 must
+    commit 4, not the stale 5 and 6 the kept suffix still holds."""
+    port = free_port()
+    log = RaftLog(
+        node_id="n1",
+        incarnation=1,
+        raft_address=f"127.0.0.1:{port}",
+        bind_address=f"127.0.0.1:{port}",
+        partner_addresses=[f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"],
+        directory=tmp_path,
+        broker=Broker(),
+        dispatch=lambda effects: None,
+        schedule=lambda call: None,
+        password=None,
+    )
+    try:
+        syncobj = log._syncobj
+        journal = syncobj._SyncObj__raftLog
+        assert [entry[1] for entry in journal[:]] == [1]  # pysyncobj's own first entry
+        for index in range(2, 7):
+            journal.add(b"old-%d" % index, index, 1)
+        leader = syncobj.otherNodes.copy().pop()
+        syncobj._SyncObj__transport._onMessageReceived(
+            leader,
+            {
+                "type": "append_entries",
+                "term": 2,
+                "commit_index": 6,
+                "prevLogIdx": 2,
+                "prevLogTerm": 1,
+                "entries": [(b"old-3", 3, 1), (b"old-4", 4, 1)],
+            },
+        )
+        assert len(journal) == 6  # the suffix is kept (§5.3: it does not conflict) …
+        assert syncobj.raftCommitIndex == 4  # … but not committed
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "commit_index"),
+    [
+        ({"prevLogIdx": 2, "entries": [1, 2], "commit_index": 9}, 4),
+        ({"prevLogIdx": 2, "entries": [], "commit_index": 9}, 2),  # a heartbeat
+        ({"prevLogIdx": 2, "entries": [1, 2], "commit_index": 3}, 3),  # the leader's is lower
+        ({"prevLogIdx": 2, "transmission": "finish", "commit_index": 9}, 3),  # one big entry
+        ({"prevLogIdx": 2, "transmission": "start", "commit_index": 9}, 9),  # commits nothing
+        ({"serialized": b"snapshot", "commit_index": 9}, 9),  # the log becomes the leader's
+    ],
+)
+def test_the_commit_index_clamp(message: dict, commit_index: int) -> None:
+    clamp_commit_index(message)
+    assert message["commit_index"] == commit_index
 
 
 # --- a one-node Raft log, driven by hand ---------------------------------------------------
