@@ -90,6 +90,9 @@ class Settings:
     frame_max_bytes: int = 131072
     heartbeat_s: int = 60
     message_size_max_bytes: int = 16 * 1024 * 1024  # RabbitMQ 4.x max_message_size
+    # the transport's write buffer: past this, the layer above stops sending deliveries until
+    # it has drained to a quarter (asyncio's pause_writing and resume_writing)
+    write_buffer_high_bytes: int = 4 * 1024 * 1024
     server_properties: dict[str, typing.Any] = field(default_factory=dict)
 
 

@@ -31,6 +31,9 @@ class Session(Authenticator, typing.Protocol):
 
     def connection_lost(self) -> None: ...
 
+    def writing_paused(self, paused: bool) -> None:
+        """The write buffer passed its high-water mark (True), or drained (False)."""
+
 
 SessionFactory = typing.Callable[["AmqpServerProtocol"], Session]
 
@@ -67,6 +70,8 @@ class AmqpServerProtocol(asyncio.Protocol):
         self.tls = tls is not None
         if tls is not None:
             self.tls_details = _tls_details(tls)
+        high = self._settings.write_buffer_high_bytes
+        self._transport.set_write_buffer_limits(high=high, low=high // 4)
         self.session = self._session_factory(self)
         self.connection = Connection(self._settings, self.session)
         self._schedule_timer(1.0)
@@ -80,6 +85,14 @@ class AmqpServerProtocol(asyncio.Protocol):
         self.flush()
         if any(isinstance(event, ConnectionClosed) for event in events):
             self._close_transport()
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.writing_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.writing_paused(False)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too

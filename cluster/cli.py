@@ -124,6 +124,18 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="largest message body accepted, bytes (default 16 MiB)",
     )
+    parser.add_argument(
+        "--write-buffer-high-bytes",
+        dest="write_buffer_high_bytes",
+        type=int,
+        help="unsent bytes per connection past which its consumers wait (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--tx-max-bytes",
+        dest="tx_bytes_max",
+        type=int,
+        help="what one channel's transaction may hold uncommitted, bytes (default 64 MiB)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format", choices=["json", "text"], default="json", help="default: JSON lines"
@@ -157,6 +169,8 @@ _NODE_SETTINGS = (
     "frame_max_bytes",
     "channel_max",
     "message_size_max_bytes",
+    "write_buffer_high_bytes",
+    "tx_bytes_max",
 )
 
 

@@ -69,6 +69,9 @@ class NodeConfig:
     memory_high_watermark_bytes: int = 0  # when set, it replaces the relative watermark
     disk_free_limit_bytes: int = 50_000_000  # RabbitMQ's default disk_free_limit.absolute
     proposals_in_flight_max: int = 2048  # per connection; past it the socket is not read
+    # per connection: past this many unsent bytes its consumers get nothing until a quarter
+    write_buffer_high_bytes: int = 4 * 1024 * 1024
+    tx_bytes_max: int = 64 * 1024 * 1024  # per channel: what a transaction may hold uncommitted
     node_down_after_s: float = 3.0  # the leader declares a silent member lost after this
     minority_close_after_s: float = 3.0  # cut off from the majority this long: close clients
 

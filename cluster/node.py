@@ -195,6 +195,7 @@ class Node:
             frame_max_bytes=self.config.frame_max_bytes,
             heartbeat_s=self.config.heartbeat_s,
             message_size_max_bytes=self.config.message_size_max_bytes,
+            write_buffer_high_bytes=self.config.write_buffer_high_bytes,
             server_properties=server_properties(self.config),
         )
         self._server = await serve(

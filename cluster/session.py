@@ -48,7 +48,11 @@ from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.passwords import verify_password
 from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Permission
+from warrenmq.replication.machine import (
+    DELIVERY_CREDIT_BYTES,
+    DELIVERY_CREDIT_MESSAGES,
+    Permission,
+)
 from warrenmq.replication.replies import (
     Annotations,
     ChannelTimedOut,
@@ -77,6 +81,11 @@ OnReply = typing.Callable[[Reply], None]
 
 _REPLY_TO_BYTES = c.REPLY_TO.encode()
 PERMISSION_CACHE_MAX = 256  # decisions remembered per connection (publishes check each time)
+TX_COMMAND_BYTES = 256  # what a buffered publish, ack or nack costs beside its body
+# a consumer's written deliveries are credited back in these steps: half of what the machine
+# lets it hold, so credit comes back before it runs out
+CREDIT_GRANT_MESSAGES = DELIVERY_CREDIT_MESSAGES // 2
+CREDIT_GRANT_BYTES = DELIVERY_CREDIT_BYTES // 2
 
 
 def _generated_name(prefix: str) -> str:
@@ -95,6 +104,7 @@ class ChannelSession:
         "publish_count",
         "ref",
         "tx",
+        "tx_bytes",
     )
 
     def __init__(self, number: int, ref: c.ChannelRef) -> None:
@@ -106,6 +116,7 @@ class ChannelSession:
         self.acked_tag = 0  # every publish up to this tag has had its basic.ack sent
         self.publish_count = 0  # every publish on the channel: the command's seq
         self.tx: list[tuple[c.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
+        self.tx_bytes = 0  # what `tx` holds: bodies and a per-command allowance
         self.last_queue = ""  # the queue this channel declared last
 
 
@@ -136,6 +147,9 @@ class Session:
         self._reading_paused = False
         self._ended = False
         self._confirming: dict[int, ChannelSession] = {}  # channels with confirms to send
+        self._writing_paused = False  # the socket is backed up: credit is not granted back
+        # (channel serial, consumer tag) -> [deliveries, bytes] written, not yet granted back
+        self._written: dict[tuple[int, str], list[int]] = {}
         # (action, resource name) -> (the Permission it was decided by, allowed)
         self._permitted: dict[tuple[str, str], tuple[Permission | None, bool]] = {}
         self._handlers: dict[type, typing.Callable[[ChannelSession, typing.Any], None]] = {
@@ -263,6 +277,36 @@ class Session:
             )
         )
 
+    def writing_paused(self, paused: bool) -> None:
+        """Write-side back-pressure (shared/STYLE.md rule 10): while this connection's socket is
+        backed up, its consumers' delivery credit is not granted back, so once they hold what
+        the machine allows (DELIVERY_CREDIT_*), messages wait in their queues, not in this
+        node's memory. When it drains, what was written meanwhile is granted at once."""
+        self._writing_paused = paused
+        if not paused:
+            for key in list(self._written):
+                self._grant_credit(key)
+
+    def _count_written(self, channel: ChannelSession, consumer_tag: str, size: int) -> None:
+        key = (channel.ref.channel, consumer_tag)
+        written = self._written.setdefault(key, [0, 0])
+        written[0] += 1
+        written[1] += size
+        if not self._writing_paused and (
+            written[0] >= CREDIT_GRANT_MESSAGES or written[1] >= CREDIT_GRANT_BYTES
+        ):
+            self._grant_credit(key)
+
+    def _grant_credit(self, key: tuple[int, str]) -> None:
+        messages, size = self._written.pop(key)
+        channel = self._by_serial.get(key[0])
+        if channel is not None:
+            self.node.log.propose(
+                c.GrantCredit(
+                    channel=channel.ref, consumer_tag=key[1], messages=messages, bytes=size
+                )
+            )
+
     def close(self, code: ReplyCode, text: str) -> None:
         """Close the connection from the server side (shutdown, lost majority)."""
         self.connection.close(code, text)
@@ -306,6 +350,12 @@ class Session:
         self, channel: ChannelSession, command: c.Command, method: base.Frame, on_reply: OnReply
     ) -> None:
         if channel.tx is not None and isinstance(command, (c.Publish, c.Settle, c.Reject)):
+            channel.tx_bytes += len(getattr(command, "body", b"")) + TX_COMMAND_BYTES
+            limit = self.node.config.tx_bytes_max
+            if channel.tx_bytes > limit:
+                text = f"transaction size {channel.tx_bytes} is larger than configured max {limit}"
+                self._fail(channel, ReplyCode.PRECONDITION_FAILED, text, method)
+                return
             channel.tx.append((command, method, on_reply))
             return
         self._in_flight += 1
@@ -801,6 +851,7 @@ class Session:
         if channel.tx is None:
             raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
         buffered, channel.tx = channel.tx, None  # propose for real, then return to tx mode
+        channel.tx_bytes = 0
         remaining = len(buffered)
 
         def on_one_reply(on_reply: OnReply) -> OnReply:
@@ -822,7 +873,7 @@ class Session:
     def on_tx_rollback(self, channel: ChannelSession, method: commands.Tx.Rollback) -> None:
         if channel.tx is None:
             raise _ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
-        channel.tx = []
+        channel.tx, channel.tx_bytes = [], 0
         self._send(channel, commands.Tx.RollbackOk())
 
     def _count_delivery(self, redelivered: bool) -> None:
@@ -851,6 +902,7 @@ class Session:
                 annotated(effect.properties, effect.annotations),
                 effect.body,
             )
+            self._count_written(channel, effect.consumer_tag, len(effect.body))
         elif isinstance(effect, ChannelTimedOut):
             self.connection.close_channel(
                 channel.number,

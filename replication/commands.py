@@ -54,6 +54,7 @@ __all__ = [
     "Reject",
     "SessionClosed",
     "SetAlarm",
+    "GrantCredit",
     "SetPermissions",
     "Settle",
     "Tick",
@@ -386,6 +387,17 @@ class CloseChannel:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GrantCredit:
+    """The consumer's node has written this many of its deliveries out to the client: the
+    queue may hand it as many more (delivery credit; see DELIVERY_CREDIT_* in machine.py)."""
+
+    channel: ChannelRef
+    consumer_tag: str
+    messages: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionClosed:
     """A client connection ended, however it ended."""
 
@@ -425,6 +437,7 @@ Command = (
     | SetPermissions
     | ClearPermissions
     | SetAlarm
+    | GrantCredit
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

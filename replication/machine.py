@@ -72,6 +72,8 @@ __all__ = [
     "Meta",
     "Permission",
     "Queue",
+    "DELIVERY_CREDIT_BYTES",
+    "DELIVERY_CREDIT_MESSAGES",
     "ReplyCode",
     "User",
     "Vhost",
@@ -118,7 +120,29 @@ _QUEUE_EQUIVALENCE_ARGUMENTS = (
     "x-queue-type",
     "x-single-active-consumer",
 )
-_EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange", "x-delayed-type")
+_EXCHANGE_EQUIVALENCE_ARGUMENTS = (
+    "alternate-exchange",
+    "x-delayed-max-length",
+    "x-delayed-max-length-bytes",
+    "x-delayed-type",
+)
+# What an x-delayed-message exchange holds at most, unless its x-delayed-max-length and
+# x-delayed-max-length-bytes arguments say otherwise (Warren's limits: the plugin has none, and
+# its timers live in one node's memory; here they are replicated state on every node).
+DELAYED_MESSAGES_MAX = 100_000
+DELAYED_BYTES_MAX = 256 * 1024 * 1024
+# At-least-once dead letters waiting for their targets count toward the source queue's
+# x-max-length and x-max-length-bytes, as in RabbitMQ (rabbit_fifo's is_over_limit); a queue
+# with neither holds at most this many, and refuses publishes past it as reject-publish does.
+DEAD_LETTERS_WAITING_MAX = 100_000
+DEAD_LETTER_RETRIES_PER_TICK = 1_000  # per queue: a Tick's work stays bounded
+# Delivery credit (RabbitMQ's credit flow between queue and channel, in the log): a consumer
+# holds at most this many deliveries, or bytes of them, that its node has not yet written out
+# to the client and credited back with GrantCredit. Acknowledged or not, so a consumer whose
+# socket is backed up leaves its messages in the queue, not in its node's write buffer. A
+# consumer's node grants credit back in halves of these, so it never waits on itself.
+DELIVERY_CREDIT_MESSAGES = 2_000
+DELIVERY_CREDIT_BYTES = 8 * 1024 * 1024
 
 # The exchanges every vhost has (RabbitMQ docs: exchanges, "pre-declared exchanges").
 _STANDARD_EXCHANGES = (
@@ -271,6 +295,7 @@ class Exchange:
     # replicated state, so a delayed message survives the loss of any node
     delayed: list[tuple[int, int, Message]] = field(default_factory=list)
     delayed_count: int = 0  # messages delayed so far (orders equal due times)
+    delayed_bytes: int = 0  # body bytes of the messages in `delayed`
 
     @property
     def routing_type(self) -> str:
@@ -343,6 +368,7 @@ class Queue:
     active: Consumer | None = None  # with x-single-active-consumer: the one that receives
     top_priority: int = 0  # the highest x-priority among the consumers
     dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
+    dead_letter_bytes: int = 0  # body bytes of the messages in `dead_letters`
 
     @property
     def ready_count(self) -> int:
@@ -387,13 +413,22 @@ class Queue:
         self.ready_bytes = 0
 
     def over_limit(self, adding: Message | None = None) -> bool:
-        """Whether the ready messages (with `adding`) exceed x-max-length or -bytes."""
+        """Whether the ready messages and the waiting dead letters (with `adding`) exceed
+        x-max-length or -bytes, or the dead letters their own bound."""
         limits = self.limits
-        count = self.ready_count + (adding is not None)
-        size = self.ready_bytes + (len(adding.body) if adding is not None else 0)
-        return (limits.max_length is not None and count > limits.max_length) or (
-            limits.max_length_bytes is not None and size > limits.max_length_bytes
+        waiting = len(self.dead_letters)
+        count = self.ready_count + waiting + (adding is not None)
+        size = self.ready_bytes + self.dead_letter_bytes
+        size += len(adding.body) if adding is not None else 0
+        return (
+            (limits.max_length is not None and count > limits.max_length)
+            or (limits.max_length_bytes is not None and size > limits.max_length_bytes)
+            or waiting >= DEAD_LETTERS_WAITING_MAX
         )
+
+    def hold_dead_letter(self, pending: DeadLetter) -> None:
+        self.dead_letters.append(pending)
+        self.dead_letter_bytes += len(pending.message.body)
 
 
 @dataclass(slots=True)
@@ -437,6 +472,8 @@ class BrokerState:
     # sequence number of its last admitted log entry)
     last_index: int = 0  # index of the last applied command
     clock_ms: int = 0  # the leader's clock at its last Tick
+    # per consumer (channel, consumer tag): [deliveries, body bytes] not yet credited back
+    uncredited: dict[tuple[c.ChannelRef, str], list[int]] = field(default_factory=dict)
 
 
 def upgrade_state(state: BrokerState) -> BrokerState:
@@ -446,16 +483,32 @@ def upgrade_state(state: BrokerState) -> BrokerState:
     snapshot without them grants each user everything in each vhost, and nobody loses access
     by the upgrade. Every node restores the same snapshot the same way.
     """
-    missing = [each for each in dataclasses.fields(BrokerState) if not hasattr(state, each.name)]
-    for each in missing:
-        factory = each.default_factory
-        default = factory() if factory is not dataclasses.MISSING else each.default
-        setattr(state, each.name, default)
-    if any(each.name == "permissions" for each in missing):
+    missing = _fill_missing_fields(state)
+    if "permissions" in missing:
         state.permissions = {
             (user, vhost): FULL_ACCESS for user in state.users for vhost in state.vhosts
         }
+    for vhost in state.vhosts.values():
+        for exchange in vhost.exchanges.values():
+            if "delayed_bytes" in _fill_missing_fields(exchange):
+                exchange.delayed_bytes = sum(len(held[2].body) for held in exchange.delayed)
+        for queue in vhost.queues.values():
+            if "dead_letter_bytes" in _fill_missing_fields(queue):
+                queue.dead_letter_bytes = sum(len(p.message.body) for p in queue.dead_letters)
     return state
+
+
+def _fill_missing_fields(instance: typing.Any) -> set[str]:
+    """Give an unpickled dataclass the defaults of the fields it was written without."""
+    missing = {
+        each.name for each in dataclasses.fields(instance) if not hasattr(instance, each.name)
+    }
+    for each in dataclasses.fields(instance):
+        if each.name in missing:
+            factory = each.default_factory
+            default = factory() if factory is not dataclasses.MISSING else each.default
+            setattr(instance, each.name, default)
+    return missing
 
 
 INTERNAL_ERROR = Refused(int(ReplyCode.INTERNAL_ERROR), "")  # RabbitMQ's bare INTERNAL_ERROR
@@ -503,6 +556,7 @@ class Broker:
             c.Recover: self._recover,
             c.CloseChannel: self._close_channel,
             c.SessionClosed: self._session_closed,
+            c.GrantCredit: self._grant_credit,
         }
 
     # --- the one entry point ----------------------------------------------------------
@@ -711,6 +765,7 @@ class Broker:
             for exchange in list(vhost.exchanges.values()):
                 while exchange.delayed and exchange.delayed[0][0] <= now_ms:
                     due_ms, _, message = heapq.heappop(exchange.delayed)
+                    exchange.delayed_bytes -= len(message.body)
                     keys = _sender_keys(message.routing_key, message.headers, "CC", "BCC")
                     for queue in self._route(vhost, exchange, keys, message.headers):
                         self._enqueue(queue, message, due_ms)
@@ -840,6 +895,21 @@ class Broker:
                     "Invalid argument, 'x-delayed-type' must be an existing exchange type",
                 )
             )
+        for argument in ("x-delayed-max-length", "x-delayed-max-length-bytes"):
+            value = command.arguments.get(argument)
+            if value is not None and (not _is_integer(value) or value < 0):
+                reason = (
+                    _not_an_integer(value)
+                    if not _is_integer(value)
+                    else f"{{value_negative,{value}}}"
+                )
+                raise _Refusal(
+                    _refuse(
+                        ReplyCode.PRECONDITION_FAILED,
+                        f"invalid arg '{argument}' for exchange '{name}' in vhost "
+                        f"'{command.vhost}': {reason}",
+                    )
+                )
         vhost.exchanges[name] = Exchange(
             name,
             command.type,
@@ -1136,7 +1206,10 @@ class Broker:
         self.state.clock_ms = max(self.state.clock_ms, now_ms)
         delay_ms = (command.headers or {}).get("x-delay")
         if exchange.type == "x-delayed-message" and _is_integer(delay_ms) and delay_ms > 0:
+            if not _delayed_room(exchange, message):
+                return Routed(1, rejected=True)  # full: basic.nack, as reject-publish does
             exchange.delayed_count += 1
+            exchange.delayed_bytes += len(message.body)
             heapq.heappush(exchange.delayed, (now_ms + delay_ms, exchange.delayed_count, message))
             return Routed(1)  # held by the exchange; like the plugin, no mandatory return
         queues = self._route(
@@ -1178,7 +1251,7 @@ class Broker:
                 self._dead_letter(queue, message, "maxlen")
             return False
         queue.append(message, now_ms)
-        while overflow == "drop-head" and queue.over_limit():
+        while overflow == "drop-head" and queue.ready_count and queue.over_limit():
             self._dead_letter(queue, queue.take().message, "maxlen")
         self._dispatch(queue)
         return True
@@ -1231,7 +1304,7 @@ class Broker:
         )
         pending = DeadLetter(dead, tuple(routing_keys))
         if not self._forward(queue, pending) and limits.at_least_once:
-            queue.dead_letters.append(pending)
+            queue.hold_dead_letter(pending)
 
     def _forward(self, queue: Queue, pending: DeadLetter) -> bool:
         """Route a dead letter to the queues that have not taken it yet; True once all have."""
@@ -1257,11 +1330,20 @@ class Broker:
         return all(target.name in pending.taken for target in targets)
 
     def _retry_dead_letters(self) -> None:
+        """The oldest waiting dead letters of each queue try their targets again, a bounded
+        number per Tick; those that still cannot go keep their place."""
         for vhost in self.state.vhosts.values():
             for queue in list(vhost.queues.values()):
-                if queue.dead_letters:
-                    waiting = queue.dead_letters
-                    queue.dead_letters = [p for p in waiting if not self._forward(queue, p)]
+                if not queue.dead_letters:
+                    continue
+                tried = queue.dead_letters[:DEAD_LETTER_RETRIES_PER_TICK]
+                kept = []
+                for pending in tried:
+                    if self._forward(queue, pending):
+                        queue.dead_letter_bytes -= len(pending.message.body)
+                    else:
+                        kept.append(pending)
+                queue.dead_letters[: len(tried)] = kept
 
     def _route(
         self,
@@ -1361,6 +1443,7 @@ class Broker:
 
     def _remove_consumer(self, channel: Channel, consumer_tag: str) -> None:
         queue = channel.consumers.pop(consumer_tag)
+        self.state.uncredited.pop((channel.ref, consumer_tag), None)
         queue.consumers = [
             consumer
             for consumer in queue.consumers
@@ -1456,6 +1539,11 @@ class Broker:
         return best
 
     def _has_credit(self, consumer: Consumer) -> bool:
+        uncredited = self.state.uncredited.get((consumer.channel, consumer.consumer_tag))
+        if uncredited is not None and (
+            uncredited[0] >= DELIVERY_CREDIT_MESSAGES or uncredited[1] >= DELIVERY_CREDIT_BYTES
+        ):
+            return False  # its node has not written out what it has: the message waits here
         if consumer.no_ack:
             return True
         if consumer.prefetch_count and consumer.unacked_count >= consumer.prefetch_count:
@@ -1477,6 +1565,11 @@ class Broker:
             channel = self.state.channels[consumer.channel]
             delivery_tag = self._hand_out(channel, queue, entry, consumer, consumer.no_ack)
             message = entry.message
+            uncredited = self.state.uncredited.setdefault(
+                (consumer.channel, consumer.consumer_tag), [0, 0]
+            )
+            uncredited[0] += 1
+            uncredited[1] += len(message.body)
             self._effects.append(
                 Deliver(
                     consumer.channel,
@@ -1596,6 +1689,19 @@ class Broker:
         self._redispatch(
             [unacked for channel in channels for unacked in self._give_back_unacked(channel)]
         )
+
+    def _grant_credit(self, command: c.GrantCredit) -> Reply:
+        key = (command.channel, command.consumer_tag)
+        uncredited = self.state.uncredited.get(key)
+        if uncredited is None:
+            return Ok()  # the consumer went meanwhile (or a direct reply-to consumer)
+        uncredited[0] = max(0, uncredited[0] - command.messages)
+        uncredited[1] = max(0, uncredited[1] - command.bytes)
+        channel = self.state.channels.get(command.channel)
+        queue = channel.consumers.get(command.consumer_tag) if channel is not None else None
+        if queue is not None:
+            self._dispatch(queue)
+        return Ok()
 
     def _session_closed(self, command: c.SessionClosed) -> Reply:
         connection = (command.node, command.incarnation, command.connection)
@@ -1764,6 +1870,17 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
 def _not_an_integer(value: object) -> str:
     """RabbitMQ's reason for a non-integer where an integer argument belongs."""
     return f'"expected integer, got {_amqp_type_name(value)}"'
+
+
+def _delayed_room(exchange: Exchange, message: Message) -> bool:
+    """Whether a delayed-message exchange may hold one message more."""
+    arguments = exchange.arguments
+    count_max = arguments.get("x-delayed-max-length", DELAYED_MESSAGES_MAX)
+    bytes_max = arguments.get("x-delayed-max-length-bytes", DELAYED_BYTES_MAX)
+    return (
+        len(exchange.delayed) < count_max
+        and exchange.delayed_bytes + len(message.body) <= bytes_max
+    )
 
 
 def _is_integer(value: object) -> typing.TypeGuard[int]:

@@ -274,3 +274,35 @@ def test_a_snapshot_from_before_access_control_keeps_everyones_access() -> None:
     restored = upgrade_state(pickle.loads(pickle.dumps(old, protocol=5)))
     assert restored.permissions == {("u", VHOST): Permission(".*", ".*", ".*")}
     assert restored.alarms == set()
+
+
+REF = channel_ref(1)
+
+
+def test_a_snapshot_from_before_the_byte_counts_counts_what_it_holds() -> None:
+    """Exchange.delayed_bytes, Queue.dead_letter_bytes and BrokerState.uncredited came with the
+    limits: an older snapshot's exchanges and queues get them, counted from what they hold."""
+    harness = Harness()
+    harness.declare_queue(REF, "q")
+    harness.apply(
+        c.DeclareExchange(
+            channel=REF,
+            vhost=VHOST,
+            exchange="later",
+            type="x-delayed-message",
+            passive=False,
+            durable=True,
+            auto_delete=False,
+            internal=False,
+            arguments={"x-delayed-type": "direct"},
+        )
+    )
+    harness.publish(REF, "q", b"12345", exchange="later", headers={"x-delay": 10_000})
+    old = harness.broker.state
+    exchange = old.vhosts[VHOST].exchanges["later"]
+    queue = old.vhosts[VHOST].queues["q"]
+    del exchange.delayed_bytes, queue.dead_letter_bytes, old.uncredited
+    restored = upgrade_state(pickle.loads(pickle.dumps(old, protocol=5)))
+    assert restored.vhosts[VHOST].exchanges["later"].delayed_bytes == 5
+    assert restored.vhosts[VHOST].queues["q"].dead_letter_bytes == 0
+    assert restored.uncredited == {}

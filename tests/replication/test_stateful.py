@@ -4,7 +4,8 @@ The model knows, per queue, which messages are alive (published or dead-lettered
 consumed for good), how often each went back to its queue, and, per channel, which delivery
 tags are outstanding. The queues have rules: q0 is a quorum queue with x-max-length 3
 (drop-head) and x-delivery-limit 2, q1 a quorum queue with x-max-length 4, reject-publish,
-x-message-ttl 1000 and at-least-once dead-lettering, and both dead-letter into dlq, a classic
+x-message-ttl 1000 and at-least-once dead-lettering (its waiting dead letters count toward its
+length, as in RabbitMQ), and both dead-letter into dlq, a classic
 queue of at most 3 ready messages (reject-publish) without a dead-letter exchange of its own.
 The model predicts every drop and dead-lettering from those rules (drop-head takes the oldest
 ready message; a full dlq refuses q0's dead letters for good and keeps q1's waiting, retried
@@ -23,11 +24,13 @@ snapshot gives the same state.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from warrenmq.replication import commands as c
+from warrenmq.replication import machine
 from warrenmq.replication.machine import Entry, Message
 from warrenmq.replication.replies import (
     Annotations,
@@ -186,7 +189,9 @@ class BrokerMachine(RuleBasedStateMachine):
 
     def enqueue(self, queue: str, key: Key) -> bool:
         limit = {"q1": Q1_MAX_LENGTH, "dlq": DLQ_MAX_LENGTH}.get(queue)
-        if limit is not None and len(self.ready(queue)) >= limit:
+        # q1's dead letters waiting for dlq count toward its length (RabbitMQ's is_over_limit)
+        held = len(self.ready(queue)) + (len(self.waiting) if queue == "q1" else 0)
+        if limit is not None and held >= limit:
             return False  # reject-publish
         self.arrive(queue, key)
         while queue == "q0" and len(self.ready(queue)) > Q0_MAX_LENGTH:
@@ -415,6 +420,25 @@ class BrokerMachine(RuleBasedStateMachine):
         self.release(ref)
         self.observe(self.harness.apply(c.CloseChannel(channel=ref)).effects)
 
+    @rule(channel=channel_indexes, data=st.data())
+    def grant_credit(self, channel: int, data: st.DataObject) -> None:
+        """A consumer's node credits back deliveries it wrote out (any number, even more than
+        it holds: the machine allows no debt); what waited for credit is handed out."""
+        ref = self.ref(channel)
+        if self.ignored(ref) or not self.consumers.get(ref):
+            return
+        consumer_tag = data.draw(st.sampled_from(sorted(self.consumers[ref])))
+        self.observe(
+            self.harness.apply(
+                c.GrantCredit(
+                    channel=ref,
+                    consumer_tag=consumer_tag,
+                    messages=data.draw(st.integers(0, 3)),
+                    bytes=data.draw(st.integers(0, 10)),
+                )
+            ).effects
+        )
+
     @rule(connection=st.sampled_from([1, 2]))
     def session_closed(self, connection: int) -> None:
         node = "n1" if connection == 1 else "n2"
@@ -518,6 +542,11 @@ class BrokerMachine(RuleBasedStateMachine):
             assert held == tags, ref
 
     @invariant()
+    def credit_holds(self) -> None:
+        for (ref, consumer_tag), (messages, _) in self.harness.broker.state.uncredited.items():
+            assert messages <= CREDIT_MESSAGES, f"{ref} {consumer_tag} past its credit"
+
+    @invariant()
     def prefetch_holds(self) -> None:
         for vhost in self.harness.broker.state.vhosts.values():
             for queue in vhost.queues.values():
@@ -549,4 +578,12 @@ def held_key_of(message: Message) -> Key:
 
 
 BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
+CREDIT_MESSAGES = 3  # delivery credit small enough to run out within a run
+
+
+@pytest.fixture(autouse=True)
+def small_delivery_credit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "DELIVERY_CREDIT_MESSAGES", CREDIT_MESSAGES)
+
+
 test_broker_machine = BrokerMachine.TestCase
