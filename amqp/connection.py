@@ -239,6 +239,13 @@ class Connection:
             self._outgoing.append(encode_method(0, commands.Connection.CloseOk()))
             self._finish(f"closed by client: {method.reply_code} {method.reply_text}")
             return
+        if self.state is ConnectionState.OPEN and not isinstance(
+            method, commands.Connection.UpdateSecret
+        ):
+            # RabbitMQ's reader (handle_method0): the handshake is over, nothing else belongs
+            raise _ConnectionError(
+                ReplyCode.CHANNEL_ERROR, "unexpected method in connection state running", method
+            )
         wanted = expected.get(self.state)
         if wanted is not None and not isinstance(method, wanted):
             raise _ConnectionError(

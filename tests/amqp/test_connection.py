@@ -231,3 +231,29 @@ def test_encode_content_splits_the_body_by_frame_max() -> None:
         ("ContentBody", 4088),
         ("ContentBody", 1824),
     ]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        commands.Connection.Open(virtual_host="/"),
+        commands.Connection.TuneOk(channel_max=10, frame_max=131072, heartbeat=0),
+        commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"),
+        commands.Connection.CloseOk(),
+    ],
+    ids=lambda method: method.name,
+)
+def test_a_handshake_method_after_the_handshake_is_504_as_in_rabbitmq(method) -> None:
+    """Found by the frame fuzzer: a second connection.open raised out of receive_data.
+    RabbitMQ 3.10.8 answers each of these as below (checked with a raw client)."""
+    connection = Connection(Settings(), Gate())
+    handshake(connection)
+    frames_out(connection)
+    connection.receive_data(client_frame(0, method))
+    ((channel, close),) = frames_out(connection)
+    assert channel == 0 and isinstance(close, commands.Connection.Close)
+    assert (close.reply_code, close.reply_text) == (
+        504,
+        "CHANNEL_ERROR - unexpected method in connection state running",
+    )
+    assert (close.class_id, close.method_id) == (method.index >> 16, method.index & 0xFFFF)
