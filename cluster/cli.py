@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from warrenmq.cluster import bench, ctl, failover
+from warrenmq.cluster import bench, ctl, failover, nemesis
 from warrenmq.cluster.config import load_config, parse_member
 from warrenmq.cluster.local import LocalCluster, consecutive_members
 from warrenmq.cluster.logs import configure_logging
@@ -136,6 +136,13 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="what one channel's transaction may hold uncommitted, bytes (default 64 MiB)",
     )
+    parser.add_argument(
+        "--fault-injection",
+        dest="fault_injection",
+        action="store_true",
+        default=None,
+        help="tests only: obey the file 'fault' in the node's data dir ('isolate' cuts it off)",
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--log-format", choices=["json", "text"], default="json", help="default: JSON lines"
@@ -171,6 +178,7 @@ _NODE_SETTINGS = (
     "message_size_max_bytes",
     "write_buffer_high_bytes",
     "tx_bytes_max",
+    "fault_injection",
 )
 
 
@@ -288,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     failover.add_arguments(
         commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
     )
+    nemesis.add_arguments(
+        commands.add_parser(
+            "nemesis", help="random faults under a confirmed load, every id checked"
+        )
+    )
     # listed for `warren --help` only: `warren ctl …` is parsed above, before this parser
     commands.add_parser(
         "ctl", help="operate a running cluster, like rabbitmqctl and rabbitmq-diagnostics"
@@ -297,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(arguments)
     if arguments.command == "failover-bench":
         return failover.run(arguments)
+    if arguments.command == "nemesis":
+        return nemesis.main(arguments)
     if arguments.command == "bench":
         return bench.run(arguments)
     configure_logging(arguments.log_level, arguments.log_format)

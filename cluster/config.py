@@ -74,6 +74,8 @@ class NodeConfig:
     tx_bytes_max: int = 64 * 1024 * 1024  # per channel: what a transaction may hold uncommitted
     node_down_after_s: float = 3.0  # the leader declares a silent member lost after this
     minority_close_after_s: float = 3.0  # cut off from the majority this long: close clients
+    # tests only: the node follows the file `fault` in its data dir ("isolate": a partition)
+    fault_injection: bool = False
 
     @property
     def node_data_dir(self) -> Path:

@@ -4,7 +4,9 @@ Every message carries a unique id. The publisher counts an id as confirmed only 
 basic.ack arrived; consumers count every delivery of every id. After the run, `lost` is the set of
 confirmed ids never delivered — it must be empty — and `duplicates` counts extra deliveries, which
 at-least-once delivery allows (a publish retried after a broken connection, a redelivery after a
-consumer's node died).
+consumer's node died). Each publish also names its connection (the message id is `id.attempt`):
+the broker may hand out one published message twice only as a redelivery, so a second delivery
+of the same `id.attempt` without the redelivered flag counts in `unmarked_redeliveries`.
 
 Publishers and consumers reconnect, rotating through the nodes' URLs, whenever a connection
 breaks. Everything is bounded: `message_count` messages, and every wait has a deadline.
@@ -44,6 +46,7 @@ class LoadStats:
     delivered: collections.Counter[int] = field(default_factory=collections.Counter)
     confirm_times_s: list[float] = field(default_factory=list)  # monotonic, one per confirm
     delivery_times_s: list[float] = field(default_factory=list)  # monotonic, one per delivery
+    unmarked_redeliveries: int = 0  # one published message delivered again, not redelivered
     publisher_reconnects: int = 0
     consumer_reconnects: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -75,7 +78,8 @@ class LoadStats:
     def summary(self) -> str:
         return (
             f"confirmed {len(self.confirmed)}, delivered {len(self.delivered)} ids, "
-            f"lost {len(self.lost)}, duplicates {self.duplicates}, reconnects "
+            f"lost {len(self.lost)}, duplicates {self.duplicates} "
+            f"({self.unmarked_redeliveries} not marked redelivered), reconnects "
             f"publisher {self.publisher_reconnects} consumer {self.consumer_reconnects}, "
             f"errors {dict(self.errors)}"
         )
@@ -103,6 +107,8 @@ class Load:
         self.manual_ack = manual_ack
         self.stats = LoadStats()
         self._next_id = 0  # the first id of the first window not yet wholly confirmed
+        self._attempt = 0  # publisher connections so far: each publish names its own
+        self._seen: set[str] = set()  # message ids (id.attempt) delivered so far
         self.publishing_done = asyncio.Event()
 
     async def declare(self, url: str, timeout_s: float = 60.0) -> None:
@@ -143,6 +149,7 @@ class Load:
     async def _publish_over(self, url: str, deadline_s: float) -> None:
         """Publish window after window on one connection, from the first unconfirmed window."""
         connection = await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_S)
+        self._attempt += 1
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
             started_s = time.monotonic()
@@ -168,7 +175,7 @@ class Load:
             return
         message = aio_pika.Message(
             str(message_id).encode(),
-            message_id=str(message_id),
+            message_id=f"{message_id}.{self._attempt}",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         await channel.default_exchange.publish(
@@ -176,6 +183,10 @@ class Load:
         )
         self.stats.confirmed.add(message_id)
         self.stats.confirm_times_s.append(time.monotonic())
+
+    def finish_publishing(self) -> None:
+        """Publish nothing past the window in flight: the load ends once it is confirmed."""
+        self.message_count = min(self.message_count, self._next_id + self.window)
 
     # --- consuming ---------------------------------------------------------------------
 
@@ -204,6 +215,9 @@ class Load:
 
             async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
                 self.stats.delivered[int(message.body)] += 1
+                if message.message_id in self._seen and not message.redelivered:
+                    self.stats.unmarked_redeliveries += 1
+                self._seen.add(str(message.message_id))
                 self.stats.delivery_times_s.append(time.monotonic())
                 if self.manual_ack:
                     await message.ack()

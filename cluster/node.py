@@ -119,6 +119,7 @@ class Node:
         self._server: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._declared_down: set[tuple[str, int]] = set()  # NodeDown proposals already sent
+        self._isolated = False  # fault injection: peer traffic dropped both ways
         self._last_tick_ms = 0  # when this node, as leader, last proposed Tick
         self._node_by_raft_address = {m.raft_address: m.node_id for m in config.cluster}
         self._listeners: list[asyncio.Server] = []  # amqps, when TLS is configured
@@ -345,6 +346,8 @@ class Node:
             self._tick_clock()
         self._check_resources()
         self._close_sessions_of_deleted()
+        if self.config.fault_injection:
+            self._follow_fault_file()
         if self.log.seconds_since_majority_contact() > self.config.minority_close_after_s:
             if self.serving:
                 log.warning(
@@ -367,6 +370,16 @@ class Node:
         elif not self.serving:
             self.serving = True
             log.info("node %s is back in the majority", self.config.node_id)
+
+    def _follow_fault_file(self) -> None:
+        """Fault injection for partition tests: while the file says "isolate", no peer message
+        reaches or leaves this node (DurableTransport.isolated)."""
+        fault_file = self.config.node_data_dir / "fault"
+        isolated = fault_file.exists() and fault_file.read_text().strip() == "isolate"
+        if isolated != self._isolated:
+            self._isolated = isolated
+            log.warning("node %s: fault injection: isolated=%s", self.config.node_id, isolated)
+            self.log.isolate(isolated)
 
     def _tick_clock(self) -> None:
         """The state machine's clock is the leader's: proposed once a second, and as soon as a

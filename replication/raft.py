@@ -290,17 +290,27 @@ class DurableJournal(pysyncobj.journal.FileJournal):
 
 
 class DurableTransport(pysyncobj.transport.TCPTransport):
-    """Syncs the journal before any message leaves, and notes when the leader last spoke."""
+    """Syncs the journal before any message leaves, and notes when the leader last spoke.
+
+    `isolated` (fault injection, off unless a test or `warren nemesis` turns it on) drops every
+    peer message both ways while the TCP connections stay up: to the rest of the cluster the
+    node is on the far side of a partition, and it sees them the same way.
+    """
 
     last_leader_contact_s = 0.0
+    isolated = False
 
     def send(self, node: typing.Any, message: typing.Any) -> bool:
+        if self.isolated:
+            return False
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)
         if isinstance(journal, DurableJournal):
             journal.sync()
         return bool(super().send(node, message))
 
     def _onMessageReceived(self, node: typing.Any, message: typing.Any) -> None:  # noqa: N802
+        if self.isolated:
+            return
         if isinstance(message, dict) and message.get("type") == "append_entries":
             self.last_leader_contact_s = time.monotonic()
             clamp_commit_index(message)
@@ -574,6 +584,10 @@ class RaftLog:
             self._fail(entry.callbacks, _LOST)
         self.incarnation = incarnation
         self._next_seq = 1
+
+    def isolate(self, isolated: bool) -> None:
+        """Fault injection: drop all peer traffic (True) or carry it again (False)."""
+        self._syncobj._SyncObj__transport.isolated = isolated
 
     def compact(self) -> None:
         """Snapshot the state and drop the journal entries before it, now (pysyncobj ignores
