@@ -18,6 +18,7 @@ from warrenmq.amqp.spec import CLASS_BASIC, FRAME_END, FRAME_HEADER_BYTES, FRAME
 
 __all__ = [
     "HEARTBEAT",
+    "DECODE_ERRORS",
     "BodyFrame",
     "FrameError",
     "FrameReader",
@@ -42,8 +43,8 @@ _CONTENT_HEADER = struct.Struct(">HHQ")
 HEARTBEAT = _FRAME_HEADER.pack(FRAME_HEARTBEAT, 0, 0) + bytes([FRAME_END])
 
 
-# what pamqp's decoders raise on malformed input
-_DECODE_ERRORS = (
+# what pamqp's decoders raise on malformed input (method frames here, tables in properties.py)
+DECODE_ERRORS = (
     struct.error,
     ValueError,
     TypeError,
@@ -142,7 +143,7 @@ def _decode_method(payload: bytes) -> base.Frame:
     method = method_type()
     try:
         method.unmarshal(payload[_METHOD_INDEX.size :])
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise FrameError(f"cannot decode {method_type.name}: {error}") from error
     return method
 

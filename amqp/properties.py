@@ -21,7 +21,8 @@ import typing
 from dataclasses import dataclass
 
 from pamqp import decode, encode
-from pamqp import exceptions as pamqp_exceptions
+
+from warrenmq.amqp.codec import DECODE_ERRORS
 
 __all__ = [
     "EMPTY_PROPERTIES",
@@ -72,15 +73,6 @@ _FLAG_BITS = tuple(1 << (15 - position) for position in range(len(NAMES)))
 _FIELDS = tuple(zip(range(len(NAMES)), _FLAG_BITS, _KINDS, strict=True))
 _FLAGS = struct.Struct(">H")
 _TABLE_LENGTH = struct.Struct(">I")
-_TABLE_ERRORS = (
-    struct.error,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    UnicodeDecodeError,
-    pamqp_exceptions.PAMQPException,
-)
 
 EMPTY_PROPERTIES = b"\x00\x00"  # no flag set
 
@@ -213,7 +205,7 @@ def _parse(raw: bytes) -> PropertyList:
 def _decode_table(encoded: bytes) -> dict[str, typing.Any]:
     try:
         consumed, table = decode.field_table(encoded)
-    except _TABLE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise PropertyError(f"the headers table does not decode: {error}") from error
     if consumed != len(encoded):
         raise PropertyError("the headers table does not fill its length")

@@ -17,7 +17,7 @@ from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import Event
 from warrenmq.amqp.spec import ReplyCode
 
-from .test_connection import Gate, client_frame, handshake
+from .test_connection import Gate, client_frame, frames_out, handshake
 
 REPLY_CODES = {int(code) for code in ReplyCode}
 FRAME_MAX = 4096
@@ -123,15 +123,6 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
 streams = st.lists(frames.flatmap(mutated), max_size=12)
 
 
-def parse_output(data: bytes) -> list[tuple[int, object]]:
-    out = []
-    while data:
-        consumed, channel, value = frame.unmarshal(data)
-        out.append((channel, value))
-        data = data[consumed:]
-    return out
-
-
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams, st.integers(1, 64), st.booleans())
 def test_no_byte_stream_makes_the_machine_raise(
@@ -141,13 +132,13 @@ def test_no_byte_stream_makes_the_machine_raise(
     handshake(connection, frame_max=FRAME_MAX)
     if open_channel:
         connection.receive_data(client_frame(1, commands.Channel.Open()))
-    connection.data_to_send()
+    frames_out(connection)
     data = b"".join(stream)
     events: list[Event] = []
     for start in range(0, len(data), chunk_bytes):  # in pieces, as a socket delivers them
         events += connection.receive_data(data[start : start + chunk_bytes])
     assert all(isinstance(event, typing.get_args(Event)) for event in events)
-    for _, value in parse_output(connection.data_to_send()):
+    for _, value in frames_out(connection):
         if isinstance(value, (commands.Connection.Close, commands.Channel.Close)):
             assert value.reply_code in REPLY_CODES, value
             assert value.reply_text.startswith(ReplyCode(value.reply_code).name)

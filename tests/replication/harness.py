@@ -31,6 +31,20 @@ def declare_queue_command(channel: c.ChannelRef, queue: str, **flags: typing.Any
     return c.DeclareQueue(channel=channel, vhost=VHOST, queue=queue, **options)
 
 
+def declare_exchange_command(
+    channel: c.ChannelRef, exchange: str, type: str, **fields: typing.Any
+) -> c.DeclareExchange:
+    options = {
+        "passive": False,
+        "durable": True,
+        "auto_delete": False,
+        "internal": False,
+        "arguments": {},
+        **fields,
+    }
+    return c.DeclareExchange(channel=channel, vhost=VHOST, exchange=exchange, type=type, **options)
+
+
 def publish_command(
     channel: c.ChannelRef,
     routing_key: str,

@@ -8,7 +8,7 @@ from warrenmq.replication import commands as c
 from warrenmq.replication import machine
 from warrenmq.replication.replies import Deliver, Ok, Refused, Routed
 
-from .harness import VHOST, Harness, channel_ref, publish_command
+from .harness import VHOST, Harness, channel_ref, declare_exchange_command, publish_command
 
 CONSUMER = channel_ref(1, connection=2)
 PUBLISHER = channel_ref(1, connection=1)
@@ -82,19 +82,13 @@ def test_a_consumer_that_goes_takes_its_credit_with_it() -> None:
 
 
 def delayed_exchange(harness: Harness, **arguments: object) -> Refused | Ok:
-    return harness.apply(
-        c.DeclareExchange(
-            channel=PUBLISHER,
-            vhost=VHOST,
-            exchange="later",
-            type="x-delayed-message",
-            passive=False,
-            durable=True,
-            auto_delete=False,
-            internal=False,
-            arguments={"x-delayed-type": "direct", **arguments},
-        )
-    ).reply
+    command = declare_exchange_command(
+        PUBLISHER,
+        "later",
+        "x-delayed-message",
+        arguments={"x-delayed-type": "direct", **arguments},
+    )
+    return harness.apply(command).reply
 
 
 def delayed_publish(harness: Harness, body: bytes) -> Routed:

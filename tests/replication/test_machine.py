@@ -20,7 +20,13 @@ from warrenmq.replication.replies import (
     Routed,
 )
 
-from .harness import VHOST, Harness, channel_ref, declare_queue_command
+from .harness import (
+    VHOST,
+    Harness,
+    channel_ref,
+    declare_exchange_command,
+    declare_queue_command,
+)
 
 
 def delivered_bodies(applied) -> list[bytes]:
@@ -285,16 +291,8 @@ def test_a_snapshot_from_before_the_byte_counts_counts_what_it_holds() -> None:
     harness = Harness()
     harness.declare_queue(REF, "q")
     harness.apply(
-        c.DeclareExchange(
-            channel=REF,
-            vhost=VHOST,
-            exchange="later",
-            type="x-delayed-message",
-            passive=False,
-            durable=True,
-            auto_delete=False,
-            internal=False,
-            arguments={"x-delayed-type": "direct"},
+        declare_exchange_command(
+            REF, "later", "x-delayed-message", arguments={"x-delayed-type": "direct"}
         )
     )
     harness.publish(REF, "q", b"12345", exchange="later", headers={"x-delay": 10_000})

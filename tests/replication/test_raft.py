@@ -87,6 +87,24 @@ def test_term_and_vote_survive_a_reopen(tmp_path: Path) -> None:
     assert (reopened.getCurrentTerm(), reopened.getVotedForNodeId()) == (7, "127.0.0.1:9")
 
 
+def unreachable_partners_log(directory: Path, partners: int, **settings: typing.Any) -> RaftLog:
+    """A RaftLog whose partners' ports nobody listens on: it never hears from a majority."""
+    port = free_port()
+    return RaftLog(
+        node_id="n1",
+        incarnation=1,
+        raft_address=f"127.0.0.1:{port}",
+        bind_address=f"127.0.0.1:{port}",
+        partner_addresses=[f"127.0.0.1:{free_port()}" for _ in range(partners)],
+        directory=directory,
+        broker=Broker(),
+        dispatch=lambda effects: None,
+        schedule=lambda call: None,
+        password=None,
+        settings=RaftSettings(**settings),
+    )
+
+
 def test_a_kept_stale_suffix_is_not_committed_past_what_the_leader_matched(
     tmp_path: Path,
 ) -> None:
@@ -94,19 +112,7 @@ def test_a_kept_stale_suffix_is_not_committed_past_what_the_leader_matched(
     entry). The follower holds 1-4 agreed and 5-6 from term 1 that the term-2 leader never
     sent; a message that matches 3-4 (a batch cut short) while the leader's commit is at 6 must
     commit 4, not the stale 5 and 6 the kept suffix still holds."""
-    port = free_port()
-    log = RaftLog(
-        node_id="n1",
-        incarnation=1,
-        raft_address=f"127.0.0.1:{port}",
-        bind_address=f"127.0.0.1:{port}",
-        partner_addresses=[f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"],
-        directory=tmp_path,
-        broker=Broker(),
-        dispatch=lambda effects: None,
-        schedule=lambda call: None,
-        password=None,
-    )
+    log = unreachable_partners_log(tmp_path, partners=2)
     try:
         syncobj = log._syncobj
         journal = syncobj._SyncObj__raftLog
@@ -227,21 +233,7 @@ def test_replies_come_back_in_order_after_commit(driver: Driver) -> None:
 def test_without_a_majority_one_entry_flies_the_rest_batch_then_every_caller_hears_320(
     tmp_path: Path,
 ) -> None:
-    scheduled: list = []
-    port = free_port()
-    log = RaftLog(
-        node_id="n1",
-        incarnation=1,
-        raft_address=f"127.0.0.1:{port}",
-        bind_address=f"127.0.0.1:{port}",
-        partner_addresses=[f"127.0.0.1:{free_port()}"],  # nobody there: no majority, ever
-        directory=tmp_path,
-        broker=Broker(),
-        dispatch=lambda effects: None,
-        schedule=scheduled.append,
-        password=None,
-        settings=RaftSettings(give_up_after_s=0.2),
-    )
+    log = unreachable_partners_log(tmp_path, partners=1, give_up_after_s=0.2)
     replies: list = []
     for _ in range(10):
         log.propose(c.AddVhost(vhost=VHOST), replies.append)
