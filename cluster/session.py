@@ -82,10 +82,10 @@ OnReply = typing.Callable[[Reply], None]
 _REPLY_TO_BYTES = c.REPLY_TO.encode()
 PERMISSION_CACHE_MAX = 256  # decisions remembered per connection (publishes check each time)
 TX_COMMAND_BYTES = 256  # what a buffered publish, ack or nack costs beside its body
-# a consumer's written deliveries are credited back in these steps: half of what the machine
-# lets it hold, so credit comes back before it runs out
-CREDIT_GRANT_MESSAGES = DELIVERY_CREDIT_MESSAGES // 2
-CREDIT_GRANT_BYTES = DELIVERY_CREDIT_BYTES // 2
+# a consumer's written deliveries are credited back in these steps: a quarter of what the
+# machine lets it hold, so credit comes back long before it runs out
+CREDIT_GRANT_MESSAGES = DELIVERY_CREDIT_MESSAGES // 4
+CREDIT_GRANT_BYTES = DELIVERY_CREDIT_BYTES // 4
 
 
 def _generated_name(prefix: str) -> str:

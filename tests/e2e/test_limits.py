@@ -18,8 +18,9 @@ from .rawclient import RawClient
 
 WRITE_BUFFER_HIGH_BYTES = 64 * 1024
 TX_BYTES_MAX = 100_000
-# 48 MB in all: the kernel's socket buffers between node and client hold up to about 10 MB
-MESSAGES = 3000
+# 80 MB in all: the consumer's credit (16 MiB), the write buffer and the kernel's socket
+# buffers between node and client (up to about 10 MB) hold well under half of it
+MESSAGES = 5000
 BODY_BYTES = 16 * 1024
 
 
