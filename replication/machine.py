@@ -35,14 +35,12 @@ import dataclasses
 import enum
 import heapq
 import logging
-import re
 import typing
-from collections import deque
-from dataclasses import dataclass, field
 
 import orjson
 
 from warrenmq.replication import commands as c
+from warrenmq.replication.queue import Entry, Limits, Queue
 from warrenmq.replication.replies import (
     Annotations,
     Applied,
@@ -62,6 +60,25 @@ from warrenmq.replication.replies import (
     Routed,
 )
 from warrenmq.replication.routing import headers_match, topic_matches
+
+# The state's classes live in state.py and queue.py. They are imported here by name because
+# snapshots pickled before that split refer to them as warrenmq.replication.machine.<Name>.
+from warrenmq.replication.state import (
+    FULL_ACCESS,
+    Binding,
+    BrokerState,
+    Channel,
+    Consumer,
+    DeadLetter,
+    Exchange,
+    Message,
+    Meta,
+    Permission,
+    Unacked,
+    User,
+    Vhost,
+    upgrade_state,
+)
 
 __all__ = [
     "EXCHANGE_TYPES",
@@ -131,10 +148,6 @@ _EXCHANGE_EQUIVALENCE_ARGUMENTS = (
 # its timers live in one node's memory; here they are replicated state on every node).
 DELAYED_MESSAGES_MAX = 100_000
 DELAYED_BYTES_MAX = 256 * 1024 * 1024
-# At-least-once dead letters waiting for their targets count toward the source queue's
-# x-max-length and x-max-length-bytes, as in RabbitMQ (rabbit_fifo's is_over_limit); a queue
-# with neither holds at most this many, and refuses publishes past it as reject-publish does.
-DEAD_LETTERS_WAITING_MAX = 100_000
 DEAD_LETTER_RETRIES_PER_TICK = 1_000  # per queue: a Tick's work stays bounded
 # Delivery credit (RabbitMQ's credit flow between queue and channel, in the log): a consumer
 # holds at most this many deliveries, or bytes of them, that its node has not yet written out
@@ -204,313 +217,6 @@ def _describe(value: object) -> str:
 
 def _arguments_key(arguments: c.Arguments) -> bytes:
     return orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
-
-
-@dataclass(frozen=True, slots=True)
-class Meta:
-    index: int  # position of the command's entry in the log
-
-
-@dataclass(slots=True)
-class User:
-    password_hash: str  # RabbitMQ's rabbit_password_hashing_sha256 form (salted, base64)
-    tags: tuple[str, ...]  # administrator, management, monitoring …
-
-
-@dataclass(frozen=True, slots=True)
-class Permission:
-    """RabbitMQ's three regular expressions, matched anywhere in a resource name (re.search);
-    an empty one matches nothing. Frozen: a change replaces the object, so readers may cache
-    what they derived from one by its identity."""
-
-    configure: str  # may declare and delete
-    write: str  # may publish to an exchange, bind a queue or exchange as destination
-    read: str  # may consume, get and purge a queue, bind from an exchange
-
-    def permits(self, action: str, name: str) -> bool:
-        pattern: str = getattr(self, action)
-        return bool(pattern) and re.search(pattern, name) is not None
-
-
-FULL_ACCESS = Permission(".*", ".*", ".*")  # everything: the default user in the default vhost
-
-
-@dataclass(slots=True)
-class Message:
-    exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
-    routing_key: str  # routing key the publisher gave (or the dead-letter routing key)
-    properties: bytes  # encoded content properties, delivered as received
-    body: bytes
-    headers: c.Arguments | None = None  # the headers table, plain, for headers-exchange routing
-    deaths: tuple[Death, ...] = ()  # x-death, most recent first
-    first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
-    last_death: Death | None = None  # the latest (x-last-death-*)
-    expiration: str | None = None  # the expiration property (ms), until dead-lettered
-    priority: int = 0  # the priority property
-
-
-@dataclass(slots=True)
-class Entry:
-    """One message's place in one queue."""
-
-    seq: int  # position in the queue; a requeued entry sorts back to it
-    message: Message
-    redelivered: bool  # has been delivered before
-    delivery_count: int  # times it was returned to the queue
-    expires_at_ms: int | None = None  # by the state's clock; it expires only at the head
-    level: int = 0  # priority level: higher levels leave the queue first
-
-    @property
-    def order(self) -> tuple[int, int]:
-        return (-self.level, self.seq)
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """A message on its way to the dead-letter queues (at least once: until all took it)."""
-
-    message: Message  # as dead-lettered: new exchange, routing key and x-death
-    routing_keys: tuple[str, ...]
-    taken: set[str] = field(default_factory=set)  # queues that took it already
-
-
-@dataclass(slots=True)
-class Binding:
-    destination_kind: str  # "queue" or "exchange"
-    destination: str  # queue or exchange name in the same vhost
-    routing_key: str  # the binding key
-    arguments: c.Arguments  # plain binding arguments (headers exchange rules)
-
-
-@dataclass(slots=True)
-class Exchange:
-    name: str
-    type: str  # one of EXCHANGE_TYPES
-    durable: bool
-    auto_delete: bool  # deleted when its last binding as a source goes
-    internal: bool  # clients may not publish to it
-    arguments: c.Arguments
-    bindings: dict[tuple[str, str, str, bytes], Binding] = field(default_factory=dict)
-    # direct exchanges route by an index on the binding key
-    by_routing_key: dict[str, list[Binding]] = field(default_factory=dict)
-    # x-delayed-message: (due by the state's clock, publish order, message), a heap; they are
-    # replicated state, so a delayed message survives the loss of any node
-    delayed: list[tuple[int, int, Message]] = field(default_factory=list)
-    delayed_count: int = 0  # messages delayed so far (orders equal due times)
-    delayed_bytes: int = 0  # body bytes of the messages in `delayed`
-
-    @property
-    def routing_type(self) -> str:
-        if self.type == "x-delayed-message":
-            return typing.cast(str, self.arguments["x-delayed-type"])
-        return self.type
-
-
-@dataclass(slots=True)
-class Consumer:
-    channel: c.ChannelRef  # who receives the deliveries
-    consumer_tag: str
-    no_ack: bool  # deliveries count as acknowledged when sent
-    exclusive: bool  # no other consumer may share the queue
-    prefetch_count: int  # 0 means unlimited
-    unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
-    priority: int = 0  # x-priority: higher ones get messages first while they have credit
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A queue's length limits, overflow, delivery limit and dead-lettering, from its arguments."""
-
-    max_length: int | None = None  # ready messages
-    max_length_bytes: int | None = None  # body bytes of ready messages
-    overflow: str = "drop-head"  # or reject-publish, reject-publish-dlx
-    delivery_limit: int | None = None  # returns allowed before the message is dead-lettered
-    dead_letter_exchange: str | None = None
-    dead_letter_routing_key: str | None = None  # None: the message's own routing key
-    message_ttl_ms: int | None = None  # x-message-ttl
-    expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
-    single_active_consumer: bool = False  # x-single-active-consumer
-    consumer_timeout_ms: int = 0  # x-consumer-timeout; set from CONSUMER_TIMEOUT_MS if absent
-    max_priority: int | None = None  # x-max-priority (classic); quorum queues have two levels
-    quorum: bool = False
-    # x-dead-letter-strategy at-least-once; RabbitMQ honours it only for quorum queues with
-    # x-overflow reject-publish and otherwise dead-letters at most once
-    at_least_once: bool = False
-
-    def priority_level(self, priority: int) -> int:
-        """RabbitMQ 4.x: classic priority queues have levels 0..x-max-priority; quorum queues
-        two, priorities above 4 being the high one."""
-        if self.quorum:
-            return int(priority > 4)
-        return min(priority, self.max_priority or 0)
-
-
-@dataclass(slots=True)
-class Queue:
-    vhost: str
-    name: str
-    durable: bool
-    exclusive_owner: tuple[str, int, int] | None  # connection of an exclusive queue
-    auto_delete: bool  # deleted when its last consumer goes
-    arguments: c.Arguments
-    queue_type: str  # one of QUEUE_TYPES
-    ready: deque[Entry] = field(default_factory=deque)  # never delivered, level 0, in seq order
-    # a heap by (-level, seq): requeued entries, and entries of a priority level above 0
-    returned: list[tuple[tuple[int, int], Entry]] = field(default_factory=list)
-    next_seq: int = 0  # seq of the next enqueued message
-    consumers: list[Consumer] = field(default_factory=list)  # in round-robin order
-    next_consumer: int = 0  # index into consumers of the next one to try
-    had_consumer: bool = False  # auto-delete only applies after a first consumer
-    unacked_count: int = 0  # entries delivered and not yet settled
-    deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
-    limits: Limits = field(default_factory=Limits)
-    ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
-    last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
-    used: bool = True  # declared, consumed from or read since the last Tick
-    active: Consumer | None = None  # with x-single-active-consumer: the one that receives
-    top_priority: int = 0  # the highest x-priority among the consumers
-    dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
-    dead_letter_bytes: int = 0  # body bytes of the messages in `dead_letters`
-
-    @property
-    def ready_count(self) -> int:
-        return len(self.ready) + len(self.returned)
-
-    def append(self, message: Message, now_ms: int) -> None:
-        ttls = (self.limits.message_ttl_ms, _expiration_ms(message))
-        known = [ttl for ttl in ttls if ttl is not None]
-        expires_at_ms = now_ms + min(known) if known else None
-        level = self.limits.priority_level(message.priority)
-        entry = Entry(self.next_seq, message, False, 0, expires_at_ms, level)
-        self.next_seq += 1
-        if level:  # above the lowest level: it may overtake what waits
-            heapq.heappush(self.returned, (entry.order, entry))
-        else:
-            self.ready.append(entry)
-        self.ready_bytes += len(message.body)
-
-    def _returned_first(self) -> bool:
-        return bool(self.returned) and (not self.ready or self.returned[0][0] < self.ready[0].order)
-
-    def head(self) -> Entry | None:
-        if self._returned_first():
-            return self.returned[0][1]
-        return self.ready[0] if self.ready else None
-
-    def take(self) -> Entry:
-        if self._returned_first():
-            entry = heapq.heappop(self.returned)[1]
-        else:
-            entry = self.ready.popleft()
-        self.ready_bytes -= len(entry.message.body)
-        return entry
-
-    def give_back(self, entry: Entry) -> None:
-        heapq.heappush(self.returned, (entry.order, entry))
-        self.ready_bytes += len(entry.message.body)
-
-    def clear(self) -> None:
-        self.ready.clear()
-        self.returned.clear()
-        self.ready_bytes = 0
-
-    def over_limit(self, adding: Message | None = None) -> bool:
-        """Whether the ready messages and the waiting dead letters (with `adding`) exceed
-        x-max-length or -bytes, or the dead letters their own bound."""
-        limits = self.limits
-        waiting = len(self.dead_letters)
-        count = self.ready_count + waiting + (adding is not None)
-        size = self.ready_bytes + self.dead_letter_bytes
-        size += len(adding.body) if adding is not None else 0
-        return (
-            (limits.max_length is not None and count > limits.max_length)
-            or (limits.max_length_bytes is not None and size > limits.max_length_bytes)
-            or waiting >= DEAD_LETTERS_WAITING_MAX
-        )
-
-    def hold_dead_letter(self, pending: DeadLetter) -> None:
-        self.dead_letters.append(pending)
-        self.dead_letter_bytes += len(pending.message.body)
-
-
-@dataclass(slots=True)
-class Unacked:
-    queue: Queue
-    entry: Entry
-    consumer: Consumer | None  # None for basic.get
-    delivered_ms: int = 0  # by the state's clock (x-consumer-timeout counts from here)
-
-
-@dataclass(slots=True)
-class Channel:
-    ref: c.ChannelRef
-    next_delivery_tag: int = 1
-    unacked: dict[int, Unacked] = field(default_factory=dict)  # by delivery tag, ascending
-    prefetch_count: int = 0  # for consumers started after basic.qos(global=false)
-    global_prefetch_count: int = 0  # shared by the channel, from basic.qos(global=true)
-    consumers: dict[str, Queue] = field(default_factory=dict)  # consumer tag -> its queue
-    reply_consumer: str | None = None  # consumer tag on amq.rabbitmq.reply-to (direct reply-to)
-
-
-@dataclass(slots=True)
-class Vhost:
-    exchanges: dict[str, Exchange] = field(default_factory=dict)
-    queues: dict[str, Queue] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class BrokerState:
-    users: dict[str, User] = field(default_factory=dict)
-    vhosts: dict[str, Vhost] = field(default_factory=dict)
-    permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)  # (user, vhost)
-    alarms: set[tuple[str, str]] = field(default_factory=set)  # (node, resource) in effect
-    channels: dict[c.ChannelRef, Channel] = field(default_factory=dict)  # consuming or holding
-    failed_channels: set[c.ChannelRef] = field(default_factory=set)  # refused, not yet closed
-    failed_connections: set[tuple[str, int, int]] = field(default_factory=set)
-    incarnations: dict[str, int] = field(default_factory=dict)  # newest incarnation per node
-    down_nodes: set[str] = field(default_factory=set)  # nodes whose newest incarnation is lost
-    pids: dict[str, int] = field(default_factory=dict)  # process id of each node's incarnation
-    entry_seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (incarnation,
-    # sequence number of its last admitted log entry)
-    last_index: int = 0  # index of the last applied command
-    clock_ms: int = 0  # the leader's clock at its last Tick
-    # per consumer (channel, consumer tag): [deliveries, body bytes] not yet credited back
-    uncredited: dict[tuple[c.ChannelRef, str], list[int]] = field(default_factory=dict)
-
-
-def upgrade_state(state: BrokerState) -> BrokerState:
-    """A snapshot written before a BrokerState field existed lacks it: give it its default.
-
-    Permissions came with access control; before them every user could use every vhost, so a
-    snapshot without them grants each user everything in each vhost, and nobody loses access
-    by the upgrade. Every node restores the same snapshot the same way.
-    """
-    missing = _fill_missing_fields(state)
-    if "permissions" in missing:
-        state.permissions = {
-            (user, vhost): FULL_ACCESS for user in state.users for vhost in state.vhosts
-        }
-    for vhost in state.vhosts.values():
-        for exchange in vhost.exchanges.values():
-            if "delayed_bytes" in _fill_missing_fields(exchange):
-                exchange.delayed_bytes = sum(len(held[2].body) for held in exchange.delayed)
-        for queue in vhost.queues.values():
-            if "dead_letter_bytes" in _fill_missing_fields(queue):
-                queue.dead_letter_bytes = sum(len(p.message.body) for p in queue.dead_letters)
-    return state
-
-
-def _fill_missing_fields(instance: typing.Any) -> set[str]:
-    """Give an unpickled dataclass the defaults of the fields it was written without."""
-    missing = {
-        each.name for each in dataclasses.fields(instance) if not hasattr(instance, each.name)
-    }
-    for each in dataclasses.fields(instance):
-        if each.name in missing:
-            factory = each.default_factory
-            default = factory() if factory is not dataclasses.MISSING else each.default
-            setattr(instance, each.name, default)
-    return missing
 
 
 INTERNAL_ERROR = Refused(int(ReplyCode.INTERNAL_ERROR), "")  # RabbitMQ's bare INTERNAL_ERROR
@@ -1910,16 +1616,6 @@ def _consumer_priority(command: c.Consume) -> int:
             )
         )
     return priority
-
-
-def _expiration_ms(message: Message) -> int | None:
-    """The per-message TTL; the proposing session refused malformed ones already."""
-    if message.expiration is None:
-        return None
-    try:
-        return max(0, int(message.expiration))
-    except ValueError:
-        return None
 
 
 def _annotations(queue: Queue, entry: Entry) -> Annotations | None:

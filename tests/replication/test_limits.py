@@ -6,6 +6,7 @@ import pytest
 
 from warrenmq.replication import commands as c
 from warrenmq.replication import machine
+from warrenmq.replication import queue as queue_module
 from warrenmq.replication.replies import Deliver, Ok, Refused, Routed
 
 from .harness import VHOST, Harness, channel_ref, declare_exchange_command, publish_command
@@ -179,7 +180,7 @@ def test_waiting_dead_letters_count_toward_the_source_queues_length() -> None:
 def test_a_source_queue_without_length_limits_holds_a_bounded_number_of_dead_letters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(machine, "DEAD_LETTERS_WAITING_MAX", 2)
+    monkeypatch.setattr(queue_module, "DEAD_LETTERS_WAITING_MAX", 2)
     harness = Harness()
     at_least_once_source(harness)
     for number in range(4):

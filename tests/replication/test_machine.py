@@ -6,6 +6,9 @@ import dataclasses
 import pickle
 
 from warrenmq.replication import commands as c
+from warrenmq.replication import machine
+from warrenmq.replication import queue as queue_module
+from warrenmq.replication import state as state_module
 from warrenmq.replication.machine import Permission, upgrade_state
 from warrenmq.replication.replies import (
     CancelConsumer,
@@ -304,3 +307,34 @@ def test_a_snapshot_from_before_the_byte_counts_counts_what_it_holds() -> None:
     assert restored.vhosts[VHOST].exchanges["later"].delayed_bytes == 5
     assert restored.vhosts[VHOST].queues["q"].dead_letter_bytes == 0
     assert restored.uncredited == {}
+
+
+def test_a_snapshot_pickled_before_the_state_moved_out_of_machine_py_restores() -> None:
+    """Snapshots written before state.py and queue.py existed name every state class as
+    warrenmq.replication.machine.<Name>: machine.py must still have each of them."""
+    harness = Harness()
+    harness.declare_queue(REF, "q")
+    harness.consume(REF, "q", "ctag")
+    harness.publish(REF, "q", b"m")
+    moved = [
+        cls
+        for module in (state_module, queue_module)
+        for cls in vars(module).values()
+        if isinstance(cls, type)
+        and dataclasses.is_dataclass(cls)
+        and cls.__module__ == module.__name__
+    ]
+    assert {cls.__name__ for cls in moved} >= {"BrokerState", "Queue", "Entry", "Unacked"}
+    for cls in moved:
+        cls.__module__ = machine.__name__  # as pickle saw them before the move
+    try:
+        old = pickle.dumps(harness.broker.state, protocol=5)
+    finally:
+        for cls in moved:
+            cls.__module__ = (
+                queue_module.__name__
+                if cls.__name__ in vars(queue_module)
+                else state_module.__name__
+            )
+    assert b"warrenmq.replication.state" not in old
+    assert upgrade_state(pickle.loads(old)) == harness.broker.state

@@ -1,0 +1,167 @@
+"""One queue's messages in the replicated state: ready ones in order, returned and higher-priority
+ones in a heap, length limits and the arguments that rule it (rabbit_fifo_q's part).
+
+Plain data like the rest of the state (`replication/state.py`); `apply`'s handlers in
+`replication/machine.py` change it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import typing
+from collections import deque
+from dataclasses import dataclass, field
+
+from warrenmq.replication import commands as c
+
+if typing.TYPE_CHECKING:
+    from warrenmq.replication.state import Consumer, DeadLetter, Message
+
+__all__ = ["DEAD_LETTERS_WAITING_MAX", "Entry", "Limits", "Queue"]
+
+# At-least-once dead letters waiting for their targets count toward the source queue's
+# x-max-length and x-max-length-bytes, as in RabbitMQ (rabbit_fifo's is_over_limit); a queue
+# with neither holds at most this many, and refuses publishes past it as reject-publish does.
+DEAD_LETTERS_WAITING_MAX = 100_000
+
+
+@dataclass(slots=True)
+class Entry:
+    """One message's place in one queue."""
+
+    seq: int  # position in the queue; a requeued entry sorts back to it
+    message: Message
+    redelivered: bool  # has been delivered before
+    delivery_count: int  # times it was returned to the queue
+    expires_at_ms: int | None = None  # by the state's clock; it expires only at the head
+    level: int = 0  # priority level: higher levels leave the queue first
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return (-self.level, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A queue's length limits, overflow, delivery limit and dead-lettering, from its arguments."""
+
+    max_length: int | None = None  # ready messages
+    max_length_bytes: int | None = None  # body bytes of ready messages
+    overflow: str = "drop-head"  # or reject-publish, reject-publish-dlx
+    delivery_limit: int | None = None  # returns allowed before the message is dead-lettered
+    dead_letter_exchange: str | None = None
+    dead_letter_routing_key: str | None = None  # None: the message's own routing key
+    message_ttl_ms: int | None = None  # x-message-ttl
+    expires_ms: int | None = None  # x-expires: unused this long, the queue is deleted
+    single_active_consumer: bool = False  # x-single-active-consumer
+    consumer_timeout_ms: int = 0  # x-consumer-timeout; set from CONSUMER_TIMEOUT_MS if absent
+    max_priority: int | None = None  # x-max-priority (classic); quorum queues have two levels
+    quorum: bool = False
+    # x-dead-letter-strategy at-least-once; RabbitMQ honours it only for quorum queues with
+    # x-overflow reject-publish and otherwise dead-letters at most once
+    at_least_once: bool = False
+
+    def priority_level(self, priority: int) -> int:
+        """RabbitMQ 4.x: classic priority queues have levels 0..x-max-priority; quorum queues
+        two, priorities above 4 being the high one."""
+        if self.quorum:
+            return int(priority > 4)
+        return min(priority, self.max_priority or 0)
+
+
+@dataclass(slots=True)
+class Queue:
+    vhost: str
+    name: str
+    durable: bool
+    exclusive_owner: tuple[str, int, int] | None  # connection of an exclusive queue
+    auto_delete: bool  # deleted when its last consumer goes
+    arguments: c.Arguments
+    queue_type: str  # one of QUEUE_TYPES
+    ready: deque[Entry] = field(default_factory=deque)  # never delivered, level 0, in seq order
+    # a heap by (-level, seq): requeued entries, and entries of a priority level above 0
+    returned: list[tuple[tuple[int, int], Entry]] = field(default_factory=list)
+    next_seq: int = 0  # seq of the next enqueued message
+    consumers: list[Consumer] = field(default_factory=list)  # in round-robin order
+    next_consumer: int = 0  # index into consumers of the next one to try
+    had_consumer: bool = False  # auto-delete only applies after a first consumer
+    unacked_count: int = 0  # entries delivered and not yet settled
+    deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
+    limits: Limits = field(default_factory=Limits)
+    ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
+    last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
+    used: bool = True  # declared, consumed from or read since the last Tick
+    active: Consumer | None = None  # with x-single-active-consumer: the one that receives
+    top_priority: int = 0  # the highest x-priority among the consumers
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
+    dead_letter_bytes: int = 0  # body bytes of the messages in `dead_letters`
+
+    @property
+    def ready_count(self) -> int:
+        return len(self.ready) + len(self.returned)
+
+    def append(self, message: Message, now_ms: int) -> None:
+        ttls = (self.limits.message_ttl_ms, _expiration_ms(message))
+        known = [ttl for ttl in ttls if ttl is not None]
+        expires_at_ms = now_ms + min(known) if known else None
+        level = self.limits.priority_level(message.priority)
+        entry = Entry(self.next_seq, message, False, 0, expires_at_ms, level)
+        self.next_seq += 1
+        if level:  # above the lowest level: it may overtake what waits
+            heapq.heappush(self.returned, (entry.order, entry))
+        else:
+            self.ready.append(entry)
+        self.ready_bytes += len(message.body)
+
+    def _returned_first(self) -> bool:
+        return bool(self.returned) and (not self.ready or self.returned[0][0] < self.ready[0].order)
+
+    def head(self) -> Entry | None:
+        if self._returned_first():
+            return self.returned[0][1]
+        return self.ready[0] if self.ready else None
+
+    def take(self) -> Entry:
+        if self._returned_first():
+            entry = heapq.heappop(self.returned)[1]
+        else:
+            entry = self.ready.popleft()
+        self.ready_bytes -= len(entry.message.body)
+        return entry
+
+    def give_back(self, entry: Entry) -> None:
+        heapq.heappush(self.returned, (entry.order, entry))
+        self.ready_bytes += len(entry.message.body)
+
+    def clear(self) -> None:
+        self.ready.clear()
+        self.returned.clear()
+        self.ready_bytes = 0
+
+    def over_limit(self, adding: Message | None = None) -> bool:
+        """Whether the ready messages and the waiting dead letters (with `adding`) exceed
+        x-max-length or -bytes, or the dead letters their own bound."""
+        limits = self.limits
+        waiting = len(self.dead_letters)
+        count = self.ready_count + waiting + (adding is not None)
+        size = self.ready_bytes + self.dead_letter_bytes
+        size += len(adding.body) if adding is not None else 0
+        return (
+            (limits.max_length is not None and count > limits.max_length)
+            or (limits.max_length_bytes is not None and size > limits.max_length_bytes)
+            or waiting >= DEAD_LETTERS_WAITING_MAX
+        )
+
+    def hold_dead_letter(self, pending: DeadLetter) -> None:
+        self.dead_letters.append(pending)
+        self.dead_letter_bytes += len(pending.message.body)
+
+
+def _expiration_ms(message: Message) -> int | None:
+    """The per-message TTL; the proposing session refused malformed ones already."""
+    if message.expiration is None:
+        return None
+    try:
+        return max(0, int(message.expiration))
+    except ValueError:
+        return None

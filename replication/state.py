@@ -1,0 +1,210 @@
+"""The broker's replicated state: plain data that every node holds alike (DESIGN.md §3).
+
+`replication/machine.py` changes it, command by command; nothing outside `replication/` should
+depend on its shape beyond the queries the machine offers. Snapshots pickle it, so every field
+added later needs a default that `upgrade_state` can fill in. Classes pickled before they moved
+here are found under `replication.machine`, which still names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+
+from warrenmq.replication import commands as c
+from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.replies import Death
+
+__all__ = [
+    "FULL_ACCESS",
+    "Binding",
+    "BrokerState",
+    "Channel",
+    "Consumer",
+    "DeadLetter",
+    "Exchange",
+    "Message",
+    "Meta",
+    "Permission",
+    "Unacked",
+    "User",
+    "Vhost",
+    "upgrade_state",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    index: int  # position of the command's entry in the log
+
+
+@dataclass(slots=True)
+class User:
+    password_hash: str  # RabbitMQ's rabbit_password_hashing_sha256 form (salted, base64)
+    tags: tuple[str, ...]  # administrator, management, monitoring …
+
+
+@dataclass(frozen=True, slots=True)
+class Permission:
+    """RabbitMQ's three regular expressions, matched anywhere in a resource name (re.search);
+    an empty one matches nothing. Frozen: a change replaces the object, so readers may cache
+    what they derived from one by its identity."""
+
+    configure: str  # may declare and delete
+    write: str  # may publish to an exchange, bind a queue or exchange as destination
+    read: str  # may consume, get and purge a queue, bind from an exchange
+
+    def permits(self, action: str, name: str) -> bool:
+        pattern: str = getattr(self, action)
+        return bool(pattern) and re.search(pattern, name) is not None
+
+
+FULL_ACCESS = Permission(".*", ".*", ".*")  # everything: the default user in the default vhost
+
+
+@dataclass(slots=True)
+class Message:
+    exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
+    routing_key: str  # routing key the publisher gave (or the dead-letter routing key)
+    properties: bytes  # encoded content properties, delivered as received
+    body: bytes
+    headers: c.Arguments | None = None  # the headers table, plain, for headers-exchange routing
+    deaths: tuple[Death, ...] = ()  # x-death, most recent first
+    first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
+    last_death: Death | None = None  # the latest (x-last-death-*)
+    expiration: str | None = None  # the expiration property (ms), until dead-lettered
+    priority: int = 0  # the priority property
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message on its way to the dead-letter queues (at least once: until all took it)."""
+
+    message: Message  # as dead-lettered: new exchange, routing key and x-death
+    routing_keys: tuple[str, ...]
+    taken: set[str] = field(default_factory=set)  # queues that took it already
+
+
+@dataclass(slots=True)
+class Binding:
+    destination_kind: str  # "queue" or "exchange"
+    destination: str  # queue or exchange name in the same vhost
+    routing_key: str  # the binding key
+    arguments: c.Arguments  # plain binding arguments (headers exchange rules)
+
+
+@dataclass(slots=True)
+class Exchange:
+    name: str
+    type: str  # one of EXCHANGE_TYPES
+    durable: bool
+    auto_delete: bool  # deleted when its last binding as a source goes
+    internal: bool  # clients may not publish to it
+    arguments: c.Arguments
+    bindings: dict[tuple[str, str, str, bytes], Binding] = field(default_factory=dict)
+    # direct exchanges route by an index on the binding key
+    by_routing_key: dict[str, list[Binding]] = field(default_factory=dict)
+    # x-delayed-message: (due by the state's clock, publish order, message), a heap; they are
+    # replicated state, so a delayed message survives the loss of any node
+    delayed: list[tuple[int, int, Message]] = field(default_factory=list)
+    delayed_count: int = 0  # messages delayed so far (orders equal due times)
+    delayed_bytes: int = 0  # body bytes of the messages in `delayed`
+
+    @property
+    def routing_type(self) -> str:
+        if self.type == "x-delayed-message":
+            return typing.cast(str, self.arguments["x-delayed-type"])
+        return self.type
+
+
+@dataclass(slots=True)
+class Consumer:
+    channel: c.ChannelRef  # who receives the deliveries
+    consumer_tag: str
+    no_ack: bool  # deliveries count as acknowledged when sent
+    exclusive: bool  # no other consumer may share the queue
+    prefetch_count: int  # 0 means unlimited
+    unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
+    priority: int = 0  # x-priority: higher ones get messages first while they have credit
+
+
+@dataclass(slots=True)
+class Unacked:
+    queue: Queue
+    entry: Entry
+    consumer: Consumer | None  # None for basic.get
+    delivered_ms: int = 0  # by the state's clock (x-consumer-timeout counts from here)
+
+
+@dataclass(slots=True)
+class Channel:
+    ref: c.ChannelRef
+    next_delivery_tag: int = 1
+    unacked: dict[int, Unacked] = field(default_factory=dict)  # by delivery tag, ascending
+    prefetch_count: int = 0  # for consumers started after basic.qos(global=false)
+    global_prefetch_count: int = 0  # shared by the channel, from basic.qos(global=true)
+    consumers: dict[str, Queue] = field(default_factory=dict)  # consumer tag -> its queue
+    reply_consumer: str | None = None  # consumer tag on amq.rabbitmq.reply-to (direct reply-to)
+
+
+@dataclass(slots=True)
+class Vhost:
+    exchanges: dict[str, Exchange] = field(default_factory=dict)
+    queues: dict[str, Queue] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BrokerState:
+    users: dict[str, User] = field(default_factory=dict)
+    vhosts: dict[str, Vhost] = field(default_factory=dict)
+    permissions: dict[tuple[str, str], Permission] = field(default_factory=dict)  # (user, vhost)
+    alarms: set[tuple[str, str]] = field(default_factory=set)  # (node, resource) in effect
+    channels: dict[c.ChannelRef, Channel] = field(default_factory=dict)  # consuming or holding
+    failed_channels: set[c.ChannelRef] = field(default_factory=set)  # refused, not yet closed
+    failed_connections: set[tuple[str, int, int]] = field(default_factory=set)
+    incarnations: dict[str, int] = field(default_factory=dict)  # newest incarnation per node
+    down_nodes: set[str] = field(default_factory=set)  # nodes whose newest incarnation is lost
+    pids: dict[str, int] = field(default_factory=dict)  # process id of each node's incarnation
+    entry_seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (incarnation,
+    # sequence number of its last admitted log entry)
+    last_index: int = 0  # index of the last applied command
+    clock_ms: int = 0  # the leader's clock at its last Tick
+    # per consumer (channel, consumer tag): [deliveries, body bytes] not yet credited back
+    uncredited: dict[tuple[c.ChannelRef, str], list[int]] = field(default_factory=dict)
+
+
+def upgrade_state(state: BrokerState) -> BrokerState:
+    """A snapshot written before a BrokerState field existed lacks it: give it its default.
+
+    Permissions came with access control; before them every user could use every vhost, so a
+    snapshot without them grants each user everything in each vhost, and nobody loses access
+    by the upgrade. Every node restores the same snapshot the same way.
+    """
+    missing = _fill_missing_fields(state)
+    if "permissions" in missing:
+        state.permissions = {
+            (user, vhost): FULL_ACCESS for user in state.users for vhost in state.vhosts
+        }
+    for vhost in state.vhosts.values():
+        for exchange in vhost.exchanges.values():
+            if "delayed_bytes" in _fill_missing_fields(exchange):
+                exchange.delayed_bytes = sum(len(held[2].body) for held in exchange.delayed)
+        for queue in vhost.queues.values():
+            if "dead_letter_bytes" in _fill_missing_fields(queue):
+                queue.dead_letter_bytes = sum(len(p.message.body) for p in queue.dead_letters)
+    return state
+
+
+def _fill_missing_fields(instance: typing.Any) -> set[str]:
+    """Give an unpickled dataclass the defaults of the fields it was written without."""
+    missing = {
+        each.name for each in dataclasses.fields(instance) if not hasattr(instance, each.name)
+    }
+    for each in dataclasses.fields(instance):
+        if each.name in missing:
+            factory = each.default_factory
+            default = factory() if factory is not dataclasses.MISSING else each.default
+            setattr(instance, each.name, default)
+    return missing
