@@ -59,7 +59,7 @@ from warrenmq.replication.replies import (
     Reply,
     Routed,
 )
-from warrenmq.replication.routing import headers_match, topic_matches
+from warrenmq.replication.routing import route, sender_keys
 
 # The state's classes live in state.py and queue.py. They are imported here by name because
 # snapshots pickled before that split refer to them as warrenmq.replication.machine.<Name>.
@@ -474,8 +474,8 @@ class Broker:
                 while exchange.delayed and exchange.delayed[0][0] <= now_ms:
                     due_ms, _, message = heapq.heappop(exchange.delayed)
                     exchange.delayed_bytes -= len(message.body)
-                    keys = _sender_keys(message.routing_key, message.headers, "CC", "BCC")
-                    for queue in self._route(vhost, exchange, keys, message.headers):
+                    keys = sender_keys(message.routing_key, message.headers, "CC", "BCC")
+                    for queue in route(vhost, exchange, keys, message.headers):
                         self._enqueue(queue, message, due_ms)
 
     def _time_out_deliveries(self, now_ms: int) -> None:
@@ -920,10 +920,10 @@ class Broker:
             exchange.delayed_bytes += len(message.body)
             heapq.heappush(exchange.delayed, (now_ms + delay_ms, exchange.delayed_count, message))
             return Routed(1)  # held by the exchange; like the plugin, no mandatory return
-        queues = self._route(
+        queues = route(
             self.state.vhosts[command.vhost],
             exchange,
-            _sender_keys(command.routing_key, command.headers, "CC", "BCC"),
+            sender_keys(command.routing_key, command.headers, "CC", "BCC"),
             command.headers,
         )
         rejected = [queue for queue in queues if not self._enqueue(queue, message, now_ms)]
@@ -980,7 +980,7 @@ class Broker:
             1,
             self.state.clock_ms,
             message.exchange,
-            tuple(_sender_keys(message.routing_key, message.headers, "CC")),
+            tuple(sender_keys(message.routing_key, message.headers, "CC")),
             message.expiration,
         )
         earlier = next(
@@ -990,7 +990,7 @@ class Broker:
         deaths = (death, *(d for d in message.deaths if d is not earlier))
         if limits.dead_letter_routing_key is None:  # all the keys it was published with
             routing_key = message.routing_key
-            routing_keys = _sender_keys(routing_key, message.headers, "CC", "BCC")
+            routing_keys = sender_keys(routing_key, message.headers, "CC", "BCC")
             dropped: tuple[str, ...] = ("BCC",)
         else:  # only the queue's; then CC goes too (RabbitMQ docs, "Dead-Lettered Effects")
             routing_key = limits.dead_letter_routing_key
@@ -1026,7 +1026,7 @@ class Broker:
         rejected = any(d.reason == "rejected" for d in message.deaths)
         targets = [
             target
-            for target in self._route(vhost, exchange, pending.routing_keys, message.headers)
+            for target in route(vhost, exchange, pending.routing_keys, message.headers)
             if (rejected or all(d.queue != target.name for d in message.deaths))
             and target.name not in pending.taken
         ]
@@ -1052,47 +1052,6 @@ class Broker:
                     else:
                         kept.append(pending)
                 queue.dead_letters[: len(tried)] = kept
-
-    def _route(
-        self,
-        vhost: Vhost,
-        exchange: Exchange,
-        routing_keys: typing.Sequence[str],
-        headers: c.Arguments | None,
-    ) -> list[Queue]:
-        """The queues one message reaches: each routing key walks the exchanges on its own."""
-        found: dict[str, Queue] = {}
-        visited: set[str] = set()
-
-        def walk(source: Exchange, routing_key: str) -> bool:
-            if source.name in visited:
-                return False
-            visited.add(source.name)
-            routed = False
-            if source.name == "":
-                queue = vhost.queues.get(routing_key)
-                if queue is not None:
-                    found[queue.name] = queue
-                    routed = True
-            for binding in _matching_bindings(source, routing_key, headers):
-                if binding.destination_kind == "queue":
-                    queue = vhost.queues.get(binding.destination)
-                    if queue is not None:
-                        found[queue.name] = queue
-                        routed = True
-                else:
-                    destination = vhost.exchanges.get(binding.destination)
-                    if destination is not None:
-                        routed = walk(destination, routing_key) or routed
-            alternate = source.arguments.get("alternate-exchange")
-            if not routed and isinstance(alternate, str) and alternate in vhost.exchanges:
-                routed = walk(vhost.exchanges[alternate], routing_key)
-            return routed
-
-        for routing_key in routing_keys:
-            visited.clear()
-            walk(exchange, routing_key)
-        return list(found.values())
 
     # --- consuming -----------------------------------------------------------------------
 
@@ -1428,27 +1387,6 @@ class Broker:
         return Ok()
 
 
-def _matching_bindings(
-    exchange: Exchange, routing_key: str, headers: c.Arguments | None
-) -> typing.Iterable[Binding]:
-    routing_type = exchange.routing_type
-    if routing_type == "direct":
-        return exchange.by_routing_key.get(routing_key, ())
-    if routing_type == "fanout":
-        return exchange.bindings.values()
-    if routing_type == "topic":
-        return [
-            binding
-            for binding in exchange.bindings.values()
-            if topic_matches(binding.routing_key, routing_key)
-        ]
-    return [
-        binding
-        for binding in exchange.bindings.values()
-        if headers_match(binding.arguments, headers)
-    ]
-
-
 def _check_properties_equivalence(
     kind: str, name: str, vhost: str, received_current: list[tuple[str, object, object]]
 ) -> None:
@@ -1593,16 +1531,6 @@ def _delayed_room(exchange: Exchange, message: Message) -> bool:
 
 def _is_integer(value: object) -> typing.TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _sender_keys(routing_key: str, headers: c.Arguments | None, *names: str) -> list[str]:
-    """The routing key and those of the sender-selected headers (CC, BCC) named, in order."""
-    keys = [routing_key]
-    for name in names:
-        values = headers.get(name) if headers else None
-        if isinstance(values, list):
-            keys += [value for value in values if isinstance(value, str) and value not in keys]
-    return keys
 
 
 def _consumer_priority(command: c.Consume) -> int:

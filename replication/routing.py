@@ -1,7 +1,9 @@
-"""Binding rules of the topic and headers exchange types (RabbitMQ docs: exchanges).
+"""Routing (RabbitMQ docs: exchanges): which queues a message reaches, and the binding rules of
+the topic and headers exchange types.
 
-Pure functions over plain values: the proposer has already turned AMQP field tables into plain
-Python values, so header values compare as RabbitMQ compares them, by value.
+Pure functions over plain values and the replicated state's exchanges and queues, testable as
+tables: the proposer has already turned AMQP field tables into plain Python values, so header
+values compare as RabbitMQ compares them, by value.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 import functools
 import typing
 
-__all__ = ["headers_match", "topic_matches"]
+if typing.TYPE_CHECKING:
+    from warrenmq.replication import commands as c
+    from warrenmq.replication.queue import Queue
+    from warrenmq.replication.state import Binding, Exchange, Vhost
+
+__all__ = ["headers_match", "matching_bindings", "route", "sender_keys", "topic_matches"]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -58,3 +65,76 @@ def headers_match(
         if not wants_all and matched:
             return True
     return wants_all
+
+
+def route(
+    vhost: Vhost,
+    exchange: Exchange,
+    routing_keys: typing.Sequence[str],
+    headers: c.Arguments | None,
+) -> list[Queue]:
+    """The queues one message reaches: each routing key walks the exchanges on its own."""
+    found: dict[str, Queue] = {}
+    visited: set[str] = set()
+
+    def walk(source: Exchange, routing_key: str) -> bool:
+        if source.name in visited:
+            return False
+        visited.add(source.name)
+        routed = False
+        if source.name == "":
+            queue = vhost.queues.get(routing_key)
+            if queue is not None:
+                found[queue.name] = queue
+                routed = True
+        for binding in matching_bindings(source, routing_key, headers):
+            if binding.destination_kind == "queue":
+                queue = vhost.queues.get(binding.destination)
+                if queue is not None:
+                    found[queue.name] = queue
+                    routed = True
+            else:
+                destination = vhost.exchanges.get(binding.destination)
+                if destination is not None:
+                    routed = walk(destination, routing_key) or routed
+        alternate = source.arguments.get("alternate-exchange")
+        if not routed and isinstance(alternate, str) and alternate in vhost.exchanges:
+            routed = walk(vhost.exchanges[alternate], routing_key)
+        return routed
+
+    for routing_key in routing_keys:
+        visited.clear()
+        walk(exchange, routing_key)
+    return list(found.values())
+
+
+def matching_bindings(
+    exchange: Exchange, routing_key: str, headers: c.Arguments | None
+) -> typing.Iterable[Binding]:
+    """The bindings of `exchange` that a message with this routing key and headers matches."""
+    routing_type = exchange.routing_type
+    if routing_type == "direct":
+        return exchange.by_routing_key.get(routing_key, ())
+    if routing_type == "fanout":
+        return exchange.bindings.values()
+    if routing_type == "topic":
+        return [
+            binding
+            for binding in exchange.bindings.values()
+            if topic_matches(binding.routing_key, routing_key)
+        ]
+    return [
+        binding
+        for binding in exchange.bindings.values()
+        if headers_match(binding.arguments, headers)
+    ]
+
+
+def sender_keys(routing_key: str, headers: c.Arguments | None, *names: str) -> list[str]:
+    """The routing key and those of the sender-selected headers (CC, BCC) named, in order."""
+    keys = [routing_key]
+    for name in names:
+        values = headers.get(name) if headers else None
+        if isinstance(values, list):
+            keys += [value for value in values if isinstance(value, str) and value not in keys]
+    return keys

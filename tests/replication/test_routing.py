@@ -1,10 +1,13 @@
-"""Binding rules as tables of cases (RabbitMQ docs: exchanges; tutorial five for topics)."""
+"""Routing and binding rules as tables of cases (RabbitMQ docs: exchanges; tutorial five)."""
 
 from __future__ import annotations
 
 import pytest
 
-from warrenmq.replication.routing import headers_match, topic_matches
+from warrenmq.replication import commands as c
+from warrenmq.replication.routing import headers_match, route, sender_keys, topic_matches
+
+from .harness import VHOST, Harness, channel_ref, declare_exchange_command
 
 TOPIC_CASES = [
     # binding key, routing key, matches
@@ -69,3 +72,96 @@ HEADERS_CASES = [
 @pytest.mark.parametrize(("arguments", "headers", "expected"), HEADERS_CASES)
 def test_headers_match(arguments: dict, headers: dict | None, expected: bool) -> None:
     assert headers_match(arguments, headers) is expected
+
+
+# --- route: which queues one message reaches, as a table -----------------------------------
+
+
+def topology() -> Harness:
+    """Queues q1-q3; direct d -> q1 (key a), q2 (key b); fanout f -> q3 and exchange d (an
+    exchange-to-exchange binding); topic t -> f (a.#), with alternate-exchange ae -> q2; and a
+    cycle: c1 -> c2 -> c1, c2 -> q1."""
+    harness = Harness()
+    ref = channel_ref(1)
+    for queue in ("q1", "q2", "q3"):
+        harness.declare_queue(ref, queue)
+    for name, kind, arguments in (
+        ("d", "direct", {}),
+        ("f", "fanout", {}),
+        ("ae", "fanout", {}),
+        ("t", "topic", {"alternate-exchange": "ae"}),
+        ("c1", "fanout", {}),
+        ("c2", "fanout", {}),
+    ):
+        harness.apply(declare_exchange_command(ref, name, kind, arguments=arguments))
+    for queue, exchange, key in (
+        ("q1", "d", "a"),
+        ("q2", "d", "b"),
+        ("q3", "f", ""),
+        ("q2", "ae", ""),
+        ("q1", "c2", ""),
+    ):
+        harness.apply(
+            c.BindQueue(
+                channel=ref,
+                vhost=VHOST,
+                queue=queue,
+                exchange=exchange,
+                routing_key=key,
+                arguments={},
+            )
+        )
+    for destination, source, key in (
+        ("d", "f", ""),
+        ("f", "t", "a.#"),
+        ("c2", "c1", ""),
+        ("c1", "c2", ""),
+    ):
+        harness.apply(
+            c.BindExchange(
+                channel=ref,
+                vhost=VHOST,
+                destination=destination,
+                source=source,
+                routing_key=key,
+                arguments={},
+            )
+        )
+    return harness
+
+
+ROUTES = [
+    # (exchange, routing keys, the queues reached)
+    ("", ["q2"], {"q2"}),  # the default exchange: the queue named by the key
+    ("", ["nowhere"], set()),
+    ("d", ["a"], {"q1"}),
+    ("d", ["a", "b"], {"q1", "q2"}),  # CC keys: each walks on its own, each queue once
+    ("d", ["c"], set()),
+    ("f", ["anything"], {"q3"}),  # fanout, and d behind it does not know "anything"
+    ("f", ["a"], {"q3", "q1"}),  # fanout to q3, and through d to q1
+    ("t", ["a.b"], {"q3"}),  # topic a.# -> fanout f -> q3, and d has no "a.b"
+    ("t", ["x.y"], {"q2"}),  # unroutable in t: its alternate exchange ae -> q2
+    ("c1", ["k"], {"q1"}),  # a cycle reaches q1 once and ends
+]
+
+
+@pytest.mark.parametrize(("exchange", "routing_keys", "queues"), ROUTES)
+def test_route(exchange: str, routing_keys: list[str], queues: set[str]) -> None:
+    vhost = topology().broker.state.vhosts[VHOST]
+    reached = route(vhost, vhost.exchanges[exchange], routing_keys, None)
+    assert {queue.name for queue in reached} == queues
+    assert len(reached) == len(queues)
+
+
+@pytest.mark.parametrize(
+    ("headers", "keys"),
+    [
+        (None, ["rk"]),
+        ({"CC": ["a", "b"]}, ["rk", "a", "b"]),
+        ({"CC": ["rk"], "BCC": ["z"]}, ["rk", "z"]),
+        ({"CC": "a"}, ["rk"]),  # not an array: ignored, as RabbitMQ does
+        ({"CC": [1, ["a"], "b"]}, ["rk", "b"]),  # only strings count
+    ],
+)
+def test_sender_selected_keys(headers: dict | None, keys: list[str]) -> None:
+    assert sender_keys("rk", headers, "CC", "BCC") == keys
