@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import math
 import ssl
 import time
 import typing
@@ -73,6 +74,21 @@ def _not_found() -> ApiError:
 
 def _bad_request(reason: str) -> ApiError:
     return ApiError(400, "bad_request", reason)
+
+
+def _api_integer(value: object) -> int:
+    """A number in a request body as RabbitMQ's parse_int reads it: an integer, a number
+    (truncated) or a string of digits; anything else is a 400, not a 500."""
+    if isinstance(value, bool):
+        raise _bad_request(f"{{not_integer,{value}}}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    try:
+        return int(str(value), 10)
+    except ValueError:
+        raise _bad_request(f"{{not_integer,{value}}}") from None
 
 
 def json_response(data: Json, status: int = 200) -> web.Response:
@@ -831,8 +847,15 @@ class ManagementApi:
         if ackmode not in http_messages.ACK_MODES:
             raise _bad_request(f"ackmode must be one of {', '.join(http_messages.ACK_MODES)}")
         held, requeue = http_messages.ACK_MODES[ackmode]
-        count = min(int(body.get("count", 1)), GET_COUNT_MAX)
+        count = min(_api_integer(body.get("count", 1)), GET_COUNT_MAX)
         truncate = body.get("truncate")
+        if truncate is not None:
+            truncate = _api_integer(truncate)
+            if truncate < 0:
+                raise _bad_request(f"{{value_negative,{truncate}}}")
+        encoding = body.get("encoding", "auto")
+        if encoding not in ("auto", "base64"):
+            raise _bad_request("Unsupported encoding. Please use auto or base64.")
         channel = self.node.management_channel()
         messages: list[Json] = []
         last_tag = 0
@@ -844,11 +867,7 @@ class ManagementApi:
                 if not isinstance(reply, GetOk):
                     break
                 last_tag = reply.delivery_tag
-                messages.append(
-                    http_messages.message_json(
-                        reply, body.get("encoding", "auto"), int(truncate) if truncate else None
-                    )
-                )
+                messages.append(http_messages.message_json(reply, encoding, truncate))
             if held and last_tag:
                 await self._submit(
                     c.Reject(channel=channel, delivery_tag=last_tag, multiple=True, requeue=requeue)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from warrenmq.amqp.spec import ReplyCode as ProtocolReplyCode
 from warrenmq.cluster.config import load_config
 from warrenmq.cluster.definitions import ignored_sections, import_commands
 from warrenmq.cluster.passwords import hash_password, is_password_hash, verify_password
@@ -18,6 +19,7 @@ from warrenmq.cluster.resources import ResourceMonitor
 from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker, Meta
+from warrenmq.replication.machine import ReplyCode as BrokerReplyCode
 
 
 def test_config_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -193,3 +195,11 @@ def test_definitions_import_in_dependency_order_and_refuse_unknown_hashes() -> N
 def test_an_import_names_the_sections_it_leaves_out() -> None:
     exported = {"policies": [{"name": "ha"}], "parameters": [], "queues": [{"name": "q"}]}
     assert ignored_sections(exported) == ["policies"]
+
+
+def test_the_two_reply_code_tables_agree() -> None:
+    """replication/ may not import amqp/, so the broker's reply codes are a table of their own;
+    the session turns them into the protocol's by value, so every one must mean the same."""
+    for code in BrokerReplyCode:
+        assert ProtocolReplyCode[code.name] == code
+        assert ProtocolReplyCode(code).is_connection_error == code.is_connection_error

@@ -404,6 +404,23 @@ def test_publish_get_and_close_through_the_api(cluster: LocalCluster) -> None:
     assert taken[0]["redelivered"] is True  # it was requeued by the first get
     assert client.get("/api/queues/%2F/api.msgs")["messages"] == 0
     assert client.request("POST", "/api/queues/%2F/api.msgs/get", {"count": 1})[0] == 400
+    for bad in ({"count": "many"}, {"count": True}, {"truncate": "x"}, {"truncate": -1}):
+        bad_get = {"count": 1, "ackmode": "ack_requeue_true", "encoding": "auto", **bad}
+        status, answer = client.request("POST", "/api/queues/%2F/api.msgs/get", bad_get)
+        assert (status, answer["error"]) == (400, "bad_request"), bad  # once a 500
+    hex_get = {"count": 1, "ackmode": "ack_requeue_true", "encoding": "hex"}
+    assert client.request("POST", "/api/queues/%2F/api.msgs/get", hex_get) == (
+        400,
+        {"error": "bad_request", "reason": "Unsupported encoding. Please use auto or base64."},
+    )
+    assert (
+        client.call(
+            "POST",
+            "/api/queues/%2F/api.msgs/get",
+            {"count": "2", "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 2.7},
+        )
+        == []
+    )  # RabbitMQ's parse_int: digits in a string, a number truncated
     before = {connection["name"] for connection in client.get("/api/connections")}
     held = pika_connection(cluster.members[0])
     (entry,) = [c for c in client.get("/api/connections") if c["name"] not in before]
