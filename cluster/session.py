@@ -632,6 +632,7 @@ class Session:
             channel.confirm_tag += 1
             confirm_tag = channel.confirm_tag
             counters.received_confirm += 1
+        replies_to_channel = properties.shortstr("reply_to") == _REPLY_TO_BYTES
         command = c.Publish(
             channel=channel.ref,
             seq=channel.publish_count,
@@ -640,11 +641,11 @@ class Session:
             routing_key=method.routing_key,
             mandatory=method.mandatory,
             headers=plain_table(properties.headers) if properties.headers else None,
-            properties=_outgoing_properties(properties, channel.ref),
+            properties=_outgoing_properties(properties, channel.ref, replies_to_channel),
             body=event.body,
             now_ms=int(time.time() * 1000),
             expiration=expiration,
-            replies_to_channel=properties.shortstr("reply_to") == _REPLY_TO_BYTES,
+            replies_to_channel=replies_to_channel,
             priority=properties.priority,
         )
 
@@ -919,7 +920,9 @@ class Session:
         self.protocol.flush_soon()
 
 
-def _outgoing_properties(properties: PropertyList, sender: c.ChannelRef) -> bytes:
+def _outgoing_properties(
+    properties: PropertyList, sender: c.ChannelRef, replies_to_channel: bool
+) -> bytes:
     """The properties as receivers see them: BCC routes the message but no receiver sees it
     (RabbitMQ docs, "Sender-selected distribution"), and a reply-to of amq.rabbitmq.reply-to
     becomes this channel's own address (RabbitMQ docs, "Direct Reply-to")."""
@@ -928,7 +931,7 @@ def _outgoing_properties(properties: PropertyList, sender: c.ChannelRef) -> byte
         changes["headers"] = encode_headers(
             {name: value for name, value in properties.headers.items() if name != "BCC"}
         )
-    if properties.shortstr("reply_to") == _REPLY_TO_BYTES:
+    if replies_to_channel:
         changes["reply_to"] = encode_shortstr(sender.reply_to.encode())
     return properties.replaced(**changes) if changes else properties.raw
 
