@@ -604,20 +604,7 @@ class Broker:
                 )
             )
         for argument in ("x-delayed-max-length", "x-delayed-max-length-bytes"):
-            value = command.arguments.get(argument)
-            if value is not None and (not _is_integer(value) or value < 0):
-                reason = (
-                    _not_an_integer(value)
-                    if not _is_integer(value)
-                    else f"{{value_negative,{value}}}"
-                )
-                raise _Refusal(
-                    _refuse(
-                        ReplyCode.PRECONDITION_FAILED,
-                        f"invalid arg '{argument}' for exchange '{name}' in vhost "
-                        f"'{command.vhost}': {reason}",
-                    )
-                )
+            _integer_argument(command.arguments, argument, "exchange", name, command.vhost)
         vhost.exchanges[name] = Exchange(
             name,
             command.type,
@@ -1443,23 +1430,10 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
     arguments = command.arguments
 
     def invalid(argument: str, reason: str) -> _Refusal:
-        return _Refusal(
-            _refuse(
-                ReplyCode.PRECONDITION_FAILED,
-                f"invalid arg '{argument}' for queue '{command.queue}' in vhost "
-                f"'{command.vhost}': {reason}",
-            )
-        )
+        return _invalid_argument("queue", command.queue, command.vhost, argument, reason)
 
     def integer(argument: str, least: int = 0) -> int | None:
-        value = arguments.get(argument)
-        if value is None:
-            return None
-        if not _is_integer(value):
-            raise invalid(argument, _not_an_integer(value))
-        if value < least:
-            raise invalid(argument, f"{{value_negative,{value}}}")
-        return value
+        return _integer_argument(arguments, argument, "queue", command.queue, command.vhost, least)
 
     def string(argument: str) -> str | None:
         value = arguments.get(argument)
@@ -1513,6 +1487,30 @@ def _queue_limits(command: c.DeclareQueue, queue_type: str) -> Limits:
     )
 
 
+def _invalid_argument(kind: str, name: str, vhost: str, argument: str, reason: str) -> _Refusal:
+    """RabbitMQ's 406 for a declare argument it cannot take, with its reason."""
+    return _Refusal(
+        _refuse(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg '{argument}' for {kind} '{name}' in vhost '{vhost}': {reason}",
+        )
+    )
+
+
+def _integer_argument(
+    arguments: c.Arguments, argument: str, kind: str, name: str, vhost: str, least: int = 0
+) -> int | None:
+    """An integer argument of a queue or exchange declare, or None when it is absent."""
+    value = arguments.get(argument)
+    if value is None:
+        return None
+    if not _is_integer(value):
+        raise _invalid_argument(kind, name, vhost, argument, _not_an_integer(value))
+    if value < least:
+        raise _invalid_argument(kind, name, vhost, argument, f"{{value_negative,{value}}}")
+    return value
+
+
 def _not_an_integer(value: object) -> str:
     """RabbitMQ's reason for a non-integer where an integer argument belongs."""
     return f'"expected integer, got {_amqp_type_name(value)}"'
@@ -1535,13 +1533,9 @@ def _is_integer(value: object) -> typing.TypeGuard[int]:
 
 def _consumer_priority(command: c.Consume) -> int:
     priority = command.arguments.get("x-priority", 0)
-    if not _is_integer(priority):
-        raise _Refusal(
-            _refuse(
-                ReplyCode.PRECONDITION_FAILED,
-                f"invalid arg 'x-priority' for queue '{command.queue}' in vhost "
-                f"'{command.vhost}': {_not_an_integer(priority)}",
-            )
+    if not _is_integer(priority):  # any integer: negative priorities are allowed
+        raise _invalid_argument(
+            "queue", command.queue, command.vhost, "x-priority", _not_an_integer(priority)
         )
     return priority
 
