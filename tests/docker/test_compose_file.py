@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from warrenmq.cluster.config import Member
-from warrenmq.cluster.ctl import ApiClient
+from warrenmq.cluster.ctl import ApiClient, ApiFailure
 from warrenmq.cluster.load import Load
 from warrenmq.cluster.local import fetch_cluster_status, free_port
 
@@ -54,8 +54,19 @@ def assert_operable(management: dict[str, int], prometheus: dict[str, int]) -> N
     host names); each container's /metrics parses."""
     client = ApiClient(f"http://127.0.0.1:{management[NODES[0]]}", USER, PASSWORD)
     deadline_s = time.monotonic() + 30
-    while [node["running"] for node in client.get("/api/nodes")] != [True, True, True]:
-        assert time.monotonic() < deadline_s, client.get("/api/nodes")
+
+    def running() -> list[bool] | None:
+        # A node answers its API before it has applied the first boot's default user: until
+        # then the right password gets 401. Agreeing on a leader does not wait for that.
+        status, answer = client.request("GET", "/api/nodes")
+        if status == 401:
+            return None
+        if status >= 300:
+            raise ApiFailure(status, answer)
+        return [node["running"] for node in answer]
+
+    while running() != [True, True, True]:
+        assert time.monotonic() < deadline_s, client.request("GET", "/api/nodes")
         time.sleep(0.3)
     for port in prometheus.values():
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
