@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from warrenmq.replication import commands as c
-from warrenmq.replication import machine
+from warrenmq.replication import dead_letter, delivery, publish
 from warrenmq.replication import queue as queue_module
 from warrenmq.replication.replies import Deliver, Ok, Refused, Routed
 
@@ -30,7 +32,7 @@ def grant(messages: int, size: int = 0, tag: str = "ctag") -> c.GrantCredit:
 def test_a_consumer_gets_at_most_its_credit_until_its_node_grants_more(
     no_ack: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(machine, "DELIVERY_CREDIT_MESSAGES", 2)
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_MESSAGES", 2)
     harness = Harness()
     harness.declare_queue(PUBLISHER, "q")
     harness.consume(CONSUMER, "q", "ctag", no_ack=no_ack)
@@ -44,7 +46,7 @@ def test_a_consumer_gets_at_most_its_credit_until_its_node_grants_more(
 
 
 def test_credit_counts_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine, "DELIVERY_CREDIT_BYTES", 10)
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_BYTES", 10)
     harness = Harness()
     harness.declare_queue(PUBLISHER, "q")
     harness.consume(CONSUMER, "q", "ctag", no_ack=True)
@@ -56,7 +58,7 @@ def test_credit_counts_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_other_consumers_take_what_one_without_credit_cannot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(machine, "DELIVERY_CREDIT_MESSAGES", 1)
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_MESSAGES", 1)
     harness = Harness()
     harness.declare_queue(PUBLISHER, "q")
     harness.consume(CONSUMER, "q", "slow", no_ack=True)
@@ -115,7 +117,7 @@ def test_a_delayed_exchange_holds_at_most_its_bytes() -> None:
 
 
 def test_the_default_delayed_limit_applies(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine, "DELAYED_MESSAGES_MAX", 1)
+    monkeypatch.setattr(publish, "DELAYED_MESSAGES_MAX", 1)
     harness = Harness()
     delayed_exchange(harness)
     assert [delayed_publish(harness, b"m").rejected for _ in range(2)] == [False, True]
@@ -192,7 +194,7 @@ def test_a_source_queue_without_length_limits_holds_a_bounded_number_of_dead_let
 def test_a_tick_retries_a_bounded_number_of_dead_letters_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(machine, "DEAD_LETTER_RETRIES_PER_TICK", 2)
+    monkeypatch.setattr(dead_letter, "DEAD_LETTER_RETRIES_PER_TICK", 2)
     harness = Harness()
     at_least_once_source(harness)
     for number in range(5):
@@ -202,13 +204,13 @@ def test_a_tick_retries_a_bounded_number_of_dead_letters_in_order(
     assert [p.message.body for p in source.dead_letters] == [b"1", b"2", b"3", b"4"]
     harness.apply(c.Get(channel=PUBLISHER, vhost=VHOST, queue="dlq", no_ack=True))  # room: 1
     calls = []
-    forward = machine.Broker._forward
+    forward = dead_letter._forward
 
-    def counted(self: machine.Broker, *arguments: object) -> bool:
+    def counted(*arguments: typing.Any) -> bool:
         calls.append(1)
-        return forward(self, *arguments)  # type: ignore[arg-type]
+        return forward(*arguments)
 
-    monkeypatch.setattr(machine.Broker, "_forward", counted)
+    monkeypatch.setattr(dead_letter, "_forward", counted)
     harness.apply(c.Tick(now_ms=1))
     assert len(calls) == 2  # the bound, though four wait
     assert [p.message.body for p in source.dead_letters] == [b"2", b"3", b"4"]

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from warrenmq.replication import commands as c
-from warrenmq.replication import machine
+from warrenmq.replication import delivery, machine
 from warrenmq.replication.replies import GetOk, Ignored, Refused, Routed
+from warrenmq.replication.step import Step
 
 from .harness import Harness, channel_ref, publish_command
 
@@ -67,7 +68,7 @@ def test_a_crafted_reply_to_publish_is_unroutable_and_the_broker_goes_on(routing
 
 
 def test_every_command_type_has_a_handler() -> None:
-    handled = set(machine.Broker()._handlers)
+    handled = set(machine.HANDLERS)
     assert handled == set(typing.get_args(c.Command))
 
 
@@ -89,12 +90,10 @@ def test_a_bug_in_a_handler_refuses_that_command_and_the_log_goes_on(
     victim, bystander = channel_ref(1, connection=1), channel_ref(1, connection=2)
     harness.declare_queue(bystander, "q")
 
-    def broken(self: machine.Broker, command: c.PurgeQueue) -> None:
+    def broken(step: Step, command: c.PurgeQueue) -> None:
         raise KeyError("planted")
 
-    monkeypatch.setitem(
-        harness.broker._handlers, c.PurgeQueue, broken.__get__(harness.broker, machine.Broker)
-    )
+    monkeypatch.setitem(machine.HANDLERS, c.PurgeQueue, broken)
     refused = harness.apply(c.PurgeQueue(channel=victim, vhost="/", queue="q")).reply
     assert refused == Refused(541, "")
     assert isinstance(harness.publish(victim, "q", b"ignored").reply, Ignored)
@@ -110,13 +109,13 @@ def test_a_bug_keeps_the_effects_it_emitted(monkeypatch: pytest.MonkeyPatch) -> 
     consumer = channel_ref(1, connection=2)
     harness.declare_queue(consumer, "q")
     harness.consume(consumer, "q", "ctag")
-    original = machine.Broker._enqueue
+    original = delivery.enqueue
 
-    def enqueue_then_fail(self: machine.Broker, *arguments: typing.Any) -> bool:
-        original(self, *arguments)
+    def enqueue_then_fail(*arguments: typing.Any) -> bool:
+        original(*arguments)
         raise RuntimeError("planted after the enqueue")
 
-    monkeypatch.setattr(machine.Broker, "_enqueue", enqueue_then_fail)
+    monkeypatch.setattr(delivery, "enqueue", enqueue_then_fail)
     applied = harness.apply(publish_command(channel_ref(1), "q", b"m"))
     assert applied.reply == Refused(541, "")
     assert [effect.body for effect in applied.effects] == [b"m"]

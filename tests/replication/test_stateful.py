@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from warrenmq.replication import commands as c
-from warrenmq.replication import machine
-from warrenmq.replication.machine import Entry, Message
+from warrenmq.replication import delivery
+from warrenmq.replication.queue import Entry
 from warrenmq.replication.replies import (
     Annotations,
     Deliver,
@@ -43,6 +43,7 @@ from warrenmq.replication.replies import (
     Refused,
     Routed,
 )
+from warrenmq.replication.state import Message
 
 from .harness import VHOST, Harness, publish_command
 
@@ -583,7 +584,7 @@ CREDIT_MESSAGES = 3  # delivery credit small enough to run out within a run
 
 @pytest.fixture(autouse=True)
 def small_delivery_credit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(machine, "DELIVERY_CREDIT_MESSAGES", CREDIT_MESSAGES)
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_MESSAGES", CREDIT_MESSAGES)
 
 
 test_broker_machine = BrokerMachine.TestCase

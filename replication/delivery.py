@@ -1,0 +1,161 @@
+"""A message's way through a queue: in (`enqueue`, within the queue's length limits) and out
+(`dispatch` to consumers with credit, or `hand_out` to basic.get), with expiry at the head.
+
+Messages that leave sideways go through dead_letter.py, which enqueues them elsewhere: the two
+modules call each other, by module name, as a message can go round between queues.
+"""
+
+from __future__ import annotations
+
+from warrenmq.replication import dead_letter
+from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.replies import Annotations, Deliver
+from warrenmq.replication.state import Channel, Consumer, Message, Unacked
+from warrenmq.replication.step import Step
+
+# Delivery credit (RabbitMQ's credit flow between queue and channel, in the log): a consumer
+# holds at most this many deliveries, or bytes of them, that its node has not yet written out
+# to the client and credited back with GrantCredit. Acknowledged or not, so a consumer whose
+# socket is backed up leaves its messages in the queue, not in its node's write buffer. A
+# consumer's node grants credit back in quarters of these, so a grant has three quarters of
+# the credit's worth of deliveries to travel the log before the consumer waits on it (with
+# halves of 8 MiB, 64 KiB messages ran 15-20 % slower: measured).
+DELIVERY_CREDIT_MESSAGES = 4_000
+DELIVERY_CREDIT_BYTES = 16 * 1024 * 1024
+
+
+def enqueue(step: Step, queue: Queue, message: Message, now_ms: int) -> bool:
+    """Add a message, within the queue's length limits; False if the queue refuses it."""
+    overflow = queue.limits.overflow
+    if overflow != "drop-head" and queue.over_limit(adding=message):
+        if overflow == "reject-publish-dlx":
+            dead_letter.dead_letter(step, queue, message, "maxlen")
+        return False
+    queue.append(message, now_ms)
+    while overflow == "drop-head" and queue.ready_count and queue.over_limit():
+        dead_letter.dead_letter(step, queue, queue.take().message, "maxlen")
+    dispatch(step, queue)
+    return True
+
+
+def expire(step: Step, queue: Queue) -> bool:
+    """Dead-letter the expired messages at the head of the queue (as RabbitMQ does, a message
+    expires when it reaches the head); True if any did."""
+    expired = False
+    while (head := queue.head()) is not None and (
+        head.expires_at_ms is not None and head.expires_at_ms < step.state.clock_ms
+    ):
+        dead_letter.dead_letter(step, queue, queue.take().message, "expired")
+        expired = True
+    return expired
+
+
+def dispatch(step: Step, queue: Queue) -> None:
+    """Hand the ready messages to the consumers with credit: the highest x-priority first,
+    round-robin among equals; with x-single-active-consumer only to the active one."""
+    state = step.state
+    expire(step, queue)
+    while queue.ready_count:
+        consumer = _next_consumer(step, queue)
+        if consumer is None:
+            return
+        entry = queue.take()
+        channel = state.channels[consumer.channel]
+        delivery_tag = hand_out(step, channel, queue, entry, consumer, consumer.no_ack)
+        message = entry.message
+        uncredited = state.uncredited.setdefault((consumer.channel, consumer.consumer_tag), [0, 0])
+        uncredited[0] += 1
+        uncredited[1] += len(message.body)
+        step.effects.append(
+            Deliver(
+                consumer.channel,
+                consumer.consumer_tag,
+                delivery_tag,
+                entry.redelivered,
+                message.exchange,
+                message.routing_key,
+                message.properties,
+                message.body,
+                annotations_of(queue, entry),
+            )
+        )
+
+
+def hand_out(
+    step: Step,
+    channel: Channel,
+    queue: Queue,
+    entry: Entry,
+    consumer: Consumer | None,
+    no_ack: bool,
+) -> int:
+    """Give `entry` a delivery tag on `channel`, held unacknowledged unless `no_ack`."""
+    delivery_tag = channel.next_delivery_tag
+    channel.next_delivery_tag += 1
+    if not no_ack:
+        channel.unacked[delivery_tag] = Unacked(queue, entry, consumer, step.state.clock_ms)
+        queue.unacked_count += 1
+        if consumer is not None:
+            consumer.unacked_count += 1
+    return delivery_tag
+
+
+def annotations_of(queue: Queue, entry: Entry) -> Annotations | None:
+    """The headers the broker adds on delivery, or None when it adds none."""
+    delivery_count = entry.delivery_count if queue.queue_type == "quorum" else 0
+    message = entry.message
+    if not delivery_count and not message.deaths:
+        return None
+    return Annotations(delivery_count, message.deaths, message.first_death, message.last_death)
+
+
+def _next_consumer(step: Step, queue: Queue) -> Consumer | None:
+    if queue.limits.single_active_consumer:
+        active = _active_consumer(queue)
+        return active if active is not None and _has_credit(step, active) else None
+    count = len(queue.consumers)
+    level = queue.top_priority
+    while True:  # round-robin within a level, from where it stopped; lower levels after
+        for offset in range(count):
+            position = (queue.next_consumer + offset) % count
+            consumer = queue.consumers[position]
+            if consumer.priority == level and _has_credit(step, consumer):
+                queue.next_consumer = (position + 1) % count
+                return consumer
+        lower = [consumer.priority for consumer in queue.consumers if consumer.priority < level]
+        if not lower:
+            return None
+        level = max(lower)
+
+
+def _active_consumer(queue: Queue) -> Consumer | None:
+    """The single active consumer: the first of the highest priority. A consumer of higher
+    priority takes over only once the active one has no unacknowledged messages (RabbitMQ
+    docs, "Single Active Consumer"); a consumer that goes hands over at once."""
+    active = queue.active
+    if not any(consumer is active for consumer in queue.consumers):
+        active = None  # it went: cancelled, its channel closed or its node lost
+    if active is not None and active.unacked_count:
+        return active
+    best = max(queue.consumers, key=lambda consumer: consumer.priority, default=None)
+    if active is not None and best is not None and active.priority >= best.priority:
+        best = active
+    queue.active = best
+    return best
+
+
+def _has_credit(step: Step, consumer: Consumer) -> bool:
+    state = step.state
+    uncredited = state.uncredited.get((consumer.channel, consumer.consumer_tag))
+    if uncredited is not None and (
+        uncredited[0] >= DELIVERY_CREDIT_MESSAGES or uncredited[1] >= DELIVERY_CREDIT_BYTES
+    ):
+        return False  # its node has not written out what it has: the message waits here
+    if consumer.no_ack:
+        return True
+    if consumer.prefetch_count and consumer.unacked_count >= consumer.prefetch_count:
+        return False
+    channel = state.channels[consumer.channel]
+    return not (
+        channel.global_prefetch_count and len(channel.unacked) >= channel.global_prefetch_count
+    )

@@ -1,0 +1,97 @@
+"""Settling deliveries: basic.ack, basic.nack/reject (requeue or dead-letter), basic.recover,
+and giving back what a closing channel held."""
+
+from __future__ import annotations
+
+from warrenmq.replication import commands as c
+from warrenmq.replication import dead_letter, delivery
+from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.replies import MessageCount, Ok, Reply
+from warrenmq.replication.state import Channel, Unacked
+from warrenmq.replication.step import Refusal, ReplyCode, Step, refusal
+
+
+def apply_settle(step: Step, command: c.Settle) -> Reply:
+    settled = _take_unacked(step, command)
+    redispatch(step, settled)
+    return MessageCount(len(settled))
+
+
+def apply_reject(step: Step, command: c.Reject) -> Reply:
+    settled = _take_unacked(step, command)
+    for unacked in settled:
+        if unacked.queue.deleted:
+            continue
+        if command.requeue:
+            _return(step, unacked.queue, unacked.entry)
+        else:
+            dead_letter.dead_letter(step, unacked.queue, unacked.entry.message, "rejected")
+    redispatch(step, settled)
+    return Ok()
+
+
+def apply_recover(step: Step, command: c.Recover) -> Reply:
+    channel = step.state.channels.get(command.channel)
+    if channel is not None:
+        redispatch(step, give_back_unacked(step, channel))
+    return Ok()
+
+
+def give_back_unacked(step: Step, channel: Channel) -> list[Unacked]:
+    """Return everything `channel` holds to its queues, as redelivered."""
+    settled = [_settle_one(unacked) for unacked in channel.unacked.values()]
+    channel.unacked.clear()
+    for unacked in settled:
+        if not unacked.queue.deleted:
+            _return(step, unacked.queue, unacked.entry)
+    return settled
+
+
+def redispatch(step: Step, settled: list[Unacked]) -> None:
+    """Settling frees credit: dispatch every queue it may unblock, each once, in order."""
+    unblocked: dict[int, Queue] = {}
+    for unacked in settled:
+        unblocked.setdefault(id(unacked.queue), unacked.queue)
+        if unacked.consumer is not None:
+            channel = step.state.channels.get(unacked.consumer.channel)
+            for queue in channel.consumers.values() if channel is not None else ():
+                unblocked.setdefault(id(queue), queue)
+    for queue in unblocked.values():
+        if not queue.deleted:
+            delivery.dispatch(step, queue)
+
+
+def _take_unacked(step: Step, command: c.Settle | c.Reject) -> list[Unacked]:
+    channel = step.state.channels.get(command.channel)
+    unacked = channel.unacked if channel is not None else {}
+    if command.multiple:
+        tags = [tag for tag in unacked if command.delivery_tag == 0 or tag <= command.delivery_tag]
+        if not tags and command.delivery_tag not in unacked and command.delivery_tag != 0:
+            raise _unknown_tag(command.delivery_tag)
+    elif command.delivery_tag in unacked:
+        tags = [command.delivery_tag]
+    else:
+        raise _unknown_tag(command.delivery_tag)
+    return [_settle_one(unacked.pop(tag)) for tag in tags]
+
+
+def _unknown_tag(delivery_tag: int) -> Refusal:
+    return refusal(ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
+
+
+def _settle_one(unacked: Unacked) -> Unacked:
+    unacked.queue.unacked_count -= 1
+    if unacked.consumer is not None:
+        unacked.consumer.unacked_count -= 1
+    return unacked
+
+
+def _return(step: Step, queue: Queue, entry: Entry) -> None:
+    """Back to its place in the queue, or dead-lettered once past the delivery limit."""
+    entry.redelivered = True
+    entry.delivery_count += 1
+    limit = queue.limits.delivery_limit
+    if limit is not None and entry.delivery_count > limit:
+        dead_letter.dead_letter(step, queue, entry.message, "delivery_limit")
+    else:
+        queue.give_back(entry)
