@@ -159,14 +159,18 @@ class Connection:
 
     # --- input --------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnectionState.CLOSED
+
     def receive_data(self, data: bytes) -> list[Event]:
-        if self.state is ConnectionState.CLOSED:
+        if self.closed:
             return []
         if self.state is ConnectionState.AWAITING_HEADER:
             data = self._receive_header(data)
         self._reader.feed(data)
         try:
-            while self.state is not ConnectionState.CLOSED:
+            while not self.closed:  # a frame may close it
                 frame = self._reader.next_frame()
                 if frame is None:
                     break

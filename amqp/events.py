@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 
 from pamqp import base, commands
@@ -23,7 +24,7 @@ __all__ = [
 class ConnectionOpened:
     user: str
     vhost: str
-    client_properties: dict  # the client's Connection.StartOk properties table
+    client_properties: dict[str, typing.Any]  # the client's Connection.StartOk properties table
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,15 +84,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class _ProducerResult:
     published: int = 0
-    confirmed_ids: array.array = field(default_factory=lambda: array.array("Q"))
-    confirm_latencies_ms: array.array = field(default_factory=lambda: array.array("d"))
+    confirmed_ids: array.array[int] = field(default_factory=lambda: array.array("Q"))
+    confirm_latencies_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
     errors: int = 0
 
 
 @dataclass
 class _ConsumerResult:
-    received_ids: array.array = field(default_factory=lambda: array.array("Q"))
-    latencies_ms: array.array = field(default_factory=lambda: array.array("d"))
+    received_ids: array.array[int] = field(default_factory=lambda: array.array("Q"))
+    latencies_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
     first_received_s: float = 0.0  # wall clock: comparable across processes on one host
     last_received_s: float = 0.0
     errors: int = 0
@@ -243,7 +243,7 @@ def _worker(
     index: int,
     options: dict[str, typing.Any],
     counters: _Counters,
-    results: multiprocessing.Queue,
+    results: multiprocessing.Queue[typing.Any],
 ) -> None:
     """One producer or consumer process: run it, hand its result back to the parent."""
     result: _ProducerResult | _ConsumerResult
@@ -297,7 +297,7 @@ def run(arguments: argparse.Namespace) -> int:
     asyncio.run(_declare(options))
     context = multiprocessing.get_context("spawn")  # no event loop is ever forked
     counters = _Counters(*(context.Value("q", 0) for _ in range(4)))
-    results: multiprocessing.Queue = context.Queue()
+    results: multiprocessing.Queue[typing.Any] = context.Queue()
     consumers = [
         context.Process(target=_worker, args=("consumer", i, options, counters, results))
         for i in range(arguments.consumers)

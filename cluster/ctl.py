@@ -286,7 +286,7 @@ def _describe(answer: Json) -> str:
     if "error" in answer:
         return f"{answer['error']}: {answer.get('reason')}"
     details = {key: value for key, value in answer.items() if key not in ("status", "reason")}
-    text = answer.get("status", "")
+    text = str(answer.get("status", ""))
     if answer.get("reason"):
         text += f": {answer['reason']}"
     return text + (f" {json.dumps(details)}" if details else "")

@@ -212,7 +212,7 @@ class _NodeCollector:
 
 async def start_metrics(node: Node) -> web.AppRunner:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_NodeCollector(node))  # type: ignore[arg-type]
+    registry.register(_NodeCollector(node))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total and friends
 
     async def metrics(request: web.Request) -> web.Response:

@@ -70,6 +70,7 @@ from warrenmq.replication.replies import (
 )
 
 if typing.TYPE_CHECKING:
+    from warrenmq.amqp.connection import Connection
     from warrenmq.amqp.server import AmqpServerProtocol
     from warrenmq.cluster.node import Node
 
@@ -178,8 +179,11 @@ class Session:
         }
 
     @property
-    def connection(self):  # the protocol machine; set by the transport before any event
-        return self.protocol.connection
+    def connection(self) -> Connection:
+        """The protocol machine; the transport sets it before the first event."""
+        connection = self.protocol.connection
+        assert connection is not None
+        return connection
 
     # --- Authenticator ------------------------------------------------------------------
 
@@ -252,7 +256,7 @@ class Session:
                 )
                 self.connection_lost()
 
-    def _log_fields(self) -> dict[str, object]:
+    def _log_fields(self) -> dict[str, typing.Any]:
         """Who this connection is, for its structured log events."""
         peer_host, peer_port = self.protocol.peer
         return {
@@ -748,7 +752,7 @@ class Session:
         )
 
     def on_basic_cancel(self, channel: ChannelSession, method: commands.Basic.Cancel) -> None:
-        command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag)
+        command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag or "")
         self._propose(
             channel,
             command,
@@ -809,7 +813,7 @@ class Session:
     def on_basic_reject(self, channel: ChannelSession, method: commands.Basic.Reject) -> None:
         command = c.Reject(
             channel=channel.ref,
-            delivery_tag=method.delivery_tag,
+            delivery_tag=method.delivery_tag or 0,
             multiple=False,
             requeue=method.requeue,
         )

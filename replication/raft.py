@@ -189,11 +189,11 @@ class PeerCipher:
 
 def _tune_pysyncobj() -> None:
     logging.getLogger("pysyncobj.syncobj").addFilter(_STALE_APPEND_FILTER)
-    pysyncobj.syncobj.getEncryptor = PeerCipher  # type: ignore[assignment]
+    pysyncobj.syncobj.getEncryptor = PeerCipher
     # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
     setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol
-    pysyncobj.tcp_connection.zlib = _NoZlib  # type: ignore[assignment]
-    pysyncobj.syncobj.createJournal = _create_journal  # type: ignore[assignment]
+    pysyncobj.tcp_connection.zlib = _NoZlib
+    pysyncobj.syncobj.createJournal = _create_journal
 
 
 def _create_journal(journal_file: str | None = None) -> pysyncobj.journal.Journal:
@@ -275,7 +275,8 @@ class DurableJournal(pysyncobj.journal.FileJournal):
 
     def __len__(self) -> int:
         self._settle_truncation()
-        return super().__len__()
+        length: int = super().__len__()
+        return length
 
     def clear(self) -> None:
         self._settle_truncation()
@@ -632,7 +633,7 @@ class RaftLog:
             return 0.0
         if self.is_leader:
             return 0.0  # pysyncobj demotes a leader after leader_fallback_timeout_s alone
-        transport = self._syncobj._SyncObj__transport
+        transport: DurableTransport = self._syncobj._SyncObj__transport
         return time.monotonic() - transport.last_leader_contact_s
 
     def peers_silent_for_s(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""STYLE.md rule 15: the code is ruff- and mypy-clean, and formatted one way."""
+"""STYLE.md rule 15: the code is ruff- and mypy --strict-clean, and formatted one way."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SOURCES = ["amqp", "cluster", "replication"]
     [
         [str(BIN / "ruff"), "check", *SOURCES, "tests", "bench"],
         [str(BIN / "ruff"), "format", "--check", *SOURCES, "tests", "bench"],
-        [str(BIN / "mypy"), *SOURCES],
+        [str(BIN / "mypy"), *(f"--package=warrenmq.{source}" for source in SOURCES)],
     ],
     ids=["ruff-check", "ruff-format", "mypy"],
 )
