@@ -14,7 +14,7 @@ import typing
 
 from warrenmq.cluster.passwords import HASHING_ALGORITHM, hash_password, is_password_hash
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Binding, BrokerState, Exchange
+from warrenmq.replication.queries import BindingView, ExchangeView, Queries
 
 __all__ = [
     "add_user_command",
@@ -32,10 +32,12 @@ __all__ = [
 Json = typing.Any
 
 
-def export(state: BrokerState, version: str) -> dict[str, Json]:
+def export(broker: Queries, version: str) -> dict[str, Json]:
     queues, exchanges, bindings = [], [], []
-    for vhost_name, vhost in state.vhosts.items():
-        exclusive = {name for name, queue in vhost.queues.items() if queue.exclusive_owner}
+    for vhost_name in broker.query_vhost_names():
+        vhost = broker.query_vhost(vhost_name)
+        assert vhost is not None
+        exclusive = {name for name, queue in vhost.queues.items() if queue.exclusive}
         queues += [
             {
                 "name": queue.name,
@@ -49,10 +51,10 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
         ]
         for exchange in vhost.exchanges.values():
             if exchange.name and not exchange.name.startswith("amq."):
-                exchanges.append(exchange_definition(vhost_name, exchange))
+                exchanges.append(exchange_definition(exchange))
             bindings += [
-                binding_definition(vhost_name, exchange.name, binding)
-                for binding in exchange.bindings.values()
+                binding_definition(vhost_name, binding)
+                for binding in exchange.bindings
                 if not (binding.destination_kind == "queue" and binding.destination in exclusive)
             ]
     return {
@@ -68,9 +70,11 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
                 "tags": list(user.tags),
                 "limits": {},
             }
-            for name, user in state.users.items()
+            for name, user in broker.query_users().items()
         ],
-        "vhosts": [{"name": name, "limits": [], "metadata": {}} for name in state.vhosts],
+        "vhosts": [
+            {"name": name, "limits": [], "metadata": {}} for name in broker.query_vhost_names()
+        ],
         "permissions": [
             {
                 "user": user,
@@ -79,7 +83,7 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
                 "write": permission.write,
                 "read": permission.read,
             }
-            for (user, vhost), permission in state.permissions.items()
+            for (user, vhost), permission in broker.query_permissions().items()
         ],
         "topic_permissions": [],
         "parameters": [],
@@ -91,10 +95,10 @@ def export(state: BrokerState, version: str) -> dict[str, Json]:
     }
 
 
-def exchange_definition(vhost_name: str, exchange: Exchange) -> dict[str, Json]:
+def exchange_definition(exchange: ExchangeView) -> dict[str, Json]:
     return {
         "name": exchange.name,
-        "vhost": vhost_name,
+        "vhost": exchange.vhost,
         "type": exchange.type,
         "durable": exchange.durable,
         "auto_delete": exchange.auto_delete,
@@ -103,9 +107,9 @@ def exchange_definition(vhost_name: str, exchange: Exchange) -> dict[str, Json]:
     }
 
 
-def binding_definition(vhost_name: str, source: str, binding: Binding) -> dict[str, Json]:
+def binding_definition(vhost_name: str, binding: BindingView) -> dict[str, Json]:
     return {
-        "source": source,
+        "source": binding.source,
         "vhost": vhost_name,
         "destination": binding.destination,
         "destination_type": binding.destination_kind,

@@ -35,7 +35,7 @@ from warrenmq.cluster.passwords import HASHING_ALGORITHM
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.session import check_login
 from warrenmq.replication import commands as c
-from warrenmq.replication.machine import Exchange, Queue, Vhost
+from warrenmq.replication.queries import ExchangeView, QueueView, VhostView
 from warrenmq.replication.replies import GetOk, Refused, Reply, Routed
 
 if typing.TYPE_CHECKING:
@@ -133,7 +133,7 @@ def _channel_json(node: Node, session: Session) -> list[Json]:
     name = connection_name(session)
     channels = []
     for number, channel in session.channels.items():
-        state = node.broker.state.channels.get(channel.ref)
+        state = node.broker.query_channel(channel.ref)
         channels.append(
             {
                 "name": f"{name} ({number})",
@@ -148,8 +148,8 @@ def _channel_json(node: Node, session: Session) -> list[Json]:
                 },
                 "confirm": channel.confirm,
                 "transactional": channel.tx is not None,
-                "consumer_count": len(state.consumers) if state else 0,
-                "messages_unacknowledged": len(state.unacked) if state else 0,
+                "consumer_count": state.consumers if state else 0,
+                "messages_unacknowledged": state.unacked if state else 0,
                 "prefetch_count": state.prefetch_count if state else 0,
                 "global_prefetch_count": state.global_prefetch_count if state else 0,
                 "state": "running",
@@ -158,9 +158,9 @@ def _channel_json(node: Node, session: Session) -> list[Json]:
     return channels
 
 
-def _exchange_json(vhost_name: str, exchange: Exchange) -> Json:
+def _exchange_json(exchange: ExchangeView) -> Json:
     return {
-        **definitions.exchange_definition(vhost_name, exchange),
+        **definitions.exchange_definition(exchange),
         "user_who_performed_action": "",
     }
 
@@ -177,17 +177,16 @@ def _placement(node: Node) -> Json:
     }
 
 
-def _queue_json(placement: Json, queue: Queue) -> Json:
-    ready, unacked = queue.ready_count, queue.unacked_count
-    active = queue.active.consumer_tag if queue.active is not None else None
+def _queue_json(placement: Json, queue: QueueView) -> Json:
+    ready, unacked = queue.ready, queue.unacked
     return {
         "name": queue.name,
         "vhost": queue.vhost,
         "durable": queue.durable,
         "auto_delete": queue.auto_delete,
-        "exclusive": queue.exclusive_owner is not None,
+        "exclusive": queue.exclusive,
         "arguments": queue.arguments,
-        "type": queue.queue_type,
+        "type": queue.type,
         "state": "running",
         **placement,
         "messages": ready + unacked,
@@ -195,7 +194,7 @@ def _queue_json(placement: Json, queue: Queue) -> Json:
         "messages_unacknowledged": unacked,
         "message_bytes_ready": queue.ready_bytes,
         "consumers": len(queue.consumers),
-        "single_active_consumer_ctag": active if queue.limits.single_active_consumer else None,
+        "single_active_consumer_ctag": queue.active_consumer_tag,
         "policy": None,
     }
 
@@ -208,7 +207,7 @@ def properties_key(routing_key: str, arguments: c.Arguments) -> str:
     return f"{routing_key}~{base64.urlsafe_b64encode(digest[:8]).decode().rstrip('=')}"
 
 
-def _bindings_json(vhost_name: str, vhost: Vhost) -> list[Json]:
+def _bindings_json(vhost_name: str, vhost: VhostView) -> list[Json]:
     bindings = [
         {  # the default exchange's implicit binding of every queue (RabbitMQ lists them)
             "source": "",
@@ -222,10 +221,10 @@ def _bindings_json(vhost_name: str, vhost: Vhost) -> list[Json]:
         for name in vhost.queues
     ]
     for exchange in vhost.exchanges.values():
-        for binding in exchange.bindings.values():
+        for binding in exchange.bindings:
             bindings.append(
                 {
-                    **definitions.binding_definition(vhost_name, exchange.name, binding),
+                    **definitions.binding_definition(vhost_name, binding),
                     "properties_key": properties_key(binding.routing_key, binding.arguments),
                 }
             )
@@ -293,23 +292,23 @@ class ManagementApi:
         return bool({"administrator", "monitoring"} & request["tags"])
 
     def _visible_vhosts(self, request: web.Request) -> list[str]:
-        names = list(self.broker.state.vhosts)
+        names = self.broker.query_vhost_names()
         if self._sees_all(request):
             return names
         return [name for name in names if self.broker.query_permission(request["user"], name)]
 
-    def _vhost(self, request: web.Request) -> tuple[str, Vhost]:
+    def _vhost(self, request: web.Request) -> tuple[str, VhostView]:
         name = request.match_info["vhost"]
-        vhost = self.broker.state.vhosts.get(name)
+        vhost = self.broker.query_vhost(name)
         if vhost is None or name not in self._visible_vhosts(request):
             raise _not_found()
         return name, vhost
 
-    def _vhosts(self, request: web.Request) -> list[tuple[str, Vhost]]:
+    def _vhosts(self, request: web.Request) -> list[tuple[str, VhostView]]:
         if "vhost" in request.match_info:
             return [self._vhost(request)]
-        vhosts = self.broker.state.vhosts
-        return [(name, vhosts[name]) for name in self._visible_vhosts(request)]
+        views = [(name, self.broker.query_vhost(name)) for name in self._visible_vhosts(request)]
+        return [(name, view) for name, view in views if view is not None]
 
     def _permit(self, request: web.Request, vhost: str, action: str, name: str) -> None:
         """A non-administrator acts on a vhost's objects as its AMQP permissions allow."""
@@ -386,8 +385,8 @@ class ManagementApi:
         queues = [queue for _, vhost in vhosts for queue in vhost.queues.values()]
         connections = await self._connections(request)
         channel_count = sum(connection["channels"] for connection in connections)
-        ready = sum(queue.ready_count for queue in queues)
-        unacked = sum(queue.unacked_count for queue in queues)
+        ready = sum(queue.ready for queue in queues)
+        unacked = sum(queue.unacked for queue in queues)
         return json_response(
             {
                 "management_version": node.version,
@@ -563,8 +562,7 @@ class ManagementApi:
                             "peer_port": session.protocol.peer[1],
                             "user": session.user,
                         }
-                    single = queue.limits.single_active_consumer
-                    active = not single or queue.active is consumer
+                    single, active = queue.single_active_consumer, consumer.active
                     found.append(
                         {
                             "consumer_tag": consumer.consumer_tag,
@@ -587,9 +585,9 @@ class ManagementApi:
 
     # --- vhosts, users, permissions --------------------------------------------------------
 
-    def _vhost_json(self, name: str, vhost: Vhost) -> Json:
-        ready = sum(queue.ready_count for queue in vhost.queues.values())
-        unacked = sum(queue.unacked_count for queue in vhost.queues.values())
+    def _vhost_json(self, name: str, vhost: VhostView) -> Json:
+        ready = sum(queue.ready for queue in vhost.queues.values())
+        unacked = sum(queue.unacked for queue in vhost.queues.values())
         return {
             "name": name,
             "description": "",
@@ -640,7 +638,7 @@ class ManagementApi:
 
     async def users(self, request: web.Request) -> web.Response:
         self._require(request, "administrator")
-        return json_response([self._user_json(name) for name in self.broker.state.users])
+        return json_response([self._user_json(name) for name in self.broker.query_users()])
 
     async def one_user(self, request: web.Request) -> web.Response:
         self._require(request, "administrator")
@@ -677,7 +675,7 @@ class ManagementApi:
                 "write": permission.write,
                 "read": permission.read,
             }
-            for (each_user, each_vhost), permission in self.broker.state.permissions.items()
+            for (each_user, each_vhost), permission in self.broker.query_permissions().items()
             if user in (None, each_user) and vhost in (None, each_vhost)
         ]
 
@@ -721,8 +719,8 @@ class ManagementApi:
     async def exchanges(self, request: web.Request) -> web.Response:
         return json_response(
             [
-                _exchange_json(name, exchange)
-                for name, vhost in self._vhosts(request)
+                _exchange_json(exchange)
+                for _, vhost in self._vhosts(request)
                 for exchange in vhost.exchanges.values()
             ]
         )
@@ -737,7 +735,7 @@ class ManagementApi:
         exchange = vhost.exchanges.get(self._exchange_name(request))
         if exchange is None:
             raise _not_found()
-        return json_response(_exchange_json(vhost_name, exchange))
+        return json_response(_exchange_json(exchange))
 
     async def _declare(
         self,
@@ -791,7 +789,7 @@ class ManagementApi:
             ]
         )
 
-    def _queue(self, request: web.Request) -> Queue:
+    def _queue(self, request: web.Request) -> QueueView:
         _, vhost = self._vhost(request)
         queue = vhost.queues.get(request.match_info["queue"])
         if queue is None:
@@ -963,7 +961,7 @@ class ManagementApi:
 
     async def export_definitions(self, request: web.Request) -> web.Response:
         self._require(request, "administrator")
-        return json_response(definitions.export(self.broker.state, self.node.version))
+        return json_response(definitions.export(self.broker, self.node.version))
 
     async def import_definitions(self, request: web.Request) -> web.Response:
         self._require(request, "administrator")
@@ -1010,7 +1008,7 @@ class ManagementApi:
     async def check_virtual_hosts(self, request: web.Request) -> web.Response:
         if not self.node.serving:
             return _failed(
-                "Some virtual hosts are down", **{"virtual-hosts": list(self.broker.state.vhosts)}
+                "Some virtual hosts are down", **{"virtual-hosts": self.broker.query_vhost_names()}
             )
         return _ok()
 
@@ -1022,9 +1020,8 @@ class ManagementApi:
         majority = len(status["members"]) // 2 + 1
         quorum_queues = [
             {"name": queue.name, "virtual_host": queue.vhost}
-            for vhost in self.broker.state.vhosts.values()
-            for queue in vhost.queues.values()
-            if queue.queue_type == "quorum"
+            for queue in self.broker.query_queues()
+            if queue.type == "quorum"
         ]
         if online - 1 < majority and quorum_queues:
             return _failed(

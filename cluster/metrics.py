@@ -171,7 +171,7 @@ class _NodeCollector:
         yield _gauge(
             "rabbitmq_raft_log_last_applied_index",
             "Raft log last applied index",
-            self.node.broker.state.last_index,
+            self.node.broker.query_last_index(),
         )
         latencies = log.commit_latencies_s
         yield _gauge(
@@ -194,15 +194,19 @@ class _NodeCollector:
             )
         }
         queue_count = exchange_count = 0
-        for vhost_name, vhost in self.node.broker.state.vhosts.items():
+        broker = self.node.broker
+        for vhost_name in broker.query_vhost_names():
+            vhost = broker.query_vhost(vhost_name)
+            if vhost is None:
+                continue
             exchange_count += len(vhost.exchanges)
             for queue in vhost.queues.values():
                 queue_count += 1
                 labels = [vhost_name, queue.name]
-                ready = queue.ready_count
-                families["messages"].add_metric(labels, ready + queue.unacked_count)
+                ready = queue.ready
+                families["messages"].add_metric(labels, ready + queue.unacked)
                 families["messages_ready"].add_metric(labels, ready)
-                families["messages_unacked"].add_metric(labels, queue.unacked_count)
+                families["messages_unacked"].add_metric(labels, queue.unacked)
                 families["messages_ready_bytes"].add_metric(labels, queue.ready_bytes)
                 families["consumers"].add_metric(labels, len(queue.consumers))
         yield _gauge("rabbitmq_queues", "Queues available", queue_count)

@@ -6,8 +6,75 @@ its metrics.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from warrenmq.replication import commands as c
 from warrenmq.replication.queue import Queue
-from warrenmq.replication.state import BrokerState, Permission, User
+from warrenmq.replication.state import BrokerState, Exchange, Permission, User, Vhost
+
+
+@dataclass(frozen=True, slots=True)
+class BindingView:
+    source: str  # the exchange it binds from
+    destination_kind: str  # "queue" or "exchange"
+    destination: str
+    routing_key: str
+    arguments: c.Arguments
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeView:
+    vhost: str
+    name: str
+    type: str
+    durable: bool
+    auto_delete: bool
+    internal: bool
+    arguments: c.Arguments
+    bindings: tuple[BindingView, ...]  # with this exchange as the source
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerView:
+    channel: c.ChannelRef
+    consumer_tag: str
+    no_ack: bool
+    exclusive: bool
+    prefetch_count: int
+    priority: int
+    active: bool  # False while a single active consumer queue serves another one
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    vhost: str
+    name: str
+    type: str  # "classic" or "quorum"
+    durable: bool
+    auto_delete: bool
+    exclusive: bool
+    arguments: c.Arguments
+    ready: int
+    unacked: int
+    ready_bytes: int
+    single_active_consumer: bool
+    active_consumer_tag: str | None  # the single active consumer's, if it has one
+    consumers: tuple[ConsumerView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VhostView:
+    name: str
+    exchanges: dict[str, ExchangeView]
+    queues: dict[str, QueueView]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelView:
+    consumers: int
+    unacked: int
+    prefetch_count: int
+    global_prefetch_count: int
 
 
 class Queries:
@@ -38,8 +105,46 @@ class Queries:
     def query_permission(self, user: str, vhost: str) -> Permission | None:
         return self.state.permissions.get((user, vhost))
 
-    def query_alarms(self) -> set[tuple[str, str]]:
-        return self.state.alarms
+    def query_alarms(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self.state.alarms)
+
+    def query_last_index(self) -> int:
+        """The index of the last log entry applied here."""
+        return self.state.last_index
+
+    def query_users(self) -> dict[str, User]:
+        return dict(self.state.users)
+
+    def query_permissions(self) -> dict[tuple[str, str], Permission]:
+        """Every (user, vhost) that has permissions, and what they are."""
+        return dict(self.state.permissions)
+
+    def query_vhost_names(self) -> list[str]:
+        return list(self.state.vhosts)
+
+    def query_vhost(self, name: str) -> VhostView | None:
+        """A vhost's exchanges and queues, as they are now."""
+        vhost = self.state.vhosts.get(name)
+        return _vhost_view(name, vhost) if vhost is not None else None
+
+    def query_queues(self) -> list[QueueView]:
+        """Every queue of every vhost."""
+        return [
+            _queue_view(queue)
+            for vhost in self.state.vhosts.values()
+            for queue in vhost.queues.values()
+        ]
+
+    def query_channel(self, ref: c.ChannelRef) -> ChannelView | None:
+        channel = self.state.channels.get(ref)
+        if channel is None:
+            return None
+        return ChannelView(
+            len(channel.consumers),
+            len(channel.unacked),
+            channel.prefetch_count,
+            channel.global_prefetch_count,
+        )
 
     def query_consumer_count(self, node: str) -> int:
         """Consumers on channels of `node`'s client connections."""
@@ -49,8 +154,9 @@ class Queries:
             if ref.node == node
         )
 
-    def query_queue(self, vhost: str, queue: str) -> Queue | None:
-        return self.state.vhosts[vhost].queues.get(queue) if vhost in self.state.vhosts else None
+    def query_queue(self, vhost: str, name: str) -> QueueView | None:
+        queue = self.state.vhosts[vhost].queues.get(name) if vhost in self.state.vhosts else None
+        return _queue_view(queue) if queue is not None else None
 
     def query_next_deadline_ms(self) -> int | None:
         """When the next message expiry or queue expiry is due (for the leader's Tick)."""
@@ -64,3 +170,64 @@ class Queries:
                     deadlines.append(queue.last_used_ms + queue.limits.expires_ms)
             deadlines += [e.delayed[0][0] for e in vhost.exchanges.values() if e.delayed]
         return min(deadlines, default=None)
+
+
+def _vhost_view(name: str, vhost: Vhost) -> VhostView:
+    return VhostView(
+        name,
+        {key: _exchange_view(name, exchange) for key, exchange in vhost.exchanges.items()},
+        {key: _queue_view(queue) for key, queue in vhost.queues.items()},
+    )
+
+
+def _exchange_view(vhost: str, exchange: Exchange) -> ExchangeView:
+    return ExchangeView(
+        vhost,
+        exchange.name,
+        exchange.type,
+        exchange.durable,
+        exchange.auto_delete,
+        exchange.internal,
+        dict(exchange.arguments),
+        tuple(
+            BindingView(
+                exchange.name,
+                binding.destination_kind,
+                binding.destination,
+                binding.routing_key,
+                dict(binding.arguments),
+            )
+            for binding in exchange.bindings.values()
+        ),
+    )
+
+
+def _queue_view(queue: Queue) -> QueueView:
+    single = queue.limits.single_active_consumer
+    active = queue.active if single else None
+    return QueueView(
+        queue.vhost,
+        queue.name,
+        queue.queue_type,
+        queue.durable,
+        queue.auto_delete,
+        queue.exclusive_owner is not None,
+        dict(queue.arguments),
+        queue.ready_count,
+        queue.unacked_count,
+        queue.ready_bytes,
+        single,
+        active.consumer_tag if active is not None else None,
+        tuple(
+            ConsumerView(
+                consumer.channel,
+                consumer.consumer_tag,
+                consumer.no_ack,
+                consumer.exclusive,
+                consumer.prefetch_count,
+                consumer.priority,
+                not single or consumer is active,
+            )
+            for consumer in queue.consumers
+        ),
+    )

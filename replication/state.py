@@ -40,7 +40,7 @@ class Meta:
     index: int  # position of the command's entry in the log
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class User:
     password_hash: str  # RabbitMQ's rabbit_password_hashing_sha256 form (salted, base64)
     tags: tuple[str, ...]  # administrator, management, monitoring …

@@ -1,4 +1,5 @@
-"""DESIGN.md §1: imports flow one way, and only replication/raft.py may import pysyncobj."""
+"""DESIGN.md §1: imports flow one way, only replication/raft.py may import pysyncobj, and only
+replication/ reads the replicated state (the rest reads queries.py's read models)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,61 @@ def test_the_packages_install_under_warrenmq() -> None:
         (warrenmq.replication.machine, "replication"),
     ):
         assert Path(module.__file__).resolve().parent == ROOT / folder
+
+
+# replication/'s mutable state: the rest of the node reads it through queries.py's read models
+STATE_CLASSES = {
+    "BrokerState",
+    "Binding",
+    "Channel",
+    "Consumer",
+    "DeadLetter",
+    "Entry",
+    "Exchange",
+    "Limits",
+    "Message",
+    "Queue",
+    "Unacked",
+    "Vhost",
+}
+
+
+def state_reads(path: Path) -> list[str]:
+    """Where a module outside replication/ imports a state class or reads a broker's state."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "warrenmq.replication"
+        ):
+            if node.module in ("warrenmq.replication.state", "warrenmq.replication.queue"):
+                found.append(f"line {node.lineno} imports {node.module}")
+            names = {alias.name for alias in node.names} & STATE_CLASSES
+            found += [f"line {node.lineno} imports {name}" for name in sorted(names)]
+        elif isinstance(node, ast.Attribute) and node.attr == "state":
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+            if "broker" in name.lower():
+                found.append(f"line {node.lineno} reads {ast.unparse(node)}")
+    return found
+
+
+def test_nothing_outside_replication_reads_the_broker_state() -> None:
+    problems = [
+        f"{path.relative_to(ROOT)}: {problem}"
+        for package in ("amqp", "cluster")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for problem in state_reads(path)
+    ]
+    assert problems == []
+
+
+def test_the_state_read_check_finds_a_planted_read(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from warrenmq.replication.machine import Broker, Queue\n"
+        "def f(node):\n    return node.broker.state.vhosts\n"
+    )
+    assert state_reads(planted) == [
+        "line 1 imports Queue",
+        "line 3 reads node.broker.state",
+    ]

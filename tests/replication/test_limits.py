@@ -38,7 +38,7 @@ def test_a_consumer_gets_at_most_its_credit_until_its_node_grants_more(
     harness.consume(CONSUMER, "q", "ctag", no_ack=no_ack)
     delivered = [bodies(harness.publish(PUBLISHER, "q", b"m%d" % n).effects) for n in range(4)]
     assert delivered == [[b"m0"], [b"m1"], [], []]
-    assert harness.broker.query_queue(VHOST, "q").ready_count == 2  # they wait in the queue
+    assert harness.broker.query_queue(VHOST, "q").ready == 2  # they wait in the queue
     assert bodies(harness.apply(grant(1)).effects) == [b"m2"]
     assert bodies(harness.apply(grant(5)).effects) == [b"m3"]  # more than it held: no debt
     assert harness.broker.state.uncredited == {(CONSUMER, "ctag"): [1, 8]}  # 4 × 2 bytes
@@ -173,7 +173,9 @@ def test_waiting_dead_letters_count_toward_the_source_queues_length() -> None:
     for number in range(3):
         assert harness.publish(PUBLISHER, "src", b"%d" % number).reply == Routed(1)
     reject_all(harness, 3)  # dlq takes one, two wait
-    source = harness.broker.query_queue(VHOST, "src")
+    source = harness.broker.state.vhosts[VHOST].queues[
+        "src"
+    ]  # its dead letters are not read models
     assert (source.ready_count, len(source.dead_letters)) == (0, 2)
     assert harness.publish(PUBLISHER, "src", b"fits").reply == Routed(1)
     assert harness.publish(PUBLISHER, "src", b"over").reply == Routed(1, rejected=True)
@@ -200,7 +202,9 @@ def test_a_tick_retries_a_bounded_number_of_dead_letters_in_order(
     for number in range(5):
         harness.publish(PUBLISHER, "src", b"%d" % number)
     reject_all(harness, 5)
-    source = harness.broker.query_queue(VHOST, "src")
+    source = harness.broker.state.vhosts[VHOST].queues[
+        "src"
+    ]  # its dead letters are not read models
     assert [p.message.body for p in source.dead_letters] == [b"1", b"2", b"3", b"4"]
     harness.apply(c.Get(channel=PUBLISHER, vhost=VHOST, queue="dlq", no_ack=True))  # room: 1
     calls = []

@@ -90,7 +90,7 @@ def test_a_refused_channel_ignores_its_pipelined_commands_until_closed() -> None
     assert harness.publish(ref, "q", b"after").reply == Ignored()
     harness.apply(c.CloseChannel(channel=ref))
     assert harness.publish(ref, "q", b"reopened").reply == Routed(1)
-    assert harness.broker.query_queue(VHOST, "q").ready_count == 1
+    assert harness.broker.query_queue(VHOST, "q").ready == 1
 
 
 def test_a_hard_error_ignores_every_channel_of_the_connection() -> None:
@@ -143,7 +143,7 @@ def test_reject_without_requeue_of_a_basic_get() -> None:
     got = harness.apply(c.Get(channel=ref, vhost=VHOST, queue="q", no_ack=False)).reply
     assert isinstance(got, GetOk) and got.delivery_tag == 1 and got.message_count == 0
     harness.apply(c.Reject(channel=ref, delivery_tag=1, multiple=False, requeue=False))
-    assert harness.broker.query_queue(VHOST, "q").ready_count == 0
+    assert harness.broker.query_queue(VHOST, "q").ready == 0
 
 
 def test_auto_delete_exchange_goes_with_its_last_binding() -> None:

@@ -268,7 +268,7 @@ def test_a_resent_entry_is_applied_once(driver: Driver) -> None:
     driver.until(lambda: replies == [Routed(1)])
     for _ in range(50):
         driver.turn()
-    assert driver.log.broker.query_queue(VHOST, "q").ready_count == 1
+    assert driver.log.broker.query_queue(VHOST, "q").ready == 1
 
 
 def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -
     state = first.log.broker.state
     first.log.close()
     second = restarted(tmp_path, port, state)
-    assert second.log.broker.query_queue(VHOST, "q").ready_count == 79
+    assert second.log.broker.query_queue(VHOST, "q").ready == 79
     assert second.effects == []  # replaying sends nothing: those sessions are gone
     second.log.close()
 
@@ -301,7 +301,7 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     state = driver.log.broker.state
     driver.log.close()
     again = restarted(tmp_path, port, state)
-    assert again.log.broker.query_queue(VHOST, "q").ready_count == 60
+    assert again.log.broker.query_queue(VHOST, "q").ready == 60
     again.log.close()
 
 
