@@ -807,6 +807,7 @@ class Session:
             delivery_tag=method.delivery_tag,
             multiple=method.multiple,
             requeue=method.requeue,
+            now_ms=int(time.time() * 1000),
         )
         self._propose(channel, command, method, _no_reply)
 
@@ -816,6 +817,7 @@ class Session:
             delivery_tag=method.delivery_tag or 0,
             multiple=False,
             requeue=method.requeue,
+            now_ms=int(time.time() * 1000),
         )
         self._propose(channel, command, method, _no_reply)
 

@@ -372,6 +372,10 @@ class Reject:
     delivery_tag: int
     multiple: bool
     requeue: bool
+    # the proposer's clock (ms since the epoch): a message dead-lettered now counts its next
+    # queue's TTL from here, not from the state's clock, which lags until the next Tick (0 in
+    # entries written before this field: the state's clock)
+    now_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

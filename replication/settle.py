@@ -19,6 +19,7 @@ def apply_settle(step: Step, command: c.Settle) -> Reply:
 
 def apply_reject(step: Step, command: c.Reject) -> Reply:
     settled = _take_unacked(step, command)
+    step.state.clock_ms = max(step.state.clock_ms, command.now_ms)
     for unacked in settled:
         if unacked.queue.deleted:
             continue
