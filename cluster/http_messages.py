@@ -18,7 +18,7 @@ from pamqp import commands
 from warrenmq.amqp.codec import encode_properties
 from warrenmq.amqp.properties import NAMES, parse_properties
 from warrenmq.cluster.plain import plain_table, plain_value
-from warrenmq.cluster.session import annotated, expiration_error
+from warrenmq.cluster.rewriting import annotated, expiration_error
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import GetOk
 

@@ -30,10 +30,10 @@ from aiohttp import web
 
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster import definitions, http_messages
+from warrenmq.cluster.auth import check_login
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.passwords import HASHING_ALGORITHM
 from warrenmq.cluster.plain import plain_table
-from warrenmq.cluster.session import check_login
 from warrenmq.replication import commands as c
 from warrenmq.replication.queries import ExchangeView, QueueView, VhostView
 from warrenmq.replication.replies import GetOk, Refused, Reply, Routed

@@ -1,0 +1,220 @@
+"""The basic class: publish, consume and cancel, get, qos, ack, nack and reject, recover."""
+
+from __future__ import annotations
+
+import time
+import typing
+
+from pamqp import commands
+
+from warrenmq.amqp.codec import unchecked
+from warrenmq.amqp.events import ContentReceived
+from warrenmq.amqp.spec import ReplyCode
+from warrenmq.cluster.client import ChannelError
+from warrenmq.cluster.methods import confirm
+from warrenmq.cluster.methods.names import generated_name, queue_name
+from warrenmq.cluster.plain import plain_table
+from warrenmq.cluster.rewriting import (
+    REPLY_TO_BYTES,
+    annotated,
+    expiration_error,
+    outgoing_properties,
+)
+from warrenmq.replication import commands as c
+from warrenmq.replication.replies import GetEmpty, GetOk, MessageCount, Reply, Routed
+
+if typing.TYPE_CHECKING:
+    from warrenmq.cluster.session import ChannelSession, Session
+
+
+def on_basic_publish(session: Session, channel: ChannelSession, event: ContentReceived) -> None:
+    method = event.method
+    if method.immediate:
+        raise ChannelError(ReplyCode.NOT_IMPLEMENTED, "immediate=true")
+    properties = event.properties
+    expiration = properties.text("expiration")
+    if expiration is not None:
+        error = expiration_error(expiration)
+        if error is not None:
+            raise ChannelError(
+                ReplyCode.PRECONDITION_FAILED, f"invalid expiration '{expiration}': {error}"
+            )
+    session.permit("write", "exchange", method.exchange)
+    channel.publish_count += 1
+    counters = session.node.counters
+    counters.received += 1
+    confirm_tag = 0
+    if channel.confirm:
+        channel.confirm_tag += 1
+        confirm_tag = channel.confirm_tag
+        counters.received_confirm += 1
+    replies_to_channel = properties.shortstr("reply_to") == REPLY_TO_BYTES
+    command = c.Publish(
+        channel=channel.ref,
+        seq=channel.publish_count,
+        vhost=session.vhost,
+        exchange=method.exchange,
+        routing_key=method.routing_key,
+        mandatory=method.mandatory,
+        headers=plain_table(properties.headers) if properties.headers else None,
+        properties=outgoing_properties(properties, channel.ref, replies_to_channel),
+        body=event.body,
+        now_ms=int(time.time() * 1000),
+        expiration=expiration,
+        replies_to_channel=replies_to_channel,
+        priority=properties.priority,
+    )
+
+    def on_reply(result: Reply) -> None:
+        assert isinstance(result, Routed)
+        if result.queue_count:
+            counters.routed += 1
+        elif method.mandatory:
+            counters.unroutable_returned += 1
+        else:
+            counters.unroutable_dropped += 1
+        if not result.queue_count and method.mandatory:
+            session.connection.send_content(
+                channel.number,
+                unchecked(
+                    commands.Basic.Return,
+                    reply_code=int(ReplyCode.NO_ROUTE),
+                    reply_text="NO_ROUTE",
+                    exchange=method.exchange,
+                    routing_key=method.routing_key,
+                ),
+                properties.raw,
+                event.body,
+            )
+        if confirm_tag and result.rejected:
+            confirm.nack_publish(session, channel, confirm_tag)
+        elif confirm_tag:
+            confirm.confirm_publish(session, channel, confirm_tag)
+
+    session.propose(channel, command, method, on_reply)
+    session.publishing()
+
+
+def on_basic_qos(session: Session, channel: ChannelSession, method: commands.Basic.Qos) -> None:
+    if method.prefetch_size:
+        raise ChannelError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
+    command = c.Qos(
+        channel=channel.ref, prefetch_count=method.prefetch_count, global_=method.global_
+    )
+    ok = session.reply_ok(channel, method, commands.Basic.QosOk())
+    session.propose(channel, command, method, ok)
+
+
+def on_basic_consume(
+    session: Session, channel: ChannelSession, method: commands.Basic.Consume
+) -> None:
+    consumer_tag = method.consumer_tag or generated_name("amq.ctag")
+    queue = queue_name(channel, method.queue)
+    if queue != c.REPLY_TO:
+        session.permit("read", "queue", queue)
+    command = c.Consume(
+        channel=channel.ref,
+        vhost=session.vhost,
+        queue=queue,
+        consumer_tag=consumer_tag,
+        no_ack=method.no_ack,
+        exclusive=method.exclusive,
+        arguments=plain_table(method.arguments),
+    )
+    ok = session.reply_ok(channel, method, commands.Basic.ConsumeOk(consumer_tag=consumer_tag))
+    session.propose(channel, command, method, ok)
+
+
+def on_basic_cancel(
+    session: Session, channel: ChannelSession, method: commands.Basic.Cancel
+) -> None:
+    command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag or "")
+    ok = session.reply_ok(
+        channel, method, commands.Basic.CancelOk(consumer_tag=method.consumer_tag)
+    )
+    session.propose(channel, command, method, ok)
+
+
+def on_basic_get(session: Session, channel: ChannelSession, method: commands.Basic.Get) -> None:
+    queue = queue_name(channel, method.queue)
+    session.permit("read", "queue", queue)
+    command = c.Get(channel=channel.ref, vhost=session.vhost, queue=queue, no_ack=method.no_ack)
+
+    def on_reply(result: Reply) -> None:
+        if isinstance(result, GetEmpty):
+            session.node.counters.get_empty += 1
+            session.send(channel, commands.Basic.GetEmpty())
+            return
+        assert isinstance(result, GetOk)
+        session.count_delivery(result.redelivered)
+        session.connection.send_content(
+            channel.number,
+            unchecked(
+                commands.Basic.GetOk,
+                delivery_tag=result.delivery_tag,
+                redelivered=result.redelivered,
+                exchange=result.exchange,
+                routing_key=result.routing_key,
+                message_count=result.message_count,
+            ),
+            annotated(result.properties, result.annotations),
+            result.body,
+        )
+
+    session.propose(channel, command, method, on_reply)
+
+
+def on_basic_ack(session: Session, channel: ChannelSession, method: commands.Basic.Ack) -> None:
+    command = c.Settle(
+        channel=channel.ref, delivery_tag=method.delivery_tag, multiple=method.multiple
+    )
+
+    def on_reply(result: Reply) -> None:
+        assert isinstance(result, MessageCount)
+        session.node.counters.acknowledged += result.message_count
+
+    session.propose(channel, command, method, on_reply)
+
+
+def on_basic_nack(session: Session, channel: ChannelSession, method: commands.Basic.Nack) -> None:
+    command = c.Reject(
+        channel=channel.ref,
+        delivery_tag=method.delivery_tag,
+        multiple=method.multiple,
+        requeue=method.requeue,
+        now_ms=int(time.time() * 1000),
+    )
+    session.propose(channel, command, method, _no_reply)
+
+
+def on_basic_reject(
+    session: Session, channel: ChannelSession, method: commands.Basic.Reject
+) -> None:
+    command = c.Reject(
+        channel=channel.ref,
+        delivery_tag=method.delivery_tag or 0,
+        multiple=False,
+        requeue=method.requeue,
+        now_ms=int(time.time() * 1000),
+    )
+    session.propose(channel, command, method, _no_reply)
+
+
+def on_basic_recover(
+    session: Session,
+    channel: ChannelSession,
+    method: commands.Basic.Recover | commands.Basic.RecoverAsync,
+) -> None:
+    if not method.requeue:
+        raise ChannelError(ReplyCode.NOT_IMPLEMENTED, "requeue=false")
+    ok = commands.Basic.RecoverOk() if isinstance(method, commands.Basic.Recover) else None
+
+    def on_reply(_: Reply) -> None:
+        if ok is not None:
+            session.send(channel, ok)
+
+    session.propose(channel, c.Recover(channel=channel.ref), method, on_reply)
+
+
+def _no_reply(_: Reply) -> None:
+    """basic.ack, nack and reject have no reply; only a refusal (unknown tag) is answered."""
