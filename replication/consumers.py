@@ -38,6 +38,8 @@ def apply_consume(step: Step, command: c.Consume) -> Reply:
     queue.top_priority = max(consumer.priority for consumer in queue.consumers)
     queue.had_consumer = queue.used = True
     channel.consumers[command.consumer_tag] = queue
+    if queue.limits.single_active_consumer:
+        delivery.active_consumer(queue)  # active from the start, as RabbitMQ shows it
     delivery.dispatch(step, queue)
     return Ok()
 
@@ -81,6 +83,8 @@ def remove_consumer(step: Step, channel: Channel, consumer_tag: str) -> None:
     queue.next_consumer = 0
     queue.top_priority = max((consumer.priority for consumer in queue.consumers), default=0)
     queue.used = True  # x-expires counts from the last consumer's going
+    if queue.limits.single_active_consumer:
+        delivery.active_consumer(queue)  # the next one takes over at once
     if queue.auto_delete and not queue.consumers and queue.had_consumer and not queue.deleted:
         queues.remove_queue(step, step.state.vhosts[queue.vhost], queue)
 

@@ -111,7 +111,7 @@ def annotations_of(queue: Queue, entry: Entry) -> Annotations | None:
 
 def _next_consumer(step: Step, queue: Queue) -> Consumer | None:
     if queue.limits.single_active_consumer:
-        active = _active_consumer(queue)
+        active = active_consumer(queue)
         return active if active is not None and _has_credit(step, active) else None
     count = len(queue.consumers)
     level = queue.top_priority
@@ -128,7 +128,7 @@ def _next_consumer(step: Step, queue: Queue) -> Consumer | None:
         level = max(lower)
 
 
-def _active_consumer(queue: Queue) -> Consumer | None:
+def active_consumer(queue: Queue) -> Consumer | None:
     """The single active consumer: the first of the highest priority. A consumer of higher
     priority takes over only once the active one has no unacknowledged messages (RabbitMQ
     docs, "Single Active Consumer"); a consumer that goes hands over at once."""

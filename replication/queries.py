@@ -204,7 +204,9 @@ def _exchange_view(vhost: str, exchange: Exchange) -> ExchangeView:
 
 def _queue_view(queue: Queue) -> QueueView:
     single = queue.limits.single_active_consumer
-    active = queue.active if single else None
+    active = (
+        queue.active if single and any(each is queue.active for each in queue.consumers) else None
+    )
     return QueueView(
         queue.vhost,
         queue.name,

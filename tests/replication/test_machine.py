@@ -372,3 +372,17 @@ def test_a_snapshot_pickled_before_the_state_moved_out_of_machine_py_restores() 
             )
     assert b"warrenmq.replication.state" not in old
     assert upgrade_state(pickle.loads(old)) == harness.broker.state
+
+
+def test_a_single_active_consumer_is_active_before_the_first_message() -> None:
+    """The active consumer was elected at the first dispatch only: an empty queue showed none
+    (RabbitMQ activates a consumer as it registers, and the next one as it goes)."""
+    harness = Harness()
+    ref = channel_ref(1)
+    arguments = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+    harness.declare_queue(ref, "sac", arguments=arguments)
+    harness.consume(ref, "sac", "first")
+    harness.consume(ref, "sac", "second")
+    assert harness.broker.query_queue(VHOST, "sac").active_consumer_tag == "first"
+    harness.apply(c.Cancel(channel=ref, consumer_tag="first"))
+    assert harness.broker.query_queue(VHOST, "sac").active_consumer_tag == "second"
