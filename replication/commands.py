@@ -393,7 +393,7 @@ class CloseChannel:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrantCredit:
     """The consumer's node has written this many of its deliveries out to the client: the
-    queue may hand it as many more (delivery credit; see DELIVERY_CREDIT_* in machine.py)."""
+    queue may hand it as many more (delivery credit; see DELIVERY_CREDIT_* in delivery.py)."""
 
     channel: ChannelRef
     consumer_tag: str

@@ -1,8 +1,8 @@
 """One queue's messages in the replicated state: ready ones in order, returned and higher-priority
 ones in a heap, length limits and the arguments that rule it (rabbit_fifo_q's part).
 
-Plain data like the rest of the state (`replication/state.py`); `apply`'s handlers in
-`replication/machine.py` change it.
+Plain data like the rest of the state (`replication/state.py`); the `apply_<command>`
+functions of `replication/machine.py`'s table change it.
 """
 
 from __future__ import annotations

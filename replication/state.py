@@ -1,7 +1,7 @@
 """The broker's replicated state: plain data that every node holds alike (DESIGN.md §3).
 
-`replication/machine.py` changes it, command by command; nothing outside `replication/` should
-depend on its shape beyond the queries the machine offers. Snapshots pickle it, so every field
+The `apply_<command>` functions of `replication/machine.py`'s table change it, command by
+command; nothing outside `replication/` reads it but through `queries.py` (a test checks it). Snapshots pickle it, so every field
 added later needs a default that `upgrade_state` can fill in. Classes pickled before they moved
 here are found under `replication.machine`, which still names them.
 """
