@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from warrenmq.cluster import definitions, http_messages
 from warrenmq.cluster.management import shapes
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker, Meta
@@ -24,31 +25,12 @@ def broker_with(*commands: c.Command) -> Broker:
 
 
 def declare(queue: str, **arguments: object) -> c.DeclareQueue:
-    return c.DeclareQueue(
-        channel=OWNER,
-        vhost="/",
-        queue=queue,
-        server_named=False,
-        passive=False,
-        durable=True,
-        exclusive=False,
-        auto_delete=False,
-        arguments=dict(arguments),
-    )
+    return definitions.declare_queue_command(OWNER, "/", {"name": queue, "arguments": arguments})
 
 
 def publish(queue: str, body: bytes) -> c.Publish:
-    return c.Publish(
-        channel=OWNER,
-        seq=0,
-        vhost="/",
-        exchange="",
-        routing_key=queue,
-        mandatory=False,
-        headers=None,
-        properties=b"\x00\x00",
-        body=body,
-    )
+    payload = {"routing_key": queue, "payload": body.decode(), "properties": {}}
+    return http_messages.publish_command(OWNER, "/", "", payload)
 
 
 def consume(queue: str, tag: str, **arguments: object) -> c.Consume:
