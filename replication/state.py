@@ -1,9 +1,10 @@
 """The broker's replicated state: plain data that every node holds alike (DESIGN.md §3).
 
 The `apply_<command>` functions of `replication/machine.py`'s table change it, command by
-command; nothing outside `replication/` reads it but through `queries.py` (a test checks it). Snapshots pickle it, so every field
-added later needs a default that `upgrade_state` can fill in. Classes pickled before they moved
-here are found under `replication.machine`, which still names them.
+command; nothing outside `replication/` reads it but through `queries.py` (a test checks it).
+Snapshots pickle it, so every field added later needs a default that `upgrade_state` can fill
+in. Classes pickled before they moved here are found under `replication.machine`, which still
+names them.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from warrenmq.replication.raft import (
     PeerCipher,
     RaftLog,
     RaftSettings,
-    _tune_pysyncobj,
     clamp_commit_index,
 )
+from warrenmq.replication.raft_wire import journal_of, transport_of, tune_pysyncobj
 from warrenmq.replication.replies import QueueDeclared, Routed
 
 from .harness import VHOST, channel_ref, declare_queue_command, publish_command
@@ -64,7 +64,7 @@ def test_a_conflicting_entry_truncates_from_there(tmp_path: Path) -> None:
 
 
 def test_the_stale_append_alarm_is_said_truthfully(caplog: pytest.LogCaptureFixture) -> None:
-    _tune_pysyncobj()
+    tune_pysyncobj()
     with caplog.at_level(logging.WARNING, logger="pysyncobj.syncobj"):
         logging.getLogger("pysyncobj.syncobj").critical(
             "truncating already-applied log entries from index %d (last applied: %d) - state "
@@ -115,12 +115,12 @@ def test_a_kept_stale_suffix_is_not_committed_past_what_the_leader_matched(
     log = unreachable_partners_log(tmp_path, partners=2)
     try:
         syncobj = log._syncobj
-        journal = syncobj._SyncObj__raftLog
+        journal = journal_of(syncobj)
         assert [entry[1] for entry in journal[:]] == [1]  # pysyncobj's own first entry
         for index in range(2, 7):
             journal.add(b"old-%d" % index, index, 1)
         leader = syncobj.otherNodes.copy().pop()
-        syncobj._SyncObj__transport._onMessageReceived(
+        transport_of(syncobj)._onMessageReceived(
             leader,
             {
                 "type": "append_entries",
@@ -239,7 +239,8 @@ def test_without_a_majority_one_entry_flies_the_rest_batch_then_every_caller_hea
         log.propose(c.AddVhost(vhost=VHOST), replies.append)
         log.flush()
     # stop-and-wait: one entry in flight, the other nine commands wait as one batch
-    assert log._in_flight is not None and not log._sealed and len(log._batch) == 9
+    proposer = log.proposer
+    assert proposer.in_flight is not None and not proposer.sealed and len(proposer.batch) == 9
     deadline_s = time.monotonic() + 60
     while len(replies) < 10 and time.monotonic() < deadline_s:
         log.tick()
@@ -249,7 +250,7 @@ def test_without_a_majority_one_entry_flies_the_rest_batch_then_every_caller_hea
 
 
 def test_a_group_of_one_answers_only_what_its_journal_has_synced(driver: Driver) -> None:
-    journal = driver.log._syncobj._SyncObj__raftLog
+    journal = journal_of(driver.log._syncobj)
     unsynced_when_answered: list[bool] = []
     for command in setup_commands(20):
         driver.log.propose(command, lambda reply: unsynced_when_answered.append(journal._dirty))
@@ -262,7 +263,7 @@ def test_a_resent_entry_is_applied_once(driver: Driver) -> None:
     replies: list = []
     driver.log.propose(setup_commands(1)[-1], replies.append)
     driver.log.flush()
-    in_flight = driver.log._in_flight
+    in_flight = driver.log.proposer.in_flight
     assert in_flight is not None
     driver.log._replica.apply_entry(in_flight.payload)  # as a re-send after a leader change
     driver.until(lambda: replies == [Routed(1)])
@@ -293,7 +294,7 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     driver = Driver(tmp_path, port, compaction_bytes=64 * 1024)
     driver.until(lambda: driver.log.is_ready and driver.log.is_leader)
     driver.run(setup_commands(0))
-    journal = driver.log._syncobj._SyncObj__raftLog
+    journal = journal_of(driver.log._syncobj)
     for number in range(60):  # 60 entries of 4 KiB: 240 KiB, well past the 64 KiB limit
         driver.run([publish_command(REF, "q", bytes(4096), seq=number)])
     driver.until(lambda: (tmp_path / "raft.snapshot").exists() and journal.size_bytes < 64 * 1024)

@@ -1,0 +1,237 @@
+"""Everything Warren changes in pysyncobj 0.3.17, and every private name of it Warren touches,
+in one place: the wire (no zlib, AES-GCM instead of Fernet, pickle protocol 5), the transport
+(sync before send, the commit-index clamp, fault injection) and the accessors of SyncObj's
+name-mangled attributes. tests/replication/test_raft_wire.py fails loudly if a pysyncobj
+release renames any of them (pyproject.toml pins the version for the same reason).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import struct
+import time
+import typing
+
+import pysyncobj
+import pysyncobj.pickle
+import pysyncobj.syncobj
+import pysyncobj.tcp_connection
+import pysyncobj.transport
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from warrenmq.replication.raft_journal import DurableJournal, create_journal
+
+__all__ = [
+    "PATCHED_GLOBALS",
+    "SYNCOBJ_PRIVATE_ATTRIBUTES",
+    "DurableTransport",
+    "PeerCipher",
+    "clamp_commit_index",
+    "journal_of",
+    "last_response_times",
+    "send_append_entries_now",
+    "transport_of",
+    "tune_pysyncobj",
+]
+
+log = logging.getLogger(__name__)
+
+# SyncObj's private attributes that Warren reads or calls (name-mangled ones as they are stored)
+SYNCOBJ_PRIVATE_ATTRIBUTES = (
+    "_SyncObj__raftLog",
+    "_SyncObj__transport",
+    "_SyncObj__sendAppendEntries",
+    "_SyncObj__lastResponseTime",
+    "_isLeader",
+    "_getLeader",
+    "_getRaftLogSize",
+)
+# module globals tune_pysyncobj replaces
+PATCHED_GLOBALS = (
+    (pysyncobj.syncobj, "getEncryptor"),
+    (pysyncobj.pickle, "__protocol"),
+    (pysyncobj.tcp_connection, "zlib"),
+    (pysyncobj.syncobj, "createJournal"),
+)
+
+
+def journal_of(syncobj: typing.Any) -> DurableJournal:
+    journal: DurableJournal = syncobj._SyncObj__raftLog
+    return journal
+
+
+def transport_of(syncobj: typing.Any) -> DurableTransport:
+    transport: DurableTransport = syncobj._SyncObj__transport
+    return transport
+
+
+def send_append_entries_now(syncobj: typing.Any) -> None:
+    syncobj._SyncObj__sendAppendEntries()
+
+
+def last_response_times(syncobj: typing.Any) -> dict[typing.Any, float]:
+    """The leader's bookkeeping: when each follower last answered (monotonic seconds)."""
+    times: dict[typing.Any, float] = syncobj._SyncObj__lastResponseTime
+    return times
+
+
+class _NoZlib:
+    """pysyncobj's wire without zlib: message bodies are mostly incompressible, and even zlib's
+    stored blocks cost a copy and a checksum each way (py-spy: a tenth of a follower's CPU)."""
+
+    @staticmethod
+    def compress(data: bytes, level: int = 0) -> bytes:
+        return data
+
+    @staticmethod
+    def decompress(data: bytes) -> bytes:
+        return data
+
+
+class _StaleAppendFilter(logging.Filter):
+    """pysyncobj's CRITICAL "truncating already-applied log entries", said truthfully.
+
+    pysyncobj logs it for every stale append-entries that reaches below the applied index. With
+    DurableJournal nothing is truncated unless an entry conflicts (and that is logged where it
+    happens), so the record becomes a warning that says what actually happens.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.CRITICAL and str(record.msg).startswith(
+            "truncating already-applied"
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (
+                "stale append-entries from index %d reached below the last applied %d; "
+                "the journal keeps every entry that does not conflict (Raft 5.3)"
+            )
+        return True
+
+
+_STALE_APPEND_FILTER = _StaleAppendFilter()
+
+
+class PeerCipher:
+    """Authenticated encryption of peer messages under the cluster secret: AES-256-GCM.
+
+    pysyncobj's `password` wraps every peer message in Fernet, whose base64 alone took a third of
+    a leader's CPU with 64 KiB messages; HMAC-SHA256 beside AES-CTR still took a fifth (py-spy).
+    GCM encrypts and authenticates in one pass, several times faster on AES-NI.
+
+    token = header | ciphertext and tag, header = u64 timestamp | 16-byte sender salt | u64
+    counter, authenticated as associated data. GCM must never see a nonce twice under one key,
+    and random 96-bit nonces wear out after some 2^32 messages, which a cluster's lifetime can
+    exceed. So each instance (one per node process) draws a random salt and encrypts under its
+    own key, HMAC-SHA256(cluster key, salt), with its message counter as nonce: no nonce repeats
+    under a key, and two instances share a key only if they draw the same 128-bit salt.
+    pysyncobj asks for the timestamp before decrypting (its replay check), so the tag is checked
+    there already and the plaintext kept for `decrypt`.
+    """
+
+    _SALT = b"warren raft peer cipher v2"
+    _HEADER = struct.Struct(">Q16sQ")
+    _TAG_BYTES = 16
+    _KEYS_KEPT = 64  # senders' keys a receiver remembers (senders restart, salts change)
+
+    def __init__(self, secret: str) -> None:
+        self._master_key = PBKDF2HMAC(
+            algorithm=hashes.SHA256(), length=32, salt=self._SALT, iterations=200_000
+        ).derive(secret.encode())
+        self._salt = os.urandom(16)
+        self._aead = self._key_for(self._salt)
+        self._counter = 0
+        self._keys: dict[bytes, AESGCM] = {}
+        self._opened: tuple[bytes, bytes] | None = None  # the last token that checked out
+
+    def _key_for(self, salt: bytes) -> AESGCM:
+        return AESGCM(hmac.digest(self._master_key, salt, "sha256"))
+
+    def encrypt_at_time(self, data: bytes, current_time: int) -> bytes:
+        self._counter += 1
+        header = self._HEADER.pack(current_time, self._salt, self._counter)
+        return header + self._aead.encrypt(self._counter.to_bytes(12, "big"), data, header)
+
+    def _open(self, token: bytes) -> bytes:
+        if self._opened is not None and self._opened[0] is token:
+            return self._opened[1]
+        if len(token) < self._HEADER.size + self._TAG_BYTES:
+            raise ValueError("peer message too short")
+        _, salt, counter = self._HEADER.unpack_from(token)
+        aead = self._keys.get(salt)
+        if aead is None:
+            if len(self._keys) >= self._KEYS_KEPT:
+                self._keys.clear()
+            aead = self._keys[salt] = self._key_for(salt)
+        header = token[: self._HEADER.size]
+        try:
+            plain = aead.decrypt(counter.to_bytes(12, "big"), token[self._HEADER.size :], header)
+        except InvalidTag:
+            raise ValueError("peer message failed authentication") from None
+        self._opened = (token, plain)
+        return plain
+
+    def extract_timestamp(self, token: bytes) -> int:
+        self._open(token)
+        return int(self._HEADER.unpack_from(token)[0])
+
+    def decrypt(self, token: bytes) -> bytes:
+        return self._open(token)
+
+
+def tune_pysyncobj() -> None:
+    logging.getLogger("pysyncobj.syncobj").addFilter(_STALE_APPEND_FILTER)
+    pysyncobj.syncobj.getEncryptor = PeerCipher
+    # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
+    setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol
+    pysyncobj.tcp_connection.zlib = _NoZlib
+    pysyncobj.syncobj.createJournal = create_journal
+
+
+class DurableTransport(pysyncobj.transport.TCPTransport):
+    """Syncs the journal before any message leaves, and notes when the leader last spoke.
+
+    `isolated` (fault injection, off unless a test or `warren nemesis` turns it on) drops every
+    peer message both ways while the TCP connections stay up: to the rest of the cluster the
+    node is on the far side of a partition, and it sees them the same way.
+    """
+
+    last_leader_contact_s = 0.0
+    isolated = False
+
+    def send(self, node: typing.Any, message: typing.Any) -> bool:
+        if self.isolated:
+            return False
+        journal = getattr(self._syncObj, "_SyncObj__raftLog", None)  # None while it starts
+        if isinstance(journal, DurableJournal):
+            journal.sync()
+        return bool(super().send(node, message))
+
+    def _onMessageReceived(self, node: typing.Any, message: typing.Any) -> None:  # noqa: N802
+        if self.isolated:
+            return
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            self.last_leader_contact_s = time.monotonic()
+            clamp_commit_index(message)
+        super()._onMessageReceived(node, message)
+
+
+def clamp_commit_index(append_entries: dict[str, typing.Any]) -> None:
+    """Raft Figure 2, AppendEntries rule 5: "set commitIndex = min(leaderCommit, index of last
+    new entry)". pysyncobj takes the end of its own log instead, which was the same while it
+    truncated on every append; DurableJournal keeps a suffix that does not conflict (§5.3), and
+    that suffix may hold entries of an older term the leader never sent. Only what this message
+    verified against the leader's log (prevLogIdx and the entries after it) may be committed."""
+    if "prevLogIdx" not in append_entries:
+        return  # a snapshot: the follower's log becomes the leader's, nothing beyond it
+    transmission = append_entries.get("transmission")
+    if transmission in ("start", "process"):
+        return  # parts of one large entry: pysyncobj commits nothing on these
+    new_entries = 1 if transmission == "finish" else len(append_entries.get("entries", ()))
+    verified_index = append_entries["prevLogIdx"] + new_entries
+    if append_entries["commit_index"] > verified_index:
+        append_entries["commit_index"] = verified_index
