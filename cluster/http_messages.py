@@ -71,11 +71,9 @@ def publish_command(
         raise ValueError(f"invalid properties: {error}") from error
     return c.Publish(
         channel=channel,
-        seq=1,
         vhost=vhost,
         exchange=exchange,
         routing_key=str(body.get("routing_key", "")),
-        mandatory=False,
         headers=plain_table(properties.headers) if properties.headers else None,
         properties=encode_properties(properties),
         body=content,

@@ -59,7 +59,6 @@ class ChannelSession(Conversation):
         "confirmed_tag",
         "last_queue",
         "number",
-        "publish_count",
         "tx",
         "tx_bytes",
     )
@@ -71,7 +70,6 @@ class ChannelSession(Conversation):
         self.confirm_tag = 0  # delivery tag of the last publish since confirm.select
         self.confirmed_tag = 0  # every publish up to this tag is applied
         self.acked_tag = 0  # every publish up to this tag has had its basic.ack sent
-        self.publish_count = 0  # every publish on the channel: the command's seq
         self.tx: list[tuple[c.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
         self.tx_bytes = 0  # what `tx` holds: bodies and a per-command allowance
         self.last_queue = ""  # the queue this channel declared last

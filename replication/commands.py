@@ -64,7 +64,9 @@ __all__ = [
     "encode_entry",
 ]
 
-ENCODING_VERSION = 1
+# 2: Publish lost `seq` and `mandatory`, which apply never read (dedup is per entry; the
+# session decides basic.return). Version 1 entries still decode: those two values are dropped.
+ENCODING_VERSION = 2
 
 REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to pseudo-queue
 # The connection serial of operations from the management API: client connections count from 1.
@@ -309,11 +311,9 @@ class DeleteQueue:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Publish:
     channel: ChannelRef
-    seq: int  # per-channel publish sequence number, from the proposer
     vhost: str
     exchange: str
     routing_key: str
-    mandatory: bool
     headers: Arguments | None  # the message's headers table, plain, for headers-exchange routing
     properties: bytes  # the content header's encoded property flags and list, as received
     body: bytes
@@ -467,6 +467,22 @@ def _layout(command_type: type) -> _Layout:
 
 
 _LAYOUTS = {command_type: _layout(command_type) for command_type in _COMMAND_TYPES}
+# the json fields of a command as an older version wrote them, where they differ; a name the
+# command no longer has is read and dropped
+_OLDER_PLAIN: dict[int, dict[type, tuple[str, ...]]] = {
+    1: {
+        Publish: (
+            "channel",
+            "seq",
+            "vhost",
+            "exchange",
+            "routing_key",
+            "mandatory",
+            *_LAYOUTS[Publish].plain[4:],
+        )
+    }
+}
+_DECODABLE_VERSIONS = frozenset({ENCODING_VERSION, *_OLDER_PLAIN})
 _U32 = struct.Struct(">I")
 _HEAD = struct.Struct(">BI")
 
@@ -478,7 +494,7 @@ def _plain_value(value: object) -> object:
 
 
 def encode_entry(commands: typing.Sequence[Command]) -> bytes:
-    parts = [struct.pack(">BI", ENCODING_VERSION, len(commands))]
+    parts = [_HEAD.pack(ENCODING_VERSION, len(commands))]
     for command in commands:
         layout = _LAYOUTS[type(command)]
         metadata = orjson.dumps([_plain_value(getattr(command, name)) for name in layout.plain])
@@ -493,8 +509,9 @@ def encode_entry(commands: typing.Sequence[Command]) -> bytes:
 
 def decode_entry(data: bytes) -> list[Command]:
     version, count = struct.unpack_from(">BI", data, 0)
-    if version != ENCODING_VERSION:
-        raise ValueError(f"log entry version {version} is not {ENCODING_VERSION}")
+    if version not in _DECODABLE_VERSIONS:
+        raise ValueError(f"log entry version {version} is not one of {sorted(_DECODABLE_VERSIONS)}")
+    older = _OLDER_PLAIN.get(version, {})
     offset = 5
     commands: list[Command] = []
     for _ in range(count):
@@ -502,14 +519,17 @@ def decode_entry(data: bytes) -> list[Command]:
         offset += _HEAD.size
         command_type = _COMMAND_TYPES[tag]
         layout = _LAYOUTS[command_type]
+        plain = older.get(command_type, layout.plain)
         values = orjson.loads(data[offset : offset + length])
         offset += length
         fields: dict[str, object] = {}
-        if len(values) > len(layout.plain):
+        if len(values) > len(plain):
             raise ValueError(
-                f"{command_type.__name__} has {len(values)} fields, not <= {len(layout.plain)}"
+                f"{command_type.__name__} has {len(values)} fields, not <= {len(plain)}"
             )
-        for name, value in zip(layout.plain, values, strict=False):  # missing: defaults
+        for name, value in zip(plain, values, strict=False):  # missing: defaults
+            if name not in layout.plain:
+                continue  # a field of an older version, gone since
             if name in layout.channel_fields:
                 value = ChannelRef(*value)
             elif name in layout.tuple_fields:

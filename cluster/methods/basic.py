@@ -40,7 +40,6 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
                 ReplyCode.PRECONDITION_FAILED, f"invalid expiration '{expiration}': {error}"
             )
     session.permit("write", "exchange", method.exchange)
-    channel.publish_count += 1
     counters = session.node.counters
     counters.received += 1
     confirm_tag = 0
@@ -51,11 +50,9 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
     replies_to_channel = properties.shortstr("reply_to") == REPLY_TO_BYTES
     command = c.Publish(
         channel=channel.ref,
-        seq=channel.publish_count,
         vhost=session.vhost,
         exchange=method.exchange,
         routing_key=method.routing_key,
-        mandatory=method.mandatory,
         headers=plain_table(properties.headers) if properties.headers else None,
         properties=outgoing_properties(properties, channel.ref, replies_to_channel),
         body=event.body,

@@ -51,15 +51,12 @@ def publish_command(
     body: bytes,
     exchange: str = "",
     headers: dict | None = None,
-    seq: int = 0,
 ) -> c.Publish:
     return c.Publish(
         channel=channel,
-        seq=seq,
         vhost=VHOST,
         exchange=exchange,
         routing_key=routing_key,
-        mandatory=False,
         headers=headers,
         properties=b"\x00\x00",
         body=body,
@@ -101,9 +98,8 @@ class Harness:
         body: bytes,
         exchange: str = "",
         headers: dict | None = None,
-        seq: int = 0,
     ) -> Applied:
-        return self.apply(publish_command(channel, routing_key, body, exchange, headers, seq))
+        return self.apply(publish_command(channel, routing_key, body, exchange, headers))
 
     def consume(
         self,

@@ -295,8 +295,8 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     driver.until(lambda: driver.log.is_ready and driver.log.is_leader)
     driver.run(setup_commands(0))
     journal = journal_of(driver.log._syncobj)
-    for number in range(60):  # 60 entries of 4 KiB: 240 KiB, well past the 64 KiB limit
-        driver.run([publish_command(REF, "q", bytes(4096), seq=number)])
+    for _ in range(60):  # 60 entries of 4 KiB: 240 KiB, well past the 64 KiB limit
+        driver.run([publish_command(REF, "q", bytes(4096))])
     driver.until(lambda: (tmp_path / "raft.snapshot").exists() and journal.size_bytes < 64 * 1024)
     assert journal.size_bytes == sum(len(entry[0]) for entry in journal[:])  # kept exact
     state = driver.log.broker.state

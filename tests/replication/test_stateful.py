@@ -276,7 +276,7 @@ class BrokerMachine(RuleBasedStateMachine):
         self.next_id += 1
         exchange, routing_key = (FANOUT, "") if fanout else ("", QUEUES[queue])
         applied = self.harness.apply(
-            publish_command(ref, routing_key, str(message_id).encode(), exchange, seq=message_id)
+            publish_command(ref, routing_key, str(message_id).encode(), exchange)
         )
         if self.ignored(ref):
             assert applied.reply == Ignored()
