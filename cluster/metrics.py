@@ -171,7 +171,7 @@ class _NodeCollector:
         yield _gauge(
             "rabbitmq_raft_log_last_applied_index",
             "Raft log last applied index",
-            self.node.broker.query_last_index(),
+            log.last_applied_index,
         )
         latencies = log.commit_latencies_s
         yield _gauge(

@@ -108,10 +108,6 @@ class Queries:
     def query_alarms(self) -> frozenset[tuple[str, str]]:
         return frozenset(self.state.alarms)
 
-    def query_last_index(self) -> int:
-        """The index of the last log entry applied here."""
-        return self.state.last_index
-
     def query_users(self) -> dict[str, User]:
         return dict(self.state.users)
 

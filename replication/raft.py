@@ -303,6 +303,11 @@ class RaftLog:
     def commit_index(self) -> int:
         return int(self._syncobj.raftCommitIndex)
 
+    @property
+    def last_applied_index(self) -> int:
+        """The Raft index of the last entry this node applied."""
+        return int(self._syncobj.raftLastApplied)
+
     def is_connected(self, address: str) -> bool:
         return any(
             node.id == address and self._syncobj.isNodeConnected(node)

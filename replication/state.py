@@ -38,7 +38,9 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Meta:
-    index: int  # position of the command's entry in the log
+    # the command's number among all commands applied, from 1; one log entry holds many
+    # commands, so this is not a Raft index (RaftLog.commit_index and last_applied_index are)
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +172,7 @@ class BrokerState:
     pids: dict[str, int] = field(default_factory=dict)  # process id of each node's incarnation
     entry_seqs: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (incarnation,
     # sequence number of its last admitted log entry)
-    last_index: int = 0  # index of the last applied command
+    last_index: int = 0  # Meta.index of the last applied command (not a Raft index)
     clock_ms: int = 0  # the leader's clock at its last Tick
     # per consumer (channel, consumer tag): [deliveries, body bytes] not yet credited back
     uncredited: dict[tuple[c.ChannelRef, str], list[int]] = field(default_factory=dict)
