@@ -20,39 +20,7 @@ from warrenmq.amqp.events import (
 )
 from warrenmq.amqp.spec import PROTOCOL_HEADER, ReplyCode
 
-
-class Gate:
-    def authenticate(self, username: str, password: str) -> bool:
-        return (username, password) == ("guest", "guest")
-
-    def vhost_refusal(self, username: str, vhost: str) -> str | None:
-        return None if vhost == "/" else f"vhost {vhost} not found"
-
-
-def client_frame(channel: int, value) -> bytes:
-    return frame.marshal(value, channel)
-
-
-def frames_out(connection: Connection) -> list:
-    data = connection.data_to_send()
-    received = []
-    while data:
-        consumed, channel, value = frame.unmarshal(data)
-        received.append((channel, value))
-        data = data[consumed:]
-    return received
-
-
-def handshake(connection: Connection, frame_max: int = 131072) -> list:
-    events = connection.receive_data(PROTOCOL_HEADER)
-    events += connection.receive_data(
-        client_frame(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"))
-        + client_frame(
-            0, commands.Connection.TuneOk(channel_max=100, frame_max=frame_max, heartbeat=0)
-        )
-        + client_frame(0, commands.Connection.Open(virtual_host="/"))
-    )
-    return events
+from .wire import Gate, client_frame, frames_out, handshake
 
 
 @pytest.fixture
