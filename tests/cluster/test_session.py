@@ -1,0 +1,149 @@
+"""The AMQP 0-9-1 session over a fake log: what it proposes, when, and what it sends back once
+the broker has applied it. Real connection machine, real broker, no Raft, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pamqp import commands
+
+from warrenmq.amqp.properties import parse_properties
+from warrenmq.replication import commands as c
+
+from .fake_node import Client, FakeNode
+
+
+def declared(client: Client, queue: str, **arguments: object) -> None:
+    client.send_method(1, commands.Queue.Declare(queue=queue, durable=True, arguments=arguments))
+    client.node.log.commit()
+    assert isinstance(client.methods()[-1], commands.Queue.DeclareOk)
+
+
+def opened(node: FakeNode | None = None) -> Client:
+    client = Client(node or FakeNode())
+    client.send_method(1, commands.Channel.Open())
+    assert isinstance(client.methods()[-1], commands.Channel.OpenOk)
+    return client
+
+
+def publishes(node: FakeNode) -> list[c.Publish]:
+    return [command for command in node.log.proposed if isinstance(command, c.Publish)]
+
+
+async def test_the_confirms_of_one_turn_go_out_as_one_multiple_ack() -> None:
+    client = opened()
+    declared(client, "q")
+    client.send_method(1, commands.Confirm.Select())
+    assert isinstance(client.methods()[-1], commands.Confirm.SelectOk)
+    for number in range(5):
+        client.publish(1, "q", b"%d" % number)
+    client.node.log.commit()
+    assert client.sent() == []  # collected for this turn
+    await asyncio.sleep(0)  # the turn ends
+    assert client.sent() == [("Basic.Ack", {"delivery_tag": 5, "multiple": True})]
+
+
+async def test_a_refused_publish_is_nacked_after_the_acks_before_it() -> None:
+    client = opened()
+    declared(client, "q", **{"x-max-length": 1, "x-overflow": "reject-publish"})
+    client.send_method(1, commands.Confirm.Select())
+    client.methods()
+    for number in range(3):
+        client.publish(1, "q", b"%d" % number)
+    client.node.log.commit()
+    await asyncio.sleep(0)
+    nack = {"multiple": False, "requeue": False}
+    assert client.sent() == [
+        ("Basic.Ack", {"delivery_tag": 1, "multiple": False}),
+        ("Basic.Nack", {"delivery_tag": 2, **nack}),
+        ("Basic.Nack", {"delivery_tag": 3, **nack}),
+    ]
+
+
+def test_a_transaction_proposes_nothing_until_commit_and_rollback_drops_it() -> None:
+    client = opened()
+    declared(client, "q")
+    client.send_method(1, commands.Tx.Select())
+    assert isinstance(client.methods()[-1], commands.Tx.SelectOk)
+    client.publish(1, "q", b"dropped")
+    client.send_method(1, commands.Tx.Rollback())
+    assert isinstance(client.methods()[-1], commands.Tx.RollbackOk)
+    client.publish(1, "q", b"kept")
+    client.publish(1, "q", b"kept too")
+    assert publishes(client.node) == []
+    client.send_method(1, commands.Tx.Commit())
+    assert client.sent() == []  # CommitOk waits for the broker's replies
+    assert [publish.body for publish in publishes(client.node)] == [b"kept", b"kept too"]
+    client.node.log.commit()
+    assert client.sent() == [("Tx.CommitOk", {})]
+    assert client.node.broker.query_queue("/", "q").ready == 2
+
+
+def test_reading_pauses_at_the_window_and_resumes_when_half_has_drained() -> None:
+    node = FakeNode(proposals_in_flight_max=4)
+    client = opened(node)
+    declared(client, "q")
+    for number in range(4):
+        client.publish(1, "q", b"%d" % number)
+    assert not client.transport.reading
+    node.log.commit(1)
+    assert not client.transport.reading  # 3 in flight: not yet half
+    node.log.commit(1)
+    assert client.transport.reading  # 2: half the window
+    assert client.transport.pauses == 1
+
+
+def test_a_reply_to_of_direct_reply_to_becomes_the_channels_own_address() -> None:
+    client = opened()
+    client.send_method(1, commands.Basic.Consume(queue=c.REPLY_TO, no_ack=True))
+    client.node.log.commit()
+    client.methods()
+    client.publish(1, "q", b"request", reply_to=c.REPLY_TO)
+    (publish,) = publishes(client.node)
+    reply_to = parse_properties(publish.properties).text("reply_to")
+    assert publish.replies_to_channel and reply_to is not None
+    assert reply_to.startswith(c.REPLY_TO + ".") and reply_to != c.REPLY_TO
+    assert c.ChannelRef.from_reply_to(reply_to) == publish.channel
+
+
+def test_bcc_routes_the_message_but_no_receiver_sees_it() -> None:
+    client = opened()
+    declared(client, "q")
+    declared(client, "secret")
+    client.publish(1, "q", b"m", headers={"BCC": ["secret"], "keep": "me"})
+    (publish,) = publishes(client.node)
+    assert publish.headers == {"BCC": ["secret"], "keep": "me"}  # routing sees it
+    assert parse_properties(publish.properties).headers == {"keep": "me"}  # receivers do not
+    client.node.log.commit()
+    assert [client.node.broker.query_queue("/", name).ready for name in ("q", "secret")] == [1, 1]
+
+
+def test_a_refusal_closes_the_channel_and_what_it_sent_after_is_not_proposed() -> None:
+    client = opened()
+    client.send_method(1, commands.Queue.Declare(queue="missing", passive=True))
+    client.send_method(1, commands.Queue.Declare(queue="missing", passive=True))
+    client.node.log.commit()
+    (close,) = client.methods()
+    assert isinstance(close, commands.Channel.Close)
+    assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
+    assert close.reply_text == "NOT_FOUND - no queue 'missing' in vhost '/'"
+    closing = [
+        command for command in client.node.log.proposed if isinstance(command, c.CloseChannel)
+    ]
+    assert len(closing) == 1
+
+
+def test_a_redelivered_message_carries_its_delivery_count() -> None:
+    client = opened()
+    declared(client, "q", **{"x-queue-type": "quorum"})
+    client.publish(1, "q", b"m")
+    client.send_method(1, commands.Basic.Consume(queue="q", consumer_tag="ctag"))
+    client.node.log.commit()
+    client.received()
+    client.send_method(1, commands.Basic.Reject(delivery_tag=1, requeue=True))
+    client.node.log.commit()
+    frames = client.received()
+    deliver = next(value for _, value in frames if isinstance(value, commands.Basic.Deliver))
+    header = next(value for _, value in frames if type(value).__name__ == "ContentHeader")
+    assert deliver.redelivered and deliver.delivery_tag == 2
+    assert header.properties.headers == {"x-delivery-count": 1}
