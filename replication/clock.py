@@ -7,6 +7,7 @@ from __future__ import annotations
 from warrenmq.replication import commands as c
 from warrenmq.replication import dead_letter, delivery, publish, queues
 from warrenmq.replication.replies import ChannelTimedOut, Ok, Reply
+from warrenmq.replication.state import find_queue
 from warrenmq.replication.step import Step
 
 
@@ -36,7 +37,10 @@ def _time_out_deliveries(step: Step, now_ms: int) -> None:
         if channel.ref in state.failed_channels:
             continue
         for unacked in channel.unacked.values():
-            timeout_ms = unacked.queue.limits.consumer_timeout_ms
+            queue = find_queue(state, unacked.queue)
+            if queue is None:
+                continue  # deleted: its deliveries are settled into nothing, never late
+            timeout_ms = queue.limits.consumer_timeout_ms
             if now_ms - unacked.delivered_ms > timeout_ms:
                 state.failed_channels.add(channel.ref)
                 step.effects.append(ChannelTimedOut(channel.ref, timeout_ms))

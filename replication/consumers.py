@@ -6,9 +6,8 @@ from __future__ import annotations
 from warrenmq.replication import commands as c
 from warrenmq.replication import delivery, queues
 from warrenmq.replication.arguments import invalid_argument, is_integer, not_an_integer
-from warrenmq.replication.queue import Queue
 from warrenmq.replication.replies import GetEmpty, GetOk, Ok, Reply
-from warrenmq.replication.state import Channel, Consumer
+from warrenmq.replication.state import Channel, Consumer, find_queue, new_id
 from warrenmq.replication.step import ReplyCode, Step, refusal
 
 
@@ -33,11 +32,12 @@ def apply_consume(step: Step, command: c.Consume) -> Reply:
         command.exclusive,
         channel.prefetch_count,
         priority=_priority(command),
+        id=new_id(step.state),
     )
     queue.consumers.append(consumer)
     queue.top_priority = max(consumer.priority for consumer in queue.consumers)
     queue.had_consumer = queue.used = True
-    channel.consumers[command.consumer_tag] = queue
+    channel.consumers[command.consumer_tag] = queue.ref
     if queue.limits.single_active_consumer:
         delivery.active_consumer(queue)  # active from the start, as RabbitMQ shows it
     delivery.dispatch(step, queue)
@@ -73,8 +73,10 @@ def apply_cancel(step: Step, command: c.Cancel) -> Reply:
 
 
 def remove_consumer(step: Step, channel: Channel, consumer_tag: str) -> None:
-    queue = channel.consumers.pop(consumer_tag)
+    queue = find_queue(step.state, channel.consumers.pop(consumer_tag))
     step.state.uncredited.pop((channel.ref, consumer_tag), None)
+    if queue is None:
+        return  # the queue went first, and its consumers with it
     queue.consumers = [
         consumer
         for consumer in queue.consumers
@@ -85,24 +87,28 @@ def remove_consumer(step: Step, channel: Channel, consumer_tag: str) -> None:
     queue.used = True  # x-expires counts from the last consumer's going
     if queue.limits.single_active_consumer:
         delivery.active_consumer(queue)  # the next one takes over at once
-    if queue.auto_delete and not queue.consumers and queue.had_consumer and not queue.deleted:
+    if queue.auto_delete and not queue.consumers and queue.had_consumer:
         queues.remove_queue(step, step.state.vhosts[queue.vhost], queue)
 
 
 def apply_qos(step: Step, command: c.Qos) -> Reply:
     channel = step.channel(command.channel)
+    consumed = [
+        queue
+        for ref in dict.fromkeys(channel.consumers.values())
+        if (queue := find_queue(step.state, ref)) is not None
+    ]
     if command.global_:
         channel.global_prefetch_count = command.prefetch_count
     else:
         # Beyond RabbitMQ (which applies it to later consumers only): the channel's live
         # consumers take the new prefetch too.
         channel.prefetch_count = command.prefetch_count
-        for queue in channel.consumers.values():
+        for queue in consumed:
             for consumer in queue.consumers:
                 if consumer.channel == channel.ref:
                     consumer.prefetch_count = command.prefetch_count
-    consumed: dict[int, Queue] = {id(queue): queue for queue in channel.consumers.values()}
-    for queue in consumed.values():
+    for queue in consumed:
         delivery.dispatch(step, queue)
     return Ok()
 
@@ -137,7 +143,8 @@ def apply_grant_credit(step: Step, command: c.GrantCredit) -> Reply:
     uncredited[0] = max(0, uncredited[0] - command.messages)
     uncredited[1] = max(0, uncredited[1] - command.bytes)
     channel = step.state.channels.get(command.channel)
-    queue = channel.consumers.get(command.consumer_tag) if channel is not None else None
+    ref = channel.consumers.get(command.consumer_tag) if channel is not None else None
+    queue = find_queue(step.state, ref) if ref is not None else None
     if queue is not None:
         delivery.dispatch(step, queue)
     return Ok()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from warrenmq.replication import dead_letter
 from warrenmq.replication.queue import Entry, Queue
 from warrenmq.replication.replies import Annotations, Deliver
-from warrenmq.replication.state import Channel, Consumer, Message, Unacked
+from warrenmq.replication.state import Channel, Consumer, Message, Unacked, find_consumer
 from warrenmq.replication.step import Step
 
 # Delivery credit (RabbitMQ's credit flow between queue and channel, in the log): a consumer
@@ -93,7 +93,8 @@ def hand_out(
     delivery_tag = channel.next_delivery_tag
     channel.next_delivery_tag += 1
     if not no_ack:
-        channel.unacked[delivery_tag] = Unacked(queue, entry, consumer, step.state.clock_ms)
+        consumer_id = consumer.id if consumer is not None else None
+        channel.unacked[delivery_tag] = Unacked(queue.ref, entry, consumer_id, step.state.clock_ms)
         queue.unacked_count += 1
         if consumer is not None:
             consumer.unacked_count += 1
@@ -132,15 +133,13 @@ def active_consumer(queue: Queue) -> Consumer | None:
     """The single active consumer: the first of the highest priority. A consumer of higher
     priority takes over only once the active one has no unacknowledged messages (RabbitMQ
     docs, "Single Active Consumer"); a consumer that goes hands over at once."""
-    active = queue.active
-    if not any(consumer is active for consumer in queue.consumers):
-        active = None  # it went: cancelled, its channel closed or its node lost
-    if active is not None and active.unacked_count:
+    active = find_consumer(queue, queue.active)  # None if it went: cancelled, its channel
+    if active is not None and active.unacked_count:  # closed or its node lost
         return active
     best = max(queue.consumers, key=lambda consumer: consumer.priority, default=None)
     if active is not None and best is not None and active.priority >= best.priority:
         best = active
-    queue.active = best
+    queue.active = best.id if best is not None else None
     return best
 
 

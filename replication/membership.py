@@ -96,7 +96,5 @@ def _release_channels(step: Step, refs: list[c.ChannelRef]) -> None:
     for channel in channels:
         for consumer_tag in list(channel.consumers):
             consumers.remove_consumer(step, channel, consumer_tag)
-    settle.redispatch(
-        step,
-        [unacked for channel in channels for unacked in settle.give_back_unacked(step, channel)],
-    )
+    given_back = [each for channel in channels for each in settle.give_back_unacked(step, channel)]
+    settle.redispatch(step, given_back)

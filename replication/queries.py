@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 from warrenmq.replication import commands as c
 from warrenmq.replication.queue import Queue
-from warrenmq.replication.state import BrokerState, Exchange, Permission, User, Vhost
+from warrenmq.replication.state import (
+    BrokerState,
+    Exchange,
+    Permission,
+    User,
+    Vhost,
+    find_consumer,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +207,7 @@ def _exchange_view(vhost: str, exchange: Exchange) -> ExchangeView:
 
 def _queue_view(queue: Queue) -> QueueView:
     single = queue.limits.single_active_consumer
-    active = (
-        queue.active if single and any(each is queue.active for each in queue.consumers) else None
-    )
+    active = find_consumer(queue, queue.active) if single else None
     return QueueView(
         queue.vhost,
         queue.name,
@@ -224,7 +229,7 @@ def _queue_view(queue: Queue) -> QueueView:
                 consumer.exclusive,
                 consumer.prefetch_count,
                 consumer.priority,
-                not single or consumer is active,
+                not single or (active is not None and consumer.id == active.id),
             )
             for consumer in queue.consumers
         ),

@@ -69,6 +69,15 @@ class Limits:
         return min(priority, self.max_priority or 0)
 
 
+class QueueRef(typing.NamedTuple):
+    """A queue by name and id: a queue deleted and declared again has another id, so what
+    referred to the old one finds nothing (state.find_queue)."""
+
+    vhost: str
+    name: str
+    id: int
+
+
 @dataclass(slots=True)
 class Queue:
     vhost: str
@@ -86,15 +95,21 @@ class Queue:
     next_consumer: int = 0  # index into consumers of the next one to try
     had_consumer: bool = False  # auto-delete only applies after a first consumer
     unacked_count: int = 0  # entries delivered and not yet settled
-    deleted: bool = False  # unacked entries of a deleted queue are settled into nothing
+    # unique in the state (BrokerState.next_id); in snapshots before ids this slot held a
+    # "deleted" flag, which upgrade_state replaces
+    id: int = 0
     limits: Limits = field(default_factory=Limits)
     ready_bytes: int = 0  # body bytes of the ready entries (x-max-length-bytes)
     last_used_ms: int = 0  # the Tick after its last use (x-expires counts from there)
     used: bool = True  # declared, consumed from or read since the last Tick
-    active: Consumer | None = None  # with x-single-active-consumer: the one that receives
+    active: int | None = None  # with x-single-active-consumer: the id of the one that receives
     top_priority: int = 0  # the highest x-priority among the consumers
     dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
     dead_letter_bytes: int = 0  # body bytes of the messages in `dead_letters`
+
+    @property
+    def ref(self) -> QueueRef:
+        return QueueRef(self.vhost, self.name, self.id)
 
     @property
     def ready_count(self) -> int:

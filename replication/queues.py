@@ -18,7 +18,7 @@ from warrenmq.replication.arguments import (
 )
 from warrenmq.replication.queue import Limits, Queue
 from warrenmq.replication.replies import CancelConsumer, MessageCount, Ok, QueueDeclared, Reply
-from warrenmq.replication.state import Binding, Vhost
+from warrenmq.replication.state import Binding, Vhost, new_id
 from warrenmq.replication.step import (
     Refusal,
     ReplyCode,
@@ -82,6 +82,7 @@ def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
         queue_type,
         limits=_limits(command, queue_type),
         last_used_ms=step.state.clock_ms,
+        id=new_id(step.state),
     )
     return QueueDeclared(command.queue, 0, 0)
 
@@ -247,8 +248,7 @@ def apply_delete_queue(step: Step, command: c.DeleteQueue) -> Reply:
 
 def remove_queue(step: Step, vhost: Vhost, queue: Queue) -> None:
     """The queue goes with its messages (not dead-lettered), consumers (told so) and bindings."""
-    del vhost.queues[queue.name]
-    queue.deleted = True
+    del vhost.queues[queue.name]  # what refers to it by QueueRef finds nothing now
     queue.clear()
     for consumer in queue.consumers:
         channel = step.state.channels.get(consumer.channel)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from warrenmq.replication import commands as c
 from warrenmq.replication import dead_letter, delivery
-from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.queue import Entry, Queue, QueueRef
 from warrenmq.replication.replies import MessageCount, Ok, Reply
-from warrenmq.replication.state import Channel, Unacked
+from warrenmq.replication.state import Channel, Unacked, find_consumer, find_queue
 from warrenmq.replication.step import Refusal, ReplyCode, Step, refusal
 
 
 def apply_settle(step: Step, command: c.Settle) -> Reply:
     settled = _take_unacked(step, command)
-    redispatch(step, settled)
+    redispatch(step, [(command.channel, unacked) for unacked in settled])
     return MessageCount(len(settled))
 
 
@@ -21,13 +21,14 @@ def apply_reject(step: Step, command: c.Reject) -> Reply:
     settled = _take_unacked(step, command)
     step.state.clock_ms = max(step.state.clock_ms, command.now_ms)
     for unacked in settled:
-        if unacked.queue.deleted:
-            continue
+        queue = find_queue(step.state, unacked.queue)
+        if queue is None:
+            continue  # deleted meanwhile: settled into nothing
         if command.requeue:
-            _return(step, unacked.queue, unacked.entry)
+            _return(step, queue, unacked.entry)
         else:
-            dead_letter.dead_letter(step, unacked.queue, unacked.entry.message, "rejected")
-    redispatch(step, settled)
+            dead_letter.dead_letter(step, queue, unacked.entry.message, "rejected")
+    redispatch(step, [(command.channel, unacked) for unacked in settled])
     return Ok()
 
 
@@ -38,27 +39,32 @@ def apply_recover(step: Step, command: c.Recover) -> Reply:
     return Ok()
 
 
-def give_back_unacked(step: Step, channel: Channel) -> list[Unacked]:
+Settled = list[tuple[c.ChannelRef, Unacked]]  # what was settled, with its channel
+
+
+def give_back_unacked(step: Step, channel: Channel) -> Settled:
     """Return everything `channel` holds to its queues, as redelivered."""
-    settled = [_settle_one(unacked) for unacked in channel.unacked.values()]
+    settled = [(channel.ref, _settle_one(step, unacked)) for unacked in channel.unacked.values()]
     channel.unacked.clear()
-    for unacked in settled:
-        if not unacked.queue.deleted:
-            _return(step, unacked.queue, unacked.entry)
+    for _, unacked in settled:
+        queue = find_queue(step.state, unacked.queue)
+        if queue is not None:
+            _return(step, queue, unacked.entry)
     return settled
 
 
-def redispatch(step: Step, settled: list[Unacked]) -> None:
+def redispatch(step: Step, settled: Settled) -> None:
     """Settling frees credit: dispatch every queue it may unblock, each once, in order."""
-    unblocked: dict[int, Queue] = {}
-    for unacked in settled:
-        unblocked.setdefault(id(unacked.queue), unacked.queue)
+    unblocked: dict[QueueRef, None] = {}
+    for ref, unacked in settled:
+        unblocked.setdefault(unacked.queue)
         if unacked.consumer is not None:
-            channel = step.state.channels.get(unacked.consumer.channel)
-            for queue in channel.consumers.values() if channel is not None else ():
-                unblocked.setdefault(id(queue), queue)
-    for queue in unblocked.values():
-        if not queue.deleted:
+            channel = step.state.channels.get(ref)
+            for queue_ref in channel.consumers.values() if channel is not None else ():
+                unblocked.setdefault(queue_ref)
+    for queue_ref in unblocked:
+        queue = find_queue(step.state, queue_ref)
+        if queue is not None:
             delivery.dispatch(step, queue)
 
 
@@ -73,17 +79,20 @@ def _take_unacked(step: Step, command: c.Settle | c.Reject) -> list[Unacked]:
         tags = [command.delivery_tag]
     else:
         raise _unknown_tag(command.delivery_tag)
-    return [_settle_one(unacked.pop(tag)) for tag in tags]
+    return [_settle_one(step, unacked.pop(tag)) for tag in tags]
 
 
 def _unknown_tag(delivery_tag: int) -> Refusal:
     return refusal(ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
 
 
-def _settle_one(unacked: Unacked) -> Unacked:
-    unacked.queue.unacked_count -= 1
-    if unacked.consumer is not None:
-        unacked.consumer.unacked_count -= 1
+def _settle_one(step: Step, unacked: Unacked) -> Unacked:
+    queue = find_queue(step.state, unacked.queue)
+    if queue is not None:
+        queue.unacked_count -= 1
+        consumer = find_consumer(queue, unacked.consumer)
+        if consumer is not None:
+            consumer.unacked_count -= 1
     return unacked
 
 

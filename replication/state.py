@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 
 from warrenmq.replication import commands as c
-from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.queue import Entry, Queue, QueueRef
 from warrenmq.replication.replies import Death
 
 __all__ = [
@@ -131,13 +131,14 @@ class Consumer:
     prefetch_count: int  # 0 means unlimited
     unacked_count: int = 0  # deliveries not yet acked, nacked or rejected
     priority: int = 0  # x-priority: higher ones get messages first while they have credit
+    id: int = 0  # unique in the state (BrokerState.next_id): a returning tag is another one
 
 
 @dataclass(slots=True)
 class Unacked:
-    queue: Queue
+    queue: QueueRef
     entry: Entry
-    consumer: Consumer | None  # None for basic.get
+    consumer: int | None  # the consumer's id; None for basic.get
     delivered_ms: int = 0  # by the state's clock (x-consumer-timeout counts from here)
 
 
@@ -148,7 +149,7 @@ class Channel:
     unacked: dict[int, Unacked] = field(default_factory=dict)  # by delivery tag, ascending
     prefetch_count: int = 0  # for consumers started after basic.qos(global=false)
     global_prefetch_count: int = 0  # shared by the channel, from basic.qos(global=true)
-    consumers: dict[str, Queue] = field(default_factory=dict)  # consumer tag -> its queue
+    consumers: dict[str, QueueRef] = field(default_factory=dict)  # consumer tag -> its queue
     reply_consumer: str | None = None  # consumer tag on amq.rabbitmq.reply-to (direct reply-to)
 
 
@@ -176,6 +177,25 @@ class BrokerState:
     clock_ms: int = 0  # the leader's clock at its last Tick
     # per consumer (channel, consumer tag): [deliveries, body bytes] not yet credited back
     uncredited: dict[tuple[c.ChannelRef, str], list[int]] = field(default_factory=dict)
+    next_id: int = 1  # the id of the next queue or consumer
+
+
+def find_queue(state: BrokerState, ref: QueueRef) -> Queue | None:
+    """The queue `ref` names, unless it was deleted since."""
+    vhost = state.vhosts.get(ref.vhost)
+    queue = vhost.queues.get(ref.name) if vhost is not None else None
+    return queue if queue is not None and queue.id == ref.id else None
+
+
+def find_consumer(queue: Queue, consumer_id: int | None) -> Consumer | None:
+    if consumer_id is None:
+        return None
+    return next((each for each in queue.consumers if each.id == consumer_id), None)
+
+
+def new_id(state: BrokerState) -> int:
+    state.next_id += 1
+    return state.next_id - 1
 
 
 def upgrade_state(state: BrokerState) -> BrokerState:
@@ -190,6 +210,8 @@ def upgrade_state(state: BrokerState) -> BrokerState:
         state.permissions = {
             (user, vhost): FULL_ACCESS for user in state.users for vhost in state.vhosts
         }
+    if "next_id" in missing:
+        _number_queues_and_consumers(state)
     for vhost in state.vhosts.values():
         for exchange in vhost.exchanges.values():
             if "delayed_bytes" in _fill_missing_fields(exchange):
@@ -198,6 +220,40 @@ def upgrade_state(state: BrokerState) -> BrokerState:
             if "dead_letter_bytes" in _fill_missing_fields(queue):
                 queue.dead_letter_bytes = sum(len(p.message.body) for p in queue.dead_letters)
     return state
+
+
+def _number_queues_and_consumers(state: BrokerState) -> None:
+    """Snapshots before ids held references as objects: unacked deliveries and channels named
+    their Queue and Consumer objects, a queue its active Consumer, and a deleted queue carried
+    a flag where `Queue.id` is now. Give every queue and consumer an id and refer by it; a
+    deleted queue's id is one no vhost holds, so its deliveries still settle into nothing."""
+    old: typing.Any = None  # objects of the old shape, whose fields this replaces
+
+    def numbered(queue: typing.Any) -> QueueRef:
+        if type(queue.id) is bool:  # the old "deleted" flag: not in any vhost any more
+            queue.id = new_id(state)
+        return typing.cast(QueueRef, queue.ref)
+
+    def consumer_id(consumer: typing.Any) -> int | None:
+        if consumer is None:
+            return None
+        if not isinstance(getattr(consumer, "id", None), int):
+            consumer.id = new_id(state)  # a consumer that went, still named by a delivery
+        return typing.cast(int, consumer.id)
+
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
+            queue.id = new_id(state)
+            for consumer in queue.consumers:
+                consumer.id = new_id(state)
+            old = queue.active
+            live = any(consumer is old for consumer in queue.consumers)
+            queue.active = old.id if live else None
+    for channel in state.channels.values():
+        channel.consumers = {tag: numbered(queue) for tag, queue in channel.consumers.items()}
+        for unacked in channel.unacked.values():
+            old = unacked
+            old.queue, old.consumer = numbered(old.queue), consumer_id(old.consumer)
 
 
 def _fill_missing_fields(instance: typing.Any) -> set[str]:

@@ -386,3 +386,72 @@ def test_a_single_active_consumer_is_active_before_the_first_message() -> None:
     assert harness.broker.query_queue(VHOST, "sac").active_consumer_tag == "first"
     harness.apply(c.Cancel(channel=ref, consumer_tag="first"))
     assert harness.broker.query_queue(VHOST, "sac").active_consumer_tag == "second"
+
+
+def _as_before_ids(state: state_module.BrokerState) -> state_module.BrokerState:
+    """`state` in the shape snapshots had before queues and consumers had ids: deliveries and
+    channels held Queue and Consumer objects, a queue its active Consumer, a deleted queue
+    a True where `id` is now (and a live one False)."""
+    vhost = state.vhosts[VHOST]
+    queues = {queue.id: queue for queue in vhost.queues.values()}
+    gone = dataclasses.replace(next(iter(queues.values())), name="gone", consumers=[])
+    consumers = {each.id: each for queue in queues.values() for each in queue.consumers}
+    for channel in state.channels.values():
+        channel.consumers = {
+            tag: queues.get(ref.id, gone) for tag, ref in channel.consumers.items()
+        }  # type: ignore[misc]
+        for unacked in channel.unacked.values():
+            unacked.queue = queues.get(unacked.queue.id, gone)  # type: ignore[assignment]
+            unacked.consumer = consumers.get(unacked.consumer)  # type: ignore[assignment]
+    for queue in queues.values():
+        queue.active = consumers.get(queue.active)  # type: ignore[assignment]
+        queue.id = False
+    gone.id = True
+    for consumer in consumers.values():
+        del consumer.id
+    del state.next_id
+    return state
+
+
+def test_a_snapshot_with_object_references_restores_as_references_by_id() -> None:
+    harness = Harness()
+    other = channel_ref(2)
+    sac = {"x-queue-type": "quorum", "x-single-active-consumer": True}
+    harness.declare_queue(REF, "sac", arguments=sac)
+    harness.consume(REF, "sac", "a")
+    harness.consume(other, "sac", "b")
+    harness.declare_queue(REF, "gone")
+    harness.consume(REF, "gone", "g")
+    for queue in ("sac", "sac", "gone"):
+        harness.publish(REF, queue, b"m")
+    harness.apply(
+        c.DeleteQueue(channel=REF, vhost=VHOST, queue="gone", if_unused=False, if_empty=False)
+    )
+    old = pickle.dumps(_as_before_ids(harness.broker.state), protocol=5)
+    broker = machine.Broker(upgrade_state(pickle.loads(old)))
+    assert broker.query_queue(VHOST, "sac").active_consumer_tag == "a"
+    assert broker.query_queue(VHOST, "sac").unacked == 2
+    index = 100
+    after = [
+        c.Settle(channel=REF, delivery_tag=0, multiple=True),  # both of sac's, and gone's
+        c.DeclareQueue(
+            channel=REF,
+            vhost=VHOST,
+            queue="gone",
+            server_named=False,
+            passive=False,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            arguments={},
+        ),
+    ]
+    replies = []
+    for command in after:
+        index += 1
+        replies.append(broker.apply(machine.Meta(index), command).reply)
+    assert replies == [MessageCount(3), QueueDeclared("gone", 0, 0)]
+    assert broker.query_queue(VHOST, "sac").unacked == 0
+    ids = [queue.id for queue in broker.state.vhosts[VHOST].queues.values()]
+    consumer_ids = [each.id for each in broker.state.vhosts[VHOST].queues["sac"].consumers]
+    assert len(set(ids + consumer_ids)) == 4  # the new queue took an id nobody had

@@ -520,7 +520,7 @@ class BrokerMachine(RuleBasedStateMachine):
                 held_key(unacked.entry)
                 for channel in state.channels.values()
                 for unacked in channel.unacked.values()
-                if unacked.queue is queue
+                if unacked.queue == queue.ref
             ]
             held = ready + unacked
             assert len(held) == len(set(held)), f"{name}: duplicated {held}"
