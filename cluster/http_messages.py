@@ -19,7 +19,7 @@ from warrenmq.amqp.codec import encode_properties
 from warrenmq.amqp.properties import NAMES, parse_properties
 from warrenmq.cluster.plain import plain_table, plain_value
 from warrenmq.cluster.rewriting import annotated, expiration_error
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import GetOk
 
 __all__ = ["ACK_MODES", "message_json", "publish_command"]
@@ -36,8 +36,8 @@ ACK_MODES = {
 
 
 def publish_command(
-    channel: c.ChannelRef, vhost: str, exchange: str, body: dict[str, Json]
-) -> c.Publish:
+    channel: broker.ChannelRef, vhost: str, exchange: str, body: dict[str, Json]
+) -> broker.Publish:
     """Raises ValueError (a 400) for a payload or properties RabbitMQ would not take."""
     encoding = body.get("payload_encoding", "string")
     payload = str(body.get("payload", ""))
@@ -69,7 +69,7 @@ def publish_command(
         properties = commands.Basic.Properties(**given)
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid properties: {error}") from error
-    return c.Publish(
+    return broker.Publish(
         channel=channel,
         vhost=vhost,
         exchange=exchange,

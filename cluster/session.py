@@ -36,7 +36,7 @@ from warrenmq.cluster.client import ChannelError, ClientSession, Conversation, O
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.methods import HANDLERS
 from warrenmq.cluster.rewriting import annotated
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect
 
 if typing.TYPE_CHECKING:
@@ -63,14 +63,14 @@ class ChannelSession(Conversation):
         "tx_bytes",
     )
 
-    def __init__(self, number: int, ref: c.ChannelRef) -> None:
+    def __init__(self, number: int, ref: broker.ChannelRef) -> None:
         super().__init__(ref)  # the channel's identity in the broker
         self.number = number  # the wire channel number
         self.confirm = False  # confirm.select was sent
         self.confirm_tag = 0  # delivery tag of the last publish since confirm.select
         self.confirmed_tag = 0  # every publish up to this tag is applied
         self.acked_tag = 0  # every publish up to this tag has had its basic.ack sent
-        self.tx: list[tuple[c.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
+        self.tx: list[tuple[broker.Command, base.Frame, OnReply]] | None = None  # buffer in tx mode
         self.tx_bytes = 0  # what `tx` holds: bodies and a per-command allowance
         self.last_queue = ""  # the queue this channel declared last
 
@@ -146,12 +146,18 @@ class Session(ClientSession):
     # --- proposing and replying ---------------------------------------------------------------
 
     def propose(
-        self, conversation: Conversation, command: c.Command, context: object, on_reply: OnReply
+        self,
+        conversation: Conversation,
+        command: broker.Command,
+        context: object,
+        on_reply: OnReply,
     ) -> None:
         """As ClientSession.propose, but a transactional channel's publishes and settlements
         wait in its buffer for tx.commit."""
         channel = typing.cast(ChannelSession, conversation)
-        if channel.tx is not None and isinstance(command, (c.Publish, c.Settle, c.Reject)):
+        if channel.tx is not None and isinstance(
+            command, (broker.Publish, broker.Settle, broker.Reject)
+        ):
             method = typing.cast(base.Frame, context)
             channel.tx_bytes += len(getattr(command, "body", b"")) + TX_COMMAND_BYTES
             limit = self.node.config.tx_bytes_max

@@ -20,7 +20,7 @@ from warrenmq.cluster.rewriting import (
     expiration_error,
     outgoing_properties,
 )
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import GetEmpty, GetOk, MessageCount, Reply, Routed
 
 if typing.TYPE_CHECKING:
@@ -48,7 +48,7 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
         confirm_tag = channel.confirm_tag
         counters.received_confirm += 1
     replies_to_channel = properties.shortstr("reply_to") == REPLY_TO_BYTES
-    command = c.Publish(
+    command = broker.Publish(
         channel=channel.ref,
         vhost=session.vhost,
         exchange=method.exchange,
@@ -95,7 +95,7 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
 def on_basic_qos(session: Session, channel: ChannelSession, method: commands.Basic.Qos) -> None:
     if method.prefetch_size:
         raise ChannelError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
-    command = c.Qos(
+    command = broker.Qos(
         channel=channel.ref, prefetch_count=method.prefetch_count, global_=method.global_
     )
     ok = session.reply_ok(channel, method, commands.Basic.QosOk())
@@ -107,9 +107,9 @@ def on_basic_consume(
 ) -> None:
     consumer_tag = method.consumer_tag or generated_name("amq.ctag")
     queue = queue_name(channel, method.queue)
-    if queue != c.REPLY_TO:
+    if queue != broker.REPLY_TO:
         session.permit("read", "queue", queue)
-    command = c.Consume(
+    command = broker.Consume(
         channel=channel.ref,
         vhost=session.vhost,
         queue=queue,
@@ -125,7 +125,7 @@ def on_basic_consume(
 def on_basic_cancel(
     session: Session, channel: ChannelSession, method: commands.Basic.Cancel
 ) -> None:
-    command = c.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag or "")
+    command = broker.Cancel(channel=channel.ref, consumer_tag=method.consumer_tag or "")
     ok = session.reply_ok(
         channel, method, commands.Basic.CancelOk(consumer_tag=method.consumer_tag)
     )
@@ -135,7 +135,9 @@ def on_basic_cancel(
 def on_basic_get(session: Session, channel: ChannelSession, method: commands.Basic.Get) -> None:
     queue = queue_name(channel, method.queue)
     session.permit("read", "queue", queue)
-    command = c.Get(channel=channel.ref, vhost=session.vhost, queue=queue, no_ack=method.no_ack)
+    command = broker.Get(
+        channel=channel.ref, vhost=session.vhost, queue=queue, no_ack=method.no_ack
+    )
 
     def on_reply(result: Reply) -> None:
         if isinstance(result, GetEmpty):
@@ -162,7 +164,7 @@ def on_basic_get(session: Session, channel: ChannelSession, method: commands.Bas
 
 
 def on_basic_ack(session: Session, channel: ChannelSession, method: commands.Basic.Ack) -> None:
-    command = c.Settle(
+    command = broker.Settle(
         channel=channel.ref, delivery_tag=method.delivery_tag, multiple=method.multiple
     )
 
@@ -174,7 +176,7 @@ def on_basic_ack(session: Session, channel: ChannelSession, method: commands.Bas
 
 
 def on_basic_nack(session: Session, channel: ChannelSession, method: commands.Basic.Nack) -> None:
-    command = c.Reject(
+    command = broker.Reject(
         channel=channel.ref,
         delivery_tag=method.delivery_tag,
         multiple=method.multiple,
@@ -187,7 +189,7 @@ def on_basic_nack(session: Session, channel: ChannelSession, method: commands.Ba
 def on_basic_reject(
     session: Session, channel: ChannelSession, method: commands.Basic.Reject
 ) -> None:
-    command = c.Reject(
+    command = broker.Reject(
         channel=channel.ref,
         delivery_tag=method.delivery_tag or 0,
         multiple=False,
@@ -210,7 +212,7 @@ def on_basic_recover(
         if ok is not None:
             session.send(channel, ok)
 
-    session.propose(channel, c.Recover(channel=channel.ref), method, on_reply)
+    session.propose(channel, broker.Recover(channel=channel.ref), method, on_reply)
 
 
 def _no_reply(_: Reply) -> None:

@@ -7,7 +7,7 @@ import typing
 from pamqp import commands
 
 from warrenmq.cluster.plain import plain_table
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 
 if typing.TYPE_CHECKING:
     from warrenmq.cluster.session import ChannelSession, Session
@@ -22,7 +22,7 @@ def on_exchange_declare(
         if isinstance(alternate, str):
             session.permit("read", "exchange", method.exchange)
             session.permit("write", "exchange", alternate)
-    command = c.DeclareExchange(
+    command = broker.DeclareExchange(
         channel=channel.ref,
         vhost=session.vhost,
         exchange=method.exchange,
@@ -41,7 +41,7 @@ def on_exchange_delete(
     session: Session, channel: ChannelSession, method: commands.Exchange.Delete
 ) -> None:
     session.permit("configure", "exchange", method.exchange)
-    command = c.DeleteExchange(
+    command = broker.DeleteExchange(
         channel=channel.ref,
         vhost=session.vhost,
         exchange=method.exchange,
@@ -60,7 +60,7 @@ def on_exchange_bind(
     bind = isinstance(method, commands.Exchange.Bind)
     session.permit("write", "exchange", method.destination)
     session.permit("read", "exchange", method.source)
-    command = (c.BindExchange if bind else c.UnbindExchange)(
+    command = (broker.BindExchange if bind else broker.UnbindExchange)(
         channel=channel.ref,
         vhost=session.vhost,
         destination=method.destination,

@@ -9,7 +9,7 @@ from pamqp import commands
 from warrenmq.amqp.codec import unchecked
 from warrenmq.cluster.methods.names import generated_name, queue_name
 from warrenmq.cluster.plain import plain_table
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import MessageCount, QueueDeclared, Reply
 
 if typing.TYPE_CHECKING:
@@ -27,7 +27,7 @@ def on_queue_declare(
         if isinstance(dead_letter_exchange, str):
             session.permit("read", "queue", queue)
             session.permit("write", "exchange", dead_letter_exchange)
-    command = c.DeclareQueue(
+    command = broker.DeclareQueue(
         channel=channel.ref,
         vhost=session.vhost,
         queue=queue,
@@ -65,7 +65,7 @@ def on_queue_bind(
     routing_key = method.routing_key if method.queue or method.routing_key else queue
     session.permit("write", "queue", queue)
     session.permit("read", "exchange", method.exchange)
-    command = (c.BindQueue if bind else c.UnbindQueue)(
+    command = (broker.BindQueue if bind else broker.UnbindQueue)(
         channel=channel.ref,
         vhost=session.vhost,
         queue=queue,
@@ -80,7 +80,7 @@ def on_queue_bind(
 def on_queue_purge(session: Session, channel: ChannelSession, method: commands.Queue.Purge) -> None:
     queue = queue_name(channel, method.queue)
     session.permit("read", "queue", queue)
-    command = c.PurgeQueue(channel=channel.ref, vhost=session.vhost, queue=queue)
+    command = broker.PurgeQueue(channel=channel.ref, vhost=session.vhost, queue=queue)
 
     def on_reply(result: Reply) -> None:
         assert isinstance(result, MessageCount)
@@ -95,7 +95,7 @@ def on_queue_delete(
 ) -> None:
     queue = queue_name(channel, method.queue)
     session.permit("configure", "queue", queue)
-    command = c.DeleteQueue(
+    command = broker.DeleteQueue(
         channel=channel.ref,
         vhost=session.vhost,
         queue=queue,

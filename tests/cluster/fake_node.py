@@ -15,7 +15,7 @@ from warrenmq.cluster.config import load_config
 from warrenmq.cluster.metrics import ClientCounters, MessageCounters
 from warrenmq.cluster.passwords import hash_password
 from warrenmq.cluster.session import Session
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 from warrenmq.replication.machine import Broker, Meta
 from warrenmq.replication.replies import Reply
 
@@ -25,11 +25,11 @@ class FakeLog:
 
     def __init__(self, node: FakeNode) -> None:
         self.node = node
-        self.pending: list[tuple[c.Command, typing.Callable[[Reply], None] | None]] = []
-        self.proposed: list[c.Command] = []  # everything ever proposed, in order
+        self.pending: list[tuple[broker.Command, typing.Callable[[Reply], None] | None]] = []
+        self.proposed: list[broker.Command] = []  # everything ever proposed, in order
 
     def propose(
-        self, command: c.Command, on_reply: typing.Callable[[Reply], None] | None = None
+        self, command: broker.Command, on_reply: typing.Callable[[Reply], None] | None = None
     ) -> None:
         self.pending.append((command, on_reply))
         self.proposed.append(command)
@@ -55,9 +55,9 @@ class FakeNode:
         self.log = FakeLog(self)
         self._serial = 0
         self._index = 0
-        self.apply(c.NodeUp(node=self.config.node_id, incarnation=1, pid=1), None)
+        self.apply(broker.NodeUp(node=self.config.node_id, incarnation=1, pid=1), None)
         self.apply(
-            c.BootstrapDefaults(
+            broker.BootstrapDefaults(
                 vhost="/", user="guest", password_hash=hash_password("guest"), tags=()
             ),
             None,
@@ -67,7 +67,9 @@ class FakeNode:
         self._serial += 1
         return self._serial
 
-    def apply(self, command: c.Command, on_reply: typing.Callable[[Reply], None] | None) -> None:
+    def apply(
+        self, command: broker.Command, on_reply: typing.Callable[[Reply], None] | None
+    ) -> None:
         self._index += 1
         applied = self.broker.apply(Meta(self._index), command)
         if on_reply is not None:

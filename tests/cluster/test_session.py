@@ -8,7 +8,7 @@ import asyncio
 from pamqp import commands
 
 from warrenmq.amqp.properties import parse_properties
-from warrenmq.replication import commands as c
+from warrenmq.replication import commands as broker
 
 from .fake_node import Client, FakeNode
 
@@ -26,8 +26,8 @@ def opened(node: FakeNode | None = None) -> Client:
     return client
 
 
-def publishes(node: FakeNode) -> list[c.Publish]:
-    return [command for command in node.log.proposed if isinstance(command, c.Publish)]
+def publishes(node: FakeNode) -> list[broker.Publish]:
+    return [command for command in node.log.proposed if isinstance(command, broker.Publish)]
 
 
 async def test_the_confirms_of_one_turn_go_out_as_one_multiple_ack() -> None:
@@ -95,15 +95,15 @@ def test_reading_pauses_at_the_window_and_resumes_when_half_has_drained() -> Non
 
 def test_a_reply_to_of_direct_reply_to_becomes_the_channels_own_address() -> None:
     client = opened()
-    client.send_method(1, commands.Basic.Consume(queue=c.REPLY_TO, no_ack=True))
+    client.send_method(1, commands.Basic.Consume(queue=broker.REPLY_TO, no_ack=True))
     client.node.log.commit()
     client.methods()
-    client.publish(1, "q", b"request", reply_to=c.REPLY_TO)
+    client.publish(1, "q", b"request", reply_to=broker.REPLY_TO)
     (publish,) = publishes(client.node)
     reply_to = parse_properties(publish.properties).text("reply_to")
     assert publish.replies_to_channel and reply_to is not None
-    assert reply_to.startswith(c.REPLY_TO + ".") and reply_to != c.REPLY_TO
-    assert c.ChannelRef.from_reply_to(reply_to) == publish.channel
+    assert reply_to.startswith(broker.REPLY_TO + ".") and reply_to != broker.REPLY_TO
+    assert broker.ChannelRef.from_reply_to(reply_to) == publish.channel
 
 
 def test_bcc_routes_the_message_but_no_receiver_sees_it() -> None:
@@ -128,7 +128,7 @@ def test_a_refusal_closes_the_channel_and_what_it_sent_after_is_not_proposed() -
     assert (close.reply_code, close.class_id, close.method_id) == (404, 50, 10)
     assert close.reply_text == "NOT_FOUND - no queue 'missing' in vhost '/'"
     closing = [
-        command for command in client.node.log.proposed if isinstance(command, c.CloseChannel)
+        command for command in client.node.log.proposed if isinstance(command, broker.CloseChannel)
     ]
     assert len(closing) == 1
 
