@@ -37,7 +37,7 @@ from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.methods import HANDLERS
 from warrenmq.cluster.rewriting import annotated
 from warrenmq.replication import commands as broker
-from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect
+from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect, GetOk
 
 if typing.TYPE_CHECKING:
     from warrenmq.amqp.connection import Connection
@@ -210,10 +210,15 @@ class Session(ClientSession):
 
         return on_reply
 
-    def count_delivery(self, redelivered: bool) -> None:
+    def send_message(
+        self, channel: ChannelSession, method: base.Frame, message: Deliver | GetOk
+    ) -> None:
+        """basic.deliver or basic.get-ok with the message, the broker's headers added."""
         counters = self.node.counters
         counters.delivered += 1
-        counters.redelivered += redelivered
+        counters.redelivered += message.redelivered
+        properties = annotated(message.properties, message.annotations)
+        self.connection.send_content(channel.number, method, properties, message.body)
 
     # --- effects this node owns -------------------------------------------------------------------
 
@@ -222,20 +227,15 @@ class Session(ClientSession):
         if channel is None:
             return  # the channel closed; its CloseChannel returns the message to the queue
         if isinstance(effect, Deliver):
-            self.count_delivery(effect.redelivered)
-            self.connection.send_content(
-                channel.number,
-                unchecked(
-                    commands.Basic.Deliver,
-                    consumer_tag=effect.consumer_tag,
-                    delivery_tag=effect.delivery_tag,
-                    redelivered=effect.redelivered,
-                    exchange=effect.exchange,
-                    routing_key=effect.routing_key,
-                ),
-                annotated(effect.properties, effect.annotations),
-                effect.body,
+            deliver = unchecked(
+                commands.Basic.Deliver,
+                consumer_tag=effect.consumer_tag,
+                delivery_tag=effect.delivery_tag,
+                redelivered=effect.redelivered,
+                exchange=effect.exchange,
+                routing_key=effect.routing_key,
             )
+            self.send_message(channel, deliver, effect)
             self.count_written(channel, effect.consumer_tag, len(effect.body))
         elif isinstance(effect, ChannelTimedOut):
             self.connection.close_channel(

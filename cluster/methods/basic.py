@@ -16,7 +16,6 @@ from warrenmq.cluster.methods.names import generated_name, queue_name
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.rewriting import (
     REPLY_TO_BYTES,
-    annotated,
     expiration_error,
     outgoing_properties,
 )
@@ -145,20 +144,15 @@ def on_basic_get(session: Session, channel: ChannelSession, method: commands.Bas
             session.send(channel, commands.Basic.GetEmpty())
             return
         assert isinstance(result, GetOk)
-        session.count_delivery(result.redelivered)
-        session.connection.send_content(
-            channel.number,
-            unchecked(
-                commands.Basic.GetOk,
-                delivery_tag=result.delivery_tag,
-                redelivered=result.redelivered,
-                exchange=result.exchange,
-                routing_key=result.routing_key,
-                message_count=result.message_count,
-            ),
-            annotated(result.properties, result.annotations),
-            result.body,
+        get_ok = unchecked(
+            commands.Basic.GetOk,
+            delivery_tag=result.delivery_tag,
+            redelivered=result.redelivered,
+            exchange=result.exchange,
+            routing_key=result.routing_key,
+            message_count=result.message_count,
         )
+        session.send_message(channel, get_ok, result)
 
     session.propose(channel, command, method, on_reply)
 

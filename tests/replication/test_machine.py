@@ -434,17 +434,7 @@ def test_a_snapshot_with_object_references_restores_as_references_by_id() -> Non
     index = 100
     after = [
         c.Settle(channel=REF, delivery_tag=0, multiple=True),  # both of sac's, and gone's
-        c.DeclareQueue(
-            channel=REF,
-            vhost=VHOST,
-            queue="gone",
-            server_named=False,
-            passive=False,
-            durable=True,
-            exclusive=False,
-            auto_delete=False,
-            arguments={},
-        ),
+        declare_queue_command(REF, "gone"),
     ]
     replies = []
     for command in after:
