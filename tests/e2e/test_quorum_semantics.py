@@ -3,7 +3,9 @@
 Each test asserts the headers and counts a RabbitMQ 4.x user would see: x-delivery-count on
 redeliveries from quorum queues, x-death (most recent first, counted per queue and reason) with
 the x-first-death-* and x-last-death-* headers, basic.nack for reject-publish. The tests that
-kill the leader midway run on a cluster of their own.
+kill the leader midway run on a cluster of their own. One test per feature: the rules' variants
+(default and classic delivery limits, length in bytes, expiry at the head, priorities, live
+prefetch) are apply calls in tests/replication/test_queue_rules.py.
 """
 
 from __future__ import annotations
@@ -146,27 +148,6 @@ def test_delivery_limit_counts_every_return_then_dead_letters(channel) -> None:
     channel.basic_ack(method.delivery_tag)
 
 
-def test_quorum_queues_drop_a_message_after_20_returns_by_default(channel) -> None:
-    queue = unique("default-limit")
-    channel.queue_declare(queue, durable=True, arguments=QUORUM)
-    channel.basic_publish("", queue, b"m")
-    seen = reject_until_gone(channel, queue, 30)
-    assert len(seen) == 21  # the first delivery and 20 redeliveries
-    assert seen[-1]["headers"]["x-delivery-count"] == 20
-    assert channel.queue_declare(queue, passive=True).method.message_count == 0
-
-
-def test_classic_queues_count_no_deliveries(channel) -> None:
-    queue = unique("classic")
-    channel.queue_declare(queue, arguments={"x-delivery-limit": 1})
-    channel.basic_publish("", queue, b"m")
-    for _ in range(3):
-        method, properties, _ = get(channel, queue)
-        assert "x-delivery-count" not in (properties.headers or {})
-        channel.basic_nack(method.delivery_tag, requeue=True)
-    assert channel.queue_declare(queue, passive=True).method.message_count == 1
-
-
 # --- dead-lettering -----------------------------------------------------------------------
 
 
@@ -199,17 +180,6 @@ def test_x_death_counts_per_queue_and_reason_most_recent_first(channel) -> None:
     channel.basic_ack(method.delivery_tag)
 
 
-def test_a_missing_dead_letter_exchange_drops_the_message(channel) -> None:
-    queue = unique("nowhere")
-    channel.queue_declare(
-        queue, durable=True, arguments={**QUORUM, "x-dead-letter-exchange": unique("missing")}
-    )
-    channel.basic_publish("", queue, b"m")
-    method, _, _ = get(channel, queue)
-    channel.basic_reject(method.delivery_tag, requeue=False)
-    assert channel.queue_declare(queue, passive=True).method.message_count == 0
-
-
 # --- length limits ------------------------------------------------------------------------
 
 
@@ -221,19 +191,6 @@ def test_max_length_drops_from_the_head_into_the_dead_letter_exchange(channel) -
     assert [get(channel, work, 1)[2] for _ in range(2)] == [b"m2", b"m3"]
     _, properties, body = get(channel, dead)
     assert body == b"m1" and properties.headers["x-death"][0]["reason"] == "maxlen"
-
-
-def test_max_length_bytes_counts_body_bytes_of_ready_messages(channel) -> None:
-    queue = unique("bytes")
-    channel.queue_declare(queue, durable=True, arguments={**QUORUM, "x-max-length-bytes": 10})
-    channel.confirm_delivery()
-    for body in (b"aaaa", b"bbbb", b"cccc"):  # 12 bytes: the oldest goes
-        channel.basic_publish("", queue, body)
-    assert channel.queue_declare(queue, passive=True).method.message_count == 2
-    method, _, body = get(channel, queue)
-    assert body == b"bbbb"  # unacked now: it no longer counts towards the limit
-    channel.basic_publish("", queue, b"dddddd")  # ready: cccc + dddddd = 10 bytes
-    assert channel.queue_declare(queue, passive=True).method.message_count == 2
 
 
 def test_reject_publish_nacks_the_publisher_and_keeps_the_queue(channel) -> None:
@@ -393,20 +350,6 @@ def test_per_message_expiration_is_removed_and_kept_as_original_expiration(chann
     channel.basic_ack(method.delivery_tag)
 
 
-def test_messages_expire_only_at_the_head(channel) -> None:
-    queue = unique("head")
-    channel.queue_declare(queue, durable=True, arguments=QUORUM)
-    channel.confirm_delivery()
-    channel.basic_publish("", queue, b"long", pika.BasicProperties(expiration="60000"))
-    channel.basic_publish("", queue, b"short", pika.BasicProperties(expiration="100"))
-    time.sleep(1.5)  # "short" is overdue, but "long" stands before it
-    assert channel.queue_declare(queue, passive=True).method.message_count == 2
-    method, _, body = get(channel, queue)
-    assert body == b"long"
-    assert channel.basic_get(queue)[0] is None  # now at the head, "short" is gone
-    channel.basic_ack(method.delivery_tag)
-
-
 def test_a_retry_queue_made_of_ttl_and_dead_lettering_brings_the_message_back(channel) -> None:
     work, retry, _, _ = dead_letter_loop(channel, **{"x-message-ttl": 300})
     channel.confirm_delivery()
@@ -553,32 +496,6 @@ def test_single_active_consumer_gets_everything_until_it_goes(shared_cluster) ->
     publish_all(two, queue, [b"d"])
     assert second.wait_for(3)[-1] == b"d"
     second.connection.close()
-    setup.close()
-
-
-def test_a_higher_priority_consumer_is_served_first_while_it_has_credit(shared_cluster) -> None:
-    member = shared_cluster.members[1]
-    queue, setup = declared_queue(member, "priorities")
-    low = Collector(connect(member), queue, prefetch=10)
-    high = Collector(connect(member), queue, prefetch=2, arguments={"x-priority": 10})
-    publish_all(member, queue, [b"m%d" % n for n in range(5)])
-    assert high.wait_for(2) == [b"m0", b"m1"]  # its prefetch, then it is blocked
-    assert low.wait_for(3) == [b"m2", b"m3", b"m4"]
-    for collector in (low, high):
-        collector.connection.close()
-    setup.close()
-
-
-def test_basic_qos_changes_the_prefetch_of_live_consumers(shared_cluster) -> None:
-    member = shared_cluster.members[0]
-    queue, setup = declared_queue(member, "qos")
-    consumer = Collector(connect(member), queue, prefetch=1)
-    publish_all(member, queue, [b"m%d" % n for n in range(5)])
-    assert consumer.wait_for(1) == [b"m0"]
-    assert consumer.pump() == [b"m0"]  # prefetch 1: nothing more while m0 is unacked
-    consumer.channel.basic_qos(prefetch_count=3)
-    assert consumer.wait_for(3) == [b"m0", b"m1", b"m2"]
-    consumer.connection.close()
     setup.close()
 
 
@@ -793,25 +710,6 @@ def test_a_reply_consumer_cannot_acknowledge(shared_cluster) -> None:
 
 
 # --- message priorities -------------------------------------------------------------------
-
-
-def test_a_classic_priority_queue_hands_out_higher_priorities_first(channel) -> None:
-    queue = unique("prio")
-    channel.queue_declare(queue, arguments={"x-max-priority": 5})
-    channel.confirm_delivery()
-    for body, priority in ((b"low", 1), (b"none", None), (b"capped", 9), (b"mid", 3)):
-        channel.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
-    # 9 counts as the maximum, 5; equal priorities keep their order
-    assert [get(channel, queue)[2] for _ in range(4)] == [b"capped", b"mid", b"low", b"none"]
-
-
-def test_quorum_queues_have_a_normal_and_a_high_priority(channel) -> None:
-    queue = unique("qq-prio")
-    channel.queue_declare(queue, durable=True, arguments=QUORUM)
-    channel.confirm_delivery()
-    for body, priority in ((b"n1", 0), (b"n2", 4), (b"h1", 5), (b"h2", 9)):
-        channel.basic_publish("", queue, body, pika.BasicProperties(priority=priority))
-    assert [get(channel, queue)[2] for _ in range(4)] == [b"h1", b"h2", b"n1", b"n2"]
 
 
 # --- at-least-once dead-lettering -----------------------------------------------------------
