@@ -151,8 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-port",
         type=int,
-        default=46672,
-        help="AMQP ports from here; Raft +1000, management +2000",
+        default=26672,
+        help="AMQP ports from here; Raft +1000, management +2000 (keep them below the kernel's "
+        "ephemeral range: a killed node must be able to bind its ports again)",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import decimal
 import types
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from warrenmq.amqp.spec import ReplyCode as ProtocolReplyCode
+from warrenmq.cluster import failover, local, nemesis
 from warrenmq.cluster.config import load_config
 from warrenmq.cluster.definitions import ignored_sections, import_commands
 from warrenmq.cluster.passwords import hash_password, is_password_hash, verify_password
@@ -203,3 +205,15 @@ def test_the_two_reply_code_tables_agree() -> None:
     for code in BrokerReplyCode:
         assert ProtocolReplyCode[code.name] == code
         assert ProtocolReplyCode(code).is_connection_error == code.is_connection_error
+
+
+@pytest.mark.parametrize("module", [failover, nemesis], ids=["failover-bench", "nemesis"])
+def test_the_tools_that_restart_nodes_use_ports_below_the_ephemeral_range(
+    module: types.ModuleType,
+) -> None:
+    """warren nemesis (seed 13) failed at round 39: while warren-3 was down, a client connection
+    got its AMQP port as a local ephemeral port, and the restarted node could not bind it."""
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    base = parser.parse_args([]).base_port
+    assert base + 2000 + 2 < local._ephemeral_ports_start()
