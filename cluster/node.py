@@ -41,7 +41,7 @@ from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
 from warrenmq.replication.machine import Broker
 from warrenmq.replication.raft import RaftLog, RaftSettings
-from warrenmq.replication.replies import Effect, Reply
+from warrenmq.replication.replies import Deliver, Effect, Reply
 
 __all__ = ["Node"]
 
@@ -472,6 +472,12 @@ class Node:
         for effect in effects:
             owner = effect.owner
             if owner.node != self.config.node_id or owner.incarnation != self.incarnation:
+                continue
+            if isinstance(effect, Deliver) and not self.broker.query_holds_channel(owner):
+                # A node catching up (after a pause or a partition) applies a delivery and, in
+                # the same tick, the release of its channel: the message went back to its queue
+                # and on to another consumer, flagged redelivered. Sent now, it would arrive a
+                # second time, unflagged.
                 continue
             session = self.sessions.get(owner.connection)
             if session is None:

@@ -138,6 +138,10 @@ class Queries:
             for queue in vhost.queues.values()
         ]
 
+    def query_holds_channel(self, ref: c.ChannelRef) -> bool:
+        """Whether the broker still holds `ref`'s consumers and deliveries (not released)."""
+        return ref in self.state.channels
+
     def query_channel(self, ref: c.ChannelRef) -> ChannelView | None:
         channel = self.state.channels.get(ref)
         if channel is None:

@@ -9,9 +9,12 @@ import pytest
 
 from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster import node as node_module
+from warrenmq.cluster.definitions import declare_queue_command
 from warrenmq.cluster.node import EXIT_RAFT_LOOP_FAILED, Node
+from warrenmq.replication import commands
 from warrenmq.replication.commands import ChannelRef
-from warrenmq.replication.replies import CancelConsumer
+from warrenmq.replication.machine import Broker, Meta
+from warrenmq.replication.replies import CancelConsumer, Deliver
 
 
 class FakeSession:
@@ -67,3 +70,42 @@ async def test_a_failing_raft_loop_ends_the_process_non_zero(
     with pytest.raises(Exited) as exited:
         await asyncio.wait_for(Node._tick_forever(fake), timeout=5)  # type: ignore[arg-type]
     assert exited.value.args == (EXIT_RAFT_LOOP_FAILED,) and len(ticks) == 3
+
+
+def test_a_delivery_whose_channel_was_released_meanwhile_is_not_sent() -> None:
+    """warren nemesis (seed 13, 40 faults) saw 98-206 second deliveries without the redelivered
+    flag: a node resumed from SIGSTOP applied, in one tick, deliveries to its consumers and the
+    release of their channels (the cluster had declared it down and redelivered the messages
+    elsewhere); it then sent the stale deliveries on connections that were still open."""
+    owner, released = ChannelRef("n1", 1, 1, 1), ChannelRef("n1", 1, 2, 1)
+    broker = Broker()
+    setup: list[commands.Command] = [
+        commands.NodeUp(node="n1", incarnation=1, pid=1),
+        commands.AddVhost(vhost="/"),
+        declare_queue_command(owner, "/", {"name": "q"}),
+        commands.SessionClosed(node="n1", incarnation=1, connection=2),
+    ]
+    for ref in (owner, released):
+        setup.insert(
+            3,
+            commands.Consume(
+                channel=ref,
+                vhost="/",
+                queue="q",
+                consumer_tag="ctag",
+                no_ack=False,
+                exclusive=False,
+                arguments={},
+            ),
+        )
+    for index, command in enumerate(setup, start=1):
+        broker.apply(Meta(index), command)
+    sessions = {1: FakeSession(fails=False), 2: FakeSession(fails=False)}
+    fake = types.SimpleNamespace(
+        config=types.SimpleNamespace(node_id="n1"), incarnation=1, sessions=sessions, broker=broker
+    )
+    deliveries = [
+        Deliver(ref, "ctag", 1, False, "", "q", b"\x00\x00", b"m") for ref in (owner, released)
+    ]
+    Node.dispatch(fake, deliveries)  # type: ignore[arg-type]
+    assert sessions[1].delivered == [deliveries[0]] and sessions[2].delivered == []
