@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from warrenmq.cluster.local import LocalCluster, consecutive_members
+from warrenmq.cluster.local import LocalCluster, members_from
 
 RABBIT_AMQP_PORT = 55672  # RabbitMQ nodes: AMQP 55672-55674, distribution 55772-55774
 WARREN_AMQP_PORT = 56672  # Warren nodes: AMQP 56672-56674, Raft +1000, management +2000
@@ -185,9 +185,7 @@ def main() -> int:
             rabbit_reports = run_workloads("RabbitMQ", rabbit.urls())
         finally:
             rabbit.stop()
-        members = consecutive_members(
-            3, "127.0.0.1", WARREN_AMQP_PORT, WARREN_AMQP_PORT + 1000, WARREN_AMQP_PORT + 2000
-        )
+        members = members_from(WARREN_AMQP_PORT)
         warren = LocalCluster(directory / "warren", members, log_level="WARNING")
         warren.start_all(log_to_file=True)
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warrenmq.cluster.load import Load
-from warrenmq.cluster.local import LocalCluster, consecutive_members
+from warrenmq.cluster.local import LocalCluster, add_base_port_argument, members_from
 
 __all__ = ["add_arguments", "run"]
 
@@ -42,13 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=3.0,
         help="steady load before each kill, seconds (default 3)",
     )
-    parser.add_argument(
-        "--base-port",
-        type=int,
-        default=21672,
-        help="AMQP ports from here; Raft +1000, management +2000 (keep them below the kernel's "
-        "ephemeral range: a killed node must be able to bind its ports again)",
-    )
+    add_base_port_argument(parser, default=21672)
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -123,9 +117,7 @@ def _seconds(value: float | None) -> str:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    members = consecutive_members(
-        3, "127.0.0.1", arguments.base_port, arguments.base_port + 1000, arguments.base_port + 2000
-    )
+    members = members_from(arguments.base_port)
     with tempfile.TemporaryDirectory(prefix="warren-failover-") as scratch:
         directory = arguments.data_dir or Path(scratch)
         cluster = LocalCluster(directory, members, log_level="INFO")

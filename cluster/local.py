@@ -6,6 +6,7 @@ data dir (so a checkout's amqp/ folder never shadows a package). Nodes are signa
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,7 +25,14 @@ from pathlib import Path
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.management import CLUSTER_STATUS_PATH
 
-__all__ = ["LocalCluster", "consecutive_members", "fetch_cluster_status", "free_port"]
+__all__ = [
+    "LocalCluster",
+    "add_base_port_argument",
+    "consecutive_members",
+    "fetch_cluster_status",
+    "free_port",
+    "members_from",
+]
 
 STOP_TIMEOUT_S = 15.0
 
@@ -77,6 +85,23 @@ def consecutive_members(
         )
         for index in range(nodes)
     ]
+
+
+def members_from(base_port: int) -> list[Member]:
+    """The three loopback members of a tool's own cluster: AMQP ports from `base_port`, Raft
+    ports 1000 above, management ports 2000 above."""
+    return consecutive_members(3, "127.0.0.1", base_port, base_port + 1000, base_port + 2000)
+
+
+def add_base_port_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """--base-port of the tools that run, kill and restart their own cluster (`members_from`)."""
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=default,
+        help="AMQP ports from here; Raft +1000, management +2000 (keep them below the kernel's "
+        "ephemeral range: a killed node must be able to bind its ports again)",
+    )
 
 
 def fetch_cluster_status(member: Member, timeout_s: float = 2.0) -> dict[str, typing.Any] | None:

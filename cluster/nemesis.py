@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from warrenmq.cluster.load import Load, LoadStats
-from warrenmq.cluster.local import LocalCluster, consecutive_members
+from warrenmq.cluster.local import LocalCluster, add_base_port_argument, members_from
 
 __all__ = ["FAULTS", "NemesisReport", "add_arguments", "main", "run"]
 
@@ -148,20 +148,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, default=300.0, help="confirmed publishes per second (default 300)"
     )
-    parser.add_argument(
-        "--base-port",
-        type=int,
-        default=26672,
-        help="AMQP ports from here; Raft +1000, management +2000 (keep them below the kernel's "
-        "ephemeral range: a killed node must be able to bind its ports again)",
-    )
+    add_base_port_argument(parser, default=26672)
 
 
 def main(arguments: argparse.Namespace) -> int:
     seed = arguments.seed if arguments.seed is not None else int(time.time())
-    members = consecutive_members(
-        3, "127.0.0.1", arguments.base_port, arguments.base_port + 1000, arguments.base_port + 2000
-    )
+    members = members_from(arguments.base_port)
     with tempfile.TemporaryDirectory(prefix="warren-nemesis-") as scratch:
         cluster = LocalCluster(Path(scratch), members, extra_arguments=["--fault-injection"])
         cluster.start_all(log_to_file=True)
