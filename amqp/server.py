@@ -17,8 +17,10 @@ import typing
 from warrenmq.amqp.codec import HEARTBEAT
 from warrenmq.amqp.connection import Authenticator, Connection, ConnectionState, Settings
 from warrenmq.amqp.events import ConnectionClosed, Event
+from warrenmq.amqp.v1.engine import V1Settings
+from warrenmq.amqp.v1.transport import V1Protocol, V1SessionFactory
 
-__all__ = ["AmqpServerProtocol", "Session", "SessionFactory", "serve"]
+__all__ = ["AmqpServerProtocol", "Protocols", "Session", "SessionFactory", "is_amqp_1_0", "serve"]
 
 HANDSHAKE_TIMEOUT_S = 10.0  # RabbitMQ's handshake_timeout
 CLOSE_TIMEOUT_S = 3.0  # how long we wait for close-ok after sending connection.close
@@ -38,10 +40,36 @@ class Session(Authenticator, typing.Protocol):
 SessionFactory = typing.Callable[["AmqpServerProtocol"], Session]
 
 
+class Protocols(typing.NamedTuple):
+    """What one listener serves: AMQP 0-9-1, and AMQP 1.0 beside it where it is set."""
+
+    settings: Settings
+    session_factory: SessionFactory
+    v1_settings: V1Settings | None = None
+    v1_session_factory: V1SessionFactory | None = None
+
+
+V1_HEADERS = (b"AMQP\x00\x01", b"AMQP\x02\x01", b"AMQP\x03\x01")  # plain, TLS, SASL
+
+
+def is_amqp_1_0(header: bytes) -> bool | None:
+    """Whether the client's first bytes ask for AMQP 1.0 (True), anything else (False: the
+    0-9-1 machine answers, with its own header where it is not 0-9-1's), or cannot tell yet
+    (None: `AMQP\\x00` begins both 0-9-1's header and 1.0's)."""
+    undecided = False
+    for prefix in V1_HEADERS:
+        if header.startswith(prefix):
+            return True
+        undecided = undecided or prefix.startswith(header)
+    return None if undecided else False
+
+
 class AmqpServerProtocol(asyncio.Protocol):
-    def __init__(self, settings: Settings, session_factory: SessionFactory) -> None:
-        self._settings = settings
-        self._session_factory = session_factory
+    def __init__(self, protocols: Protocols) -> None:
+        self._protocols = protocols
+        self._settings = protocols.settings
+        self._session_factory = protocols.session_factory
+        self._header = b""  # the first bytes, until they tell the protocol
         self._transport: asyncio.Transport | None = None
         self._flush_scheduled = False
         self._last_read_s = time.monotonic()
@@ -72,11 +100,20 @@ class AmqpServerProtocol(asyncio.Protocol):
             self.tls_details = _tls_details(tls)
         high = self._settings.write_buffer_high_bytes
         self._transport.set_write_buffer_limits(high=high, low=high // 4)
-        self.session = self._session_factory(self)
-        self.connection = Connection(self._settings, self.session)
         self._schedule_timer(1.0)
 
     def data_received(self, data: bytes) -> None:
+        if self.connection is None:
+            data = self._header + data
+            version_1_0 = is_amqp_1_0(data) if self._protocols.v1_session_factory else False
+            if version_1_0 is None:
+                self._header = data
+                return
+            if version_1_0:
+                self._hand_over(data)
+                return
+            self.session = self._session_factory(self)
+            self.connection = Connection(self._settings, self.session)
         assert self.connection is not None and self.session is not None
         self._last_read_s = time.monotonic()
         events = self.connection.receive_data(data)
@@ -105,6 +142,25 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._timer.cancel()
         if self.session is not None:
             self.session.connection_lost()
+
+    def _hand_over(self, data: bytes) -> None:
+        """An AMQP 1.0 client: its socket goes to the 1.0 protocol, with the bytes read."""
+        protocols, transport = self._protocols, self._transport
+        assert protocols.v1_settings is not None and protocols.v1_session_factory is not None
+        assert transport is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._lost = True  # this protocol is done with the socket
+        v1 = V1Protocol(
+            protocols.v1_settings,
+            protocols.v1_session_factory,
+            self.peer,
+            self.local,
+            self.tls_details if self.tls else None,
+        )
+        transport.set_protocol(v1)
+        v1.connection_made(transport)
+        v1.data_received(data)
 
     # --- what sessions call ---------------------------------------------------------------
 
@@ -148,9 +204,15 @@ class AmqpServerProtocol(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         connection = self.connection
-        if connection is None or self._transport is None or self._transport.is_closing():
+        if self._transport is None or self._transport.is_closing():
             return
         now_s = time.monotonic()
+        if connection is None:  # not a byte of the header yet
+            if now_s - self._opened_at_s > HANDSHAKE_TIMEOUT_S:
+                self._transport.abort()
+            else:
+                self._schedule_timer(1.0)
+            return
         if connection.state is ConnectionState.CLOSING:
             if (
                 self._closing_since_s is not None
@@ -192,14 +254,13 @@ def _tls_details(tls: ssl_module.SSLObject) -> dict[str, str]:
 async def serve(
     host: str,
     port: int,
-    settings: Settings,
-    session_factory: SessionFactory,
+    protocols: Protocols,
     ssl: ssl_module.SSLContext | None = None,
 ) -> asyncio.Server:
     """Listen for AMQP; with `ssl`, the listener is amqps (TLS first, then AMQP inside)."""
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: AmqpServerProtocol(settings, session_factory),
+        lambda: AmqpServerProtocol(protocols),
         host,
         port,
         reuse_address=True,

@@ -59,6 +59,10 @@ class NodeConfig:
     default_user: str = "guest"  # created on first boot, like RABBITMQ_DEFAULT_USER
     default_pass: str = "guest"
     default_vhost: str = "/"
+    # SASL ANONYMOUS (AMQP 1.0) logs in as this user, as RabbitMQ 4.x's anonymous_login_user;
+    # "" offers no ANONYMOUS. Its loopback rule applies as for any login.
+    anonymous_login_user: str = "guest"
+    anonymous_login_pass: str = "guest"
     loopback_users: tuple[str, ...] = ("guest",)  # RabbitMQ: these may log in from loopback only
     channel_max: int = 2047
     frame_max_bytes: int = 131072

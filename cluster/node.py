@@ -29,8 +29,11 @@ from importlib import metadata
 from aiohttp import web
 
 from warrenmq.amqp.connection import Settings
-from warrenmq.amqp.server import AmqpServerProtocol, serve
+from warrenmq.amqp.server import AmqpServerProtocol, Protocols, serve
 from warrenmq.amqp.spec import ReplyCode
+from warrenmq.amqp.v1.engine import V1Settings
+from warrenmq.amqp.v1.transport import V1Protocol
+from warrenmq.cluster.amqp10.session import V1Session
 from warrenmq.cluster.config import NodeConfig
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.management import start_management
@@ -64,13 +67,29 @@ def _version() -> str:
         return "0+unknown"
 
 
+CLUSTER_NAME = "warren"
+# RabbitMQ's own AMQP 1.0 clients refuse a server whose open frame does not say product
+# RabbitMQ, version 4.0.0 or later: Warren says so there, the version whose AMQP 1.0 it
+# implements, and keeps its own name and version in warren_product and warren_version.
+V1_COMPATIBLE_PRODUCT = ("RabbitMQ", "4.0.0")
+
+
+def v1_server_properties(config: NodeConfig) -> dict[str, typing.Any]:
+    """What the AMQP 1.0 open frame tells clients (RabbitMQ's keys, no capabilities table)."""
+    properties = server_properties(config)
+    del properties["capabilities"]
+    properties["product"], properties["version"] = V1_COMPATIBLE_PRODUCT
+    properties["warren_product"], properties["warren_version"] = "Warren", _version()
+    return properties
+
+
 def server_properties(config: NodeConfig) -> dict[str, typing.Any]:
     """What connection.start tells clients: RabbitMQ's keys and the capabilities we honour."""
     return {
         "product": "Warren",
         "version": _version(),
         "platform": f"Python {sys.version.split()[0]}",
-        "cluster_name": "warren",
+        "cluster_name": CLUSTER_NAME,
         "node": config.node_id,
         "copyright": "The Warren authors",
         "information": "Licensed under the Apache License 2.0",
@@ -111,7 +130,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.broker = Broker()
-        self.sessions: dict[int, Session] = {}
+        self.sessions: dict[int, Session | V1Session] = {}
         self.incarnation = 0
         self.serving = False  # AMQP clients are welcome (announced, in the majority)
         self.log: RaftLog
@@ -199,14 +218,19 @@ class Node:
             write_buffer_high_bytes=self.config.write_buffer_high_bytes,
             server_properties=server_properties(self.config),
         )
-        self._server = await serve(
-            self.config.listen_host, self.config.amqp_port, settings, self._new_session
+        v1_settings = V1Settings(
+            max_frame_bytes=self.config.frame_max_bytes,
+            channel_max=self.config.channel_max,
+            idle_timeout_s=float(self.config.heartbeat_s),
+            message_size_max_bytes=self.config.message_size_max_bytes,
+            container_id=CLUSTER_NAME,
+            properties=v1_server_properties(self.config),
         )
+        protocols = Protocols(settings, self._new_session, v1_settings, self._new_v1_session)
+        self._server = await serve(self.config.listen_host, self.config.amqp_port, protocols)
         if tls is not None:
             self._listeners.append(
-                await serve(
-                    config.listen_host, config.amqps_port, settings, self._new_session, ssl=tls
-                )
+                await serve(config.listen_host, config.amqps_port, protocols, ssl=tls)
             )
         self._tasks.append(loop.create_task(self._watch_forever()))
         log.info(
@@ -461,6 +485,11 @@ class Node:
 
     def _new_session(self, protocol: AmqpServerProtocol) -> Session:
         session = Session(self, protocol)
+        self.sessions[session.serial] = session
+        return session
+
+    def _new_v1_session(self, protocol: V1Protocol) -> V1Session:
+        session = V1Session(self, protocol)
         self.sessions[session.serial] = session
         return session
 

@@ -35,6 +35,7 @@ from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.client import ChannelError, ClientSession, Conversation, OnReply
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.methods import HANDLERS
+from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.rewriting import annotated
 from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect, GetOk
@@ -187,6 +188,18 @@ class Session(ClientSession):
     def close(self, code: ReplyCode, text: str) -> None:
         self.connection.close(code, text)
         self.protocol.flush_soon()
+
+    def connection_details(self) -> dict[str, typing.Any]:
+        """What the management API shows of this connection's protocol."""
+        connection = self.connection
+        return {
+            "protocol": "AMQP 0-9-1",
+            "auth_mechanism": connection.mechanism,
+            "client_properties": plain_table(connection.client_properties),
+            "timeout": connection.heartbeat_s,
+            "frame_max": connection.frame_max_bytes,
+            "channel_max": connection.channel_max,
+        }
 
     def notify_blocked(self, reason: str | None) -> None:
         if self.blocked_notify:

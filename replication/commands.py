@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 __all__ = [
+    "AMQP_1_0_PROPERTIES",
     "ENCODING_VERSION",
     "MANAGEMENT_CONNECTION",
     "AddUser",
@@ -44,6 +45,7 @@ __all__ = [
     "DeleteQueue",
     "DeleteUser",
     "DeleteVhost",
+    "DrainCredit",
     "Get",
     "NodeDown",
     "NodeUp",
@@ -69,6 +71,10 @@ __all__ = [
 ENCODING_VERSION = 2
 
 REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to pseudo-queue
+# A message's `properties` for one published over AMQP 1.0: its body is then the message as
+# the client sent it (sections), which fronts map for 0-9-1 consumers. A 0-9-1 property list
+# is never empty (its flags are two bytes), so the two cannot be mistaken for each other.
+AMQP_1_0_PROPERTIES = b""
 # The connection serial of operations from the management API: client connections count from 1.
 MANAGEMENT_CONNECTION = 0
 
@@ -316,7 +322,7 @@ class Publish:
     routing_key: str
     headers: Arguments | None  # the message's headers table, plain, for headers-exchange routing
     properties: bytes  # the content header's encoded property flags and list, as received
-    body: bytes
+    body: bytes  # (for AMQP_1_0_PROPERTIES: the whole AMQP 1.0 message)
     now_ms: int = 0  # the proposer's clock (ms since the epoch): when the message arrived
     expiration: str | None = None  # the expiration property (per-message TTL, ms), checked
     replies_to_channel: bool = False  # reply_to was amq.rabbitmq.reply-to (rewritten to ours)
@@ -332,6 +338,9 @@ class Consume:
     no_ack: bool
     exclusive: bool
     arguments: Arguments
+    # AMQP 1.0 link credit: the consumer starts with this many messages of delivery credit
+    # (not the DELIVERY_CREDIT_* allowance) and gets more only by GrantCredit; None: 0-9-1
+    credit: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,6 +385,9 @@ class Reject:
     # queue's TTL from here, not from the state's clock, which lags until the next Tick (0 in
     # entries written before this field: the state's clock)
     now_ms: int = 0
+    # a requeue counts as a failed delivery (x-delivery-count, the delivery limit); AMQP 1.0's
+    # released and modified without delivery-failed requeue without counting
+    count_delivery: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -399,6 +411,15 @@ class GrantCredit:
     consumer_tag: str
     messages: int
     bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrainCredit:
+    """An AMQP 1.0 consumer drains its link: what the queue could hand it has been handed, and
+    the credit left is used up (it hands it nothing more until the next GrantCredit)."""
+
+    channel: ChannelRef
+    consumer_tag: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,6 +463,7 @@ Command = (
     | ClearPermissions
     | SetAlarm
     | GrantCredit
+    | DrainCredit
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

@@ -38,6 +38,12 @@ def apply_consume(step: Step, command: c.Consume) -> Reply:
     queue.top_priority = max(consumer.priority for consumer in queue.consumers)
     queue.had_consumer = queue.used = True
     channel.consumers[command.consumer_tag] = queue.ref
+    if command.credit is not None:
+        allowance = delivery.DELIVERY_CREDIT_MESSAGES
+        step.state.uncredited[(command.channel, command.consumer_tag)] = [
+            max(0, allowance - command.credit),
+            0,
+        ]
     if queue.limits.single_active_consumer:
         delivery.active_consumer(queue)  # active from the start, as RabbitMQ shows it
     delivery.dispatch(step, queue)
@@ -147,4 +153,11 @@ def apply_grant_credit(step: Step, command: c.GrantCredit) -> Reply:
     queue = find_queue(step.state, ref) if ref is not None else None
     if queue is not None:
         delivery.dispatch(step, queue)
+    return Ok()
+
+
+def apply_drain_credit(step: Step, command: c.DrainCredit) -> Reply:
+    uncredited = step.state.uncredited.get((command.channel, command.consumer_tag))
+    if uncredited is not None:
+        uncredited[0] = max(uncredited[0], delivery.DELIVERY_CREDIT_MESSAGES)
     return Ok()

@@ -142,6 +142,7 @@ HANDLERS: dict[type, Handler] = {
     c.Qos: consumers.apply_qos,
     c.Get: consumers.apply_get,
     c.GrantCredit: consumers.apply_grant_credit,
+    c.DrainCredit: consumers.apply_drain_credit,
     c.Settle: settle.apply_settle,
     c.Reject: settle.apply_reject,
     c.Recover: settle.apply_recover,

@@ -25,7 +25,7 @@ def apply_reject(step: Step, command: c.Reject) -> Reply:
         if queue is None:
             continue  # deleted meanwhile: settled into nothing
         if command.requeue:
-            _return(step, queue, unacked.entry)
+            _return(step, queue, unacked.entry, command.count_delivery)
         else:
             dead_letter.dead_letter(step, queue, unacked.entry.message, "rejected")
     redispatch(step, [(command.channel, unacked) for unacked in settled])
@@ -96,10 +96,10 @@ def _settle_one(step: Step, unacked: Unacked) -> Unacked:
     return unacked
 
 
-def _return(step: Step, queue: Queue, entry: Entry) -> None:
+def _return(step: Step, queue: Queue, entry: Entry, count_delivery: bool = True) -> None:
     """Back to its place in the queue, or dead-lettered once past the delivery limit."""
     entry.redelivered = True
-    entry.delivery_count += 1
+    entry.delivery_count += count_delivery
     limit = queue.limits.delivery_limit
     if limit is not None and entry.delivery_count > limit:
         dead_letter.dead_letter(step, queue, entry.message, "delivery_limit")

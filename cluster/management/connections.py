@@ -16,6 +16,7 @@ from warrenmq.cluster.management.api import (
     json_response,
     not_found,
 )
+from warrenmq.cluster.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ async def channels(api: ManagementApi, request: web.Request) -> web.Response:
     local = [
         channel
         for session in api.node.sessions.values()
-        if session.vhost
+        if session.vhost and isinstance(session, Session)  # AMQP 1.0 has sessions, not channels
         for channel in shapes.channel_json(api.node, session)
     ]
     return json_response(await _with_members(api, request, "/api/channels", local))

@@ -10,24 +10,24 @@ import typing
 import orjson
 
 from warrenmq.cluster import definitions
-from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as c
 from warrenmq.replication.queries import ExchangeView, QueueView, VhostView
 
 if typing.TYPE_CHECKING:
+    from warrenmq.cluster.amqp10.session import V1Session
     from warrenmq.cluster.node import Node
     from warrenmq.cluster.session import Session
 
 Json = typing.Any
 
 
-def connection_name(session: Session) -> str:
+def connection_name(session: Session | V1Session) -> str:
     peer, local = session.protocol.peer, session.protocol.local
     return f"{peer[0]}:{peer[1]} -> {local[0]}:{local[1]}"
 
 
-def connection_json(node: Node, session: Session) -> Json:
-    protocol, connection = session.protocol, session.connection
+def connection_json(node: Node, session: Session | V1Session) -> Json:
+    protocol = session.protocol
     return {
         "name": connection_name(session),
         "node": node.config.node_id,
@@ -39,16 +39,11 @@ def connection_json(node: Node, session: Session) -> Json:
         "port": protocol.local[1],
         "state": "blocked" if session.blocked_reason else "running",
         "channels": len(session.channels),
-        "protocol": "AMQP 0-9-1",
         "ssl": protocol.tls,
         **protocol.tls_details,
         "type": "network",
-        "auth_mechanism": connection.mechanism,
-        "client_properties": plain_table(connection.client_properties),
         "connected_at": protocol.connected_at_ms,
-        "timeout": connection.heartbeat_s,
-        "frame_max": connection.frame_max_bytes,
-        "channel_max": connection.channel_max,
+        **session.connection_details(),
     }
 
 

@@ -1,0 +1,148 @@
+"""The asyncio transport of an AMQP 1.0 connection: the only module in amqp/v1/ that does I/O.
+
+The AMQP listener (amqp/server.py) reads the protocol header and hands a 1.0 client's socket
+to this protocol, with the bytes read so far. Bytes go to the engine, its events to the node's
+session for this connection, and what either queued goes out in one write per loop turn. The
+engine's idle-timeout clock is ticked every second; a handshake must finish in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import typing
+
+from warrenmq.amqp.v1.engine import Closed, Engine, EngineState, V1Event, V1Settings
+from warrenmq.amqp.v1.sasl import Login
+
+__all__ = ["V1Protocol", "V1Session", "V1SessionFactory"]
+
+HANDSHAKE_TIMEOUT_S = 10.0  # RabbitMQ's handshake_timeout
+TICK_S = 1.0
+
+
+class V1Session(typing.Protocol):
+    """What the node attaches to each AMQP 1.0 connection."""
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        """What SASL offers, in order of preference."""
+
+    def check_login(self, login: Login) -> str | None: ...
+
+    def events_received(self, events: list[V1Event]) -> None: ...
+
+    def connection_lost(self) -> None: ...
+
+    def writing_paused(self, paused: bool) -> None: ...
+
+
+V1SessionFactory = typing.Callable[["V1Protocol"], V1Session]
+
+
+class V1Protocol(asyncio.Protocol):
+    def __init__(
+        self,
+        settings: V1Settings,
+        session_factory: V1SessionFactory,
+        peer: tuple[str, int],
+        local: tuple[str, int],
+        tls_details: dict[str, str] | None,
+    ) -> None:
+        self.settings = settings
+        self.peer = peer
+        self.local = local
+        self.tls = tls_details is not None
+        self.tls_details = tls_details or {}
+        self.connected_at_ms = int(time.time() * 1000)
+        self._session_factory = session_factory
+        self._transport: asyncio.Transport | None = None
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._opened_at_s = time.monotonic()
+        self._lost = False
+        self.session: V1Session | None = None
+        self.engine: Engine | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.Transport, transport)
+        self.session = self._session_factory(self)
+        self.engine = Engine(self.settings, self.session.mechanisms, self.session.check_login)
+        self._timer = asyncio.get_running_loop().call_later(TICK_S, self._on_timer)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.engine is not None
+        self._deliver(self.engine.receive_data(data))
+
+    def eof_received(self) -> bool | None:
+        if self.engine is not None:
+            self._deliver(self.engine.input_closed())
+        return None
+
+    def pause_writing(self) -> None:
+        if self.session is not None:
+            self.session.writing_paused(True)
+
+    def resume_writing(self) -> None:
+        if self.session is not None:
+            self.session.writing_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.session is not None:
+            self.session.connection_lost()
+
+    # --- what the session calls ---------------------------------------------------------------
+
+    def flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        engine, transport = self.engine, self._transport
+        if engine is None or transport is None or transport.is_closing():
+            return
+        data = engine.data_to_send()
+        if data:
+            transport.write(data)
+        if engine.finished:
+            transport.close()
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _deliver(self, events: list[V1Event]) -> None:
+        if events and self.session is not None:
+            self.session.events_received(events)
+        self.flush()
+        if any(isinstance(event, Closed) for event in events) and self._transport is not None:
+            self._transport.close()
+
+    def _on_timer(self) -> None:
+        engine, transport = self.engine, self._transport
+        if engine is None or transport is None or transport.is_closing():
+            return
+        now_s = time.monotonic()
+        if engine.state in (EngineState.SASL, EngineState.OPENING):
+            if now_s - self._opened_at_s > HANDSHAKE_TIMEOUT_S:
+                transport.abort()
+                return
+        self._deliver(engine.tick(now_s))
+        self._timer = asyncio.get_running_loop().call_later(TICK_S, self._on_timer)
