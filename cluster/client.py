@@ -166,10 +166,10 @@ class ClientSession:
 
     # --- conversations --------------------------------------------------------------------
 
-    def next_ref(self) -> c.ChannelRef:
-        ref = c.ChannelRef(
-            self.node.config.node_id, self.incarnation, self.serial, self._next_channel_serial
-        )
+    def next_ref(self, link: bool = False) -> c.ChannelRef:
+        """A new conversation's identity; an AMQP 1.0 link's (`link`) survives refusals."""
+        serial = self._next_channel_serial + (c.LINK_CHANNEL_BASE if link else 0)
+        ref = c.ChannelRef(self.node.config.node_id, self.incarnation, self.serial, serial)
         self._next_channel_serial += 1
         return ref
 

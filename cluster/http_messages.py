@@ -18,7 +18,7 @@ from pamqp import commands
 from warrenmq.amqp.codec import encode_properties
 from warrenmq.amqp.properties import NAMES, parse_properties
 from warrenmq.cluster.plain import plain_table, plain_value
-from warrenmq.cluster.rewriting import annotated, expiration_error
+from warrenmq.cluster.rewriting import annotated, as_0_9_1, expiration_error
 from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import GetOk
 
@@ -84,9 +84,10 @@ def publish_command(
 
 
 def message_json(reply: GetOk, encoding: str, truncate: int | None) -> dict[str, Json]:
-    present = parse_properties(annotated(reply.properties, reply.annotations)).values()
+    properties, body = as_0_9_1(reply.properties, reply.body)
+    present = parse_properties(annotated(properties, reply.annotations)).values()
     shown = {name: plain_value(present[name]) for name in NAMES if name in present}
-    content = reply.body if truncate is None else reply.body[:truncate]
+    content = body if truncate is None else body[:truncate]
     try:
         payload, payload_encoding = (
             (content.decode(), "string") if encoding == "auto" else (None, "base64")
@@ -94,7 +95,7 @@ def message_json(reply: GetOk, encoding: str, truncate: int | None) -> dict[str,
     except UnicodeDecodeError:
         payload, payload_encoding = None, "base64"
     return {
-        "payload_bytes": len(reply.body),
+        "payload_bytes": len(body),
         "redelivered": reply.redelivered,
         "exchange": reply.exchange,
         "routing_key": reply.routing_key,

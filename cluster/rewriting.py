@@ -16,10 +16,17 @@ from warrenmq.amqp.properties import (
     encode_shortstr,
     parse_properties,
 )
+from warrenmq.amqp.v1.message import MessageError, parse_message, to_0_9_1
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import Annotations, Death
 
-__all__ = ["REPLY_TO_BYTES", "annotated", "expiration_error", "outgoing_properties"]
+__all__ = [
+    "REPLY_TO_BYTES",
+    "annotated",
+    "as_0_9_1",
+    "expiration_error",
+    "outgoing_properties",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,19 @@ def expiration_error(expiration: str) -> str | None:
     if int(expiration) < 0:
         return f"{{value_negative,{int(expiration)}}}"
     return None
+
+
+def as_0_9_1(properties: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """A stored message as a 0-9-1 consumer gets it: an AMQP 1.0 message (its properties are
+    AMQP_1_0_PROPERTIES) mapped by RabbitMQ's rules, a 0-9-1 message as it is."""
+    if properties != c.AMQP_1_0_PROPERTIES:
+        return properties, body
+    try:
+        return to_0_9_1(parse_message(body))
+    except MessageError:
+        # it was parsed when it was published: only a defect can bring it here
+        log.warning("a stored AMQP 1.0 message does not parse; delivered as an opaque body")
+        return EMPTY_PROPERTIES, body
 
 
 def annotated(properties: bytes, annotations: Annotations | None) -> bytes:

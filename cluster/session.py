@@ -36,7 +36,7 @@ from warrenmq.cluster.client import ChannelError, ClientSession, Conversation, O
 from warrenmq.cluster.logs import log_event
 from warrenmq.cluster.methods import HANDLERS
 from warrenmq.cluster.plain import plain_table
-from warrenmq.cluster.rewriting import annotated
+from warrenmq.cluster.rewriting import annotated, as_0_9_1
 from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect, GetOk
 
@@ -230,8 +230,9 @@ class Session(ClientSession):
         counters = self.node.counters
         counters.delivered += 1
         counters.redelivered += message.redelivered
-        properties = annotated(message.properties, message.annotations)
-        self.connection.send_content(channel.number, method, properties, message.body)
+        properties, body = as_0_9_1(message.properties, message.body)
+        properties = annotated(properties, message.annotations)
+        self.connection.send_content(channel.number, method, properties, body)
 
     # --- effects this node owns -------------------------------------------------------------------
 

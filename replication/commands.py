@@ -26,6 +26,7 @@ import orjson
 
 __all__ = [
     "AMQP_1_0_PROPERTIES",
+    "LINK_CHANNEL_BASE",
     "ENCODING_VERSION",
     "MANAGEMENT_CONNECTION",
     "AddUser",
@@ -75,6 +76,7 @@ REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ's direct reply-to pseudo-queue
 # the client sent it (sections), which fronts map for 0-9-1 consumers. A 0-9-1 property list
 # is never empty (its flags are two bytes), so the two cannot be mistaken for each other.
 AMQP_1_0_PROPERTIES = b""
+LINK_CHANNEL_BASE = 1 << 40  # channel serials from here on are AMQP 1.0 links
 # The connection serial of operations from the management API: client connections count from 1.
 MANAGEMENT_CONNECTION = 0
 
@@ -94,6 +96,12 @@ class ChannelRef:
     @property
     def connection_ref(self) -> tuple[str, int, int]:
         return (self.node, self.incarnation, self.connection)
+
+    @property
+    def survives_refusals(self) -> bool:
+        """An AMQP 1.0 link: a refused command rejects one delivery or answers one management
+        request, and the link goes on (a 0-9-1 channel is closed, so what follows is ignored)."""
+        return self.channel >= LINK_CHANNEL_BASE
 
     @property
     def reply_to(self) -> str:

@@ -188,6 +188,8 @@ class Broker(Queries):
     def _mark_failed(self, channel: c.ChannelRef | None, refused: Refused) -> None:
         if channel is None or channel.connection == c.MANAGEMENT_CONNECTION:
             return  # a management operation is one command: nothing follows it to ignore
+        if channel.survives_refusals:
+            return
         if ReplyCode(refused.reply_code).is_connection_error:
             self.state.failed_connections.add(channel.connection_ref)
         else:

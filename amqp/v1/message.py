@@ -151,7 +151,7 @@ def to_0_9_1(sections: Sections) -> tuple[bytes, bytes]:
     if message.group_id:
         given["app_id"] = str(message.group_id)
     if message.subject:
-        given["type"] = str(message.subject)
+        given["message_type"] = str(message.subject)
     for name, value in (message.properties or {}).items():
         headers[str(name)] = _plain(value)
     for name, value in sections.annotations.items():
@@ -162,7 +162,7 @@ def to_0_9_1(sections: Sections) -> tuple[bytes, bytes]:
     body = sections.data_body
     if body is None:
         body = sections.bare[_body_start(sections.bare) :]
-        given["type"] = _AMQP_1_0_TYPE
+        given["message_type"] = _AMQP_1_0_TYPE
     if headers:
         given["headers"] = headers
     return encode_properties(commands.Basic.Properties(**given)), body

@@ -25,7 +25,7 @@ from warrenmq.cluster.client import ChannelError, Conversation
 from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as broker
 from warrenmq.replication.queries import BindingView
-from warrenmq.replication.replies import MessageCount, QueueDeclared, Refused, Reply
+from warrenmq.replication.replies import Ignored, MessageCount, QueueDeclared, Refused, Reply
 
 if typing.TYPE_CHECKING:
     from warrenmq.cluster.amqp10.session import V1Session
@@ -77,7 +77,7 @@ class ManagementNode:
             self.responders[link.name] = link
             self.pending[link] = collections.deque()
         if self.conversation is None:
-            self.conversation = Conversation(self.session.next_ref())
+            self.conversation = Conversation(self.session.next_ref(link=True))
             self.session.begin(self.conversation)
 
     def detach(self, link: Link) -> None:
@@ -462,6 +462,8 @@ class ManagementNode:
         session = self.session
 
         def reply(result: Reply) -> None:
+            if isinstance(result, Ignored):
+                return  # this node's incarnation is gone: its connections are closing
             if isinstance(result, Refused):
                 code = ReplyCode(result.reply_code)
                 if missing_ok and code == ReplyCode.NOT_FOUND:

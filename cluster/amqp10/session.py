@@ -204,7 +204,7 @@ class V1Session(ClientSession):
         if address == MANAGEMENT_ADDRESS:
             self.management.attach(link)
             return
-        state = LinkState(self.next_ref(), link, "publisher" if link.is_receiver else "consumer")
+        state = LinkState(self.next_ref(link=True), link, "publisher" if link.is_receiver else "consumer")
         try:
             if link.is_receiver:
                 self._attach_publisher(state, address)
@@ -232,10 +232,7 @@ class V1Session(ClientSession):
             if state.target.queue is not None and not self._queue_exists(state.target.queue):
                 raise ChannelError(ReplyCode.NOT_FOUND, self._no_queue(state.target.queue))
             if state.target.queue is None and not self._exchange_exists(state.target.exchange):
-                raise ChannelError(
-                    ReplyCode.NOT_FOUND,
-                    f"no exchange '{state.target.exchange}' in vhost '{self.vhost}'",
-                )
+                raise ChannelError(ReplyCode.NOT_FOUND, self._no_exchange(state.target.exchange))
         link = state.link
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.rcv_settle_mode = Link.RCV_FIRST
@@ -301,9 +298,6 @@ class V1Session(ClientSession):
         except AddressError as error:
             self._reject(delivery, "amqp:invalid-field", str(error))
             return
-        try:
-            if state.target is None:
-                self.permit("write", "exchange", target.exchange)
         except ChannelError as error:
             self._reject(delivery, condition_of(error.code), error.text)
             return
@@ -336,8 +330,9 @@ class V1Session(ClientSession):
         if not to:
             raise AddressError("anonymous terminus: the message has no 'to'")
         target = parse_target(str(to))
+        self.permit("write", "exchange", target.exchange)
         if target.queue is None and not self._exchange_exists(target.exchange):
-            raise AddressError(f"no exchange '{target.exchange}' in vhost '{self.vhost}'")
+            raise ChannelError(ReplyCode.NOT_FOUND, self._no_exchange(target.exchange))
         return target
 
     def _publish(
@@ -548,6 +543,9 @@ class V1Session(ClientSession):
 
     def _no_queue(self, queue: str) -> str:
         return f"no queue '{queue}' in vhost '{self.vhost}'"
+
+    def _no_exchange(self, exchange: str) -> str:
+        return f"no exchange '{exchange}' in vhost '{self.vhost}'"
 
 
 def consumer_message(effect: Deliver) -> bytes:
