@@ -254,7 +254,12 @@ class Engine:
             event = collector.peek()
             if event is None:
                 break
-            self._translate(event, out)
+            try:
+                self._translate(event, out)
+            except UnicodeDecodeError:
+                # a string field (hostname, link name, address) the client sent is not UTF-8:
+                # proton's accessors raise on it, so nothing of it reaches the layer above
+                self.close("amqp:decode-error", "a string field is not valid UTF-8")
             collector.pop()
         if self.transport.closed and not self._closed_reported:
             self._closed_reported = True
@@ -287,7 +292,10 @@ class Engine:
                 session.close()
             out.append(SessionClosed(session))
         elif kind == Event.LINK_REMOTE_OPEN:
-            out.append(LinkOpened(typing.cast(Link, event.link)))
+            link = typing.cast(Link, event.link)
+            _ = (link.name, link.remote_source.address, link.remote_target.address)  # UTF-8?
+            _ = link.remote_properties
+            out.append(LinkOpened(link))
         elif kind in (Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH):
             link = typing.cast(Link, event.link)
             closed = kind == Event.LINK_REMOTE_CLOSE
