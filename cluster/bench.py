@@ -17,6 +17,7 @@ import array
 import asyncio
 import json
 import multiprocessing
+import resource
 import statistics
 import struct
 import sys
@@ -54,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="consume_urls",
         help="consumers use these (default: --url)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=["amqp0-9-1", "amqp1.0"],
+        default="amqp0-9-1",
+        help="what producers and consumers speak (the queue is declared over 0-9-1)",
+    )
     parser.add_argument("--queue", default="warren-bench")
     parser.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
     parser.add_argument("--producers", type=int, default=1)
@@ -87,6 +94,7 @@ class _ProducerResult:
     confirmed_ids: array.array[int] = field(default_factory=lambda: array.array("Q"))
     confirm_latencies_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
     errors: int = 0
+    cpu_s: float = 0.0  # the process's user and system CPU time
 
 
 @dataclass
@@ -96,6 +104,7 @@ class _ConsumerResult:
     first_received_s: float = 0.0  # wall clock: comparable across processes on one host
     last_received_s: float = 0.0
     errors: int = 0
+    cpu_s: float = 0.0
 
 
 class _Counters(typing.NamedTuple):
@@ -247,12 +256,23 @@ def _worker(
 ) -> None:
     """One producer or consumer process: run it, hand its result back to the parent."""
     result: _ProducerResult | _ConsumerResult
-    if role == "producer":
+    if options["protocol"] == "amqp1.0":
+        from warrenmq.cluster import bench_amqp10  # proton is loaded by the 1.0 runs only
+
+        if role == "producer":
+            result = _ProducerResult()
+            bench_amqp10.produce(index, options, counters, result)
+        else:
+            result = _ConsumerResult()
+            bench_amqp10.consume(index, options, counters, result)
+    elif role == "producer":
         result = _ProducerResult()
         asyncio.run(_produce_async(index, options, counters, result))
     else:
         result = _ConsumerResult()
         asyncio.run(_consume_async(index, options, counters, result))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_s = usage.ru_utime + usage.ru_stime
     results.put((role, result))
 
 
@@ -371,6 +391,7 @@ def _report(
         "workload": {
             name: getattr(arguments, name)
             for name in (
+                "protocol",
                 "queue_type",
                 "producers",
                 "consumers",
@@ -397,6 +418,11 @@ def _report(
         "lost": len(confirmed - received.keys()),
         "duplicated": sum(count - 1 for count in received.values() if count > 1),
         "client_errors": sum(result.errors for result in producers + consumers),
+        # a client near 100% of a core per process measures itself, not the broker
+        "client_cpu_percent": {
+            "producers": [round(100 * r.cpu_s / duration_s, 1) for r in producers],
+            "consumers": [round(100 * r.cpu_s / duration_s, 1) for r in consumers],
+        },
     }
 
 
@@ -413,3 +439,4 @@ def _print_report(report: dict[str, typing.Any]) -> None:
         f"{report['consumed']}, lost {report['lost']}, duplicated {report['duplicated']}, "
         f"client errors {report['client_errors']}"
     )
+    print(f"client CPU (% of one core over the run): {report['client_cpu_percent']}")

@@ -204,7 +204,9 @@ class V1Session(ClientSession):
         if address == MANAGEMENT_ADDRESS:
             self.management.attach(link)
             return
-        state = LinkState(self.next_ref(link=True), link, "publisher" if link.is_receiver else "consumer")
+        state = LinkState(
+            self.next_ref(link=True), link, "publisher" if link.is_receiver else "consumer"
+        )
         try:
             if link.is_receiver:
                 self._attach_publisher(state, address)
