@@ -34,6 +34,11 @@ def _address(options: dict[str, typing.Any]) -> str:
     return "/queues/" + str(options["queue"])
 
 
+def _tag(event: Event) -> str:
+    delivery = event.delivery
+    return delivery.tag if delivery is not None else ""
+
+
 class _Producer(MessagingHandler):
     def __init__(
         self,
@@ -84,7 +89,7 @@ class _Producer(MessagingHandler):
                 delivery.settle()
 
     def on_accepted(self, event: Event) -> None:
-        message_id, sent = self.sent_at.pop(event.delivery.tag, (None, 0.0))
+        message_id, sent = self.sent_at.pop(_tag(event), (None, 0.0))
         if message_id is not None:
             self.result.confirmed_ids.append(message_id)
             self.result.confirm_latencies_ms.append((time.perf_counter() - sent) * 1000)
@@ -97,7 +102,7 @@ class _Producer(MessagingHandler):
         self._unconfirmed(event)
 
     def _unconfirmed(self, event: Event) -> None:
-        self.sent_at.pop(event.delivery.tag, None)
+        self.sent_at.pop(_tag(event), None)
         self.result.errors += 1
         self._send()
 

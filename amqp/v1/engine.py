@@ -18,6 +18,7 @@ from proton import (
     Collector,
     Condition,
     Connection,
+    Data,
     Delivery,
     Endpoint,
     Event,
@@ -157,6 +158,10 @@ class Engine:
         self.connection.collect(self.collector)
         self.transport.bind(self.connection)
         self._closed_reported = False
+        # the bytes before the client's open frame is whole, to read what proton would
+        # quietly correct (a max-frame-size under 512); None once read
+        self._open_prefix: bytearray | None = bytearray()
+        self._client_max_frame: int | None = None
 
     @property
     def user(self) -> str:
@@ -177,6 +182,8 @@ class Engine:
             if self.sasl.state is not SaslState.DONE:
                 return []
             self.state = EngineState.OPENING
+        if self._open_prefix is not None:
+            self._read_open(data)
         view = memoryview(data)
         while view:
             capacity = self.transport.capacity()
@@ -274,6 +281,10 @@ class Engine:
     def _translate(self, event: Event, out: list[V1Event]) -> None:
         kind = event.type
         if kind == Event.CONNECTION_REMOTE_OPEN:
+            refusal = self._open_refusal()
+            if refusal is not None:
+                self.close(*refusal)
+                return
             connection = self.connection
             properties = {str(k): v for k, v in (connection.remote_properties or {}).items()}
             out.append(
@@ -308,19 +319,62 @@ class Engine:
             delivery = typing.cast(Delivery, event.delivery)
             link = delivery.link
             if link.is_receiver:
-                if delivery.readable and not delivery.partial:
+                limit = self.settings.message_size_max_bytes
+                if delivery.pending > limit:  # whole or not yet: it is refused as it grows
+                    if link.state & Endpoint.LOCAL_ACTIVE:
+                        link.condition = Condition(
+                            "amqp:link:message-size-exceeded",
+                            f"message size ({delivery.pending} bytes) > maximum message size "
+                            f"({limit} bytes)",
+                        )
+                        link.close()
+                elif delivery.readable and not delivery.partial:
                     message = link.recv(delivery.pending) or b""
                     link.advance()
                     out.append(Transfer(delivery, message))
-                elif delivery.pending > self.settings.message_size_max_bytes:
-                    link.condition = Condition(
-                        "amqp:link:message-size-exceeded",
-                        f"message size ({delivery.pending} bytes) > maximum message size "
-                        f"({self.settings.message_size_max_bytes} bytes)",
-                    )
-                    link.close()
             elif delivery.updated:
                 out.append(DeliveryUpdated(delivery))
+
+    def _read_open(self, data: bytes) -> None:
+        """Find the open frame's max-frame-size (after the 8-byte AMQP header)."""
+        prefix = self._open_prefix
+        assert prefix is not None
+        prefix += data
+        if len(prefix) < 16:
+            return
+        size, offset = int.from_bytes(prefix[8:12]), prefix[12]
+        if len(prefix) < 8 + size or size > self.settings.max_frame_bytes:
+            if len(prefix) > MAX_FRAME_MIN_BYTES * 8:
+                self._open_prefix = None  # not an open we can read: proton will say so
+            return
+        self._open_prefix = None
+        performative = Data()
+        try:
+            performative.decode(bytes(prefix[8 + offset * 4 : 8 + size]))
+            fields = performative.get_object()
+        except Exception:
+            return  # proton reports the malformed frame
+        values = getattr(fields, "value", None)
+        if isinstance(values, list) and len(values) > 2 and isinstance(values[2], int):
+            self._client_max_frame = int(values[2])
+
+    def _open_refusal(self) -> tuple[str, str] | None:
+        """RabbitMQ's limits on the client's open: frames of at least 512 bytes (§2.7.1), and
+        an idle timeout of at least a second if any."""
+        frame_max = self._client_max_frame or 0
+        if 0 < frame_max < MAX_FRAME_MIN_BYTES:
+            return (
+                "amqp:frame-size-too-small",
+                f"max_frame_size ({frame_max}) < minimum maximum frame size "
+                f"({MAX_FRAME_MIN_BYTES})",
+            )
+        idle_ms = int(self.transport.remote_idle_timeout * 1000)
+        if 0 < idle_ms < 1000:
+            return (
+                "amqp:not-allowed",
+                f"idle-time-out ({idle_ms} ms) < minimum idle-time-out (1000 ms)",
+            )
+        return None
 
     def _close_now(self, reason: str) -> list[V1Event]:
         self.state = EngineState.CLOSED

@@ -201,6 +201,12 @@ class V1Session(ClientSession):
         link.source.copy(source)
         link.target.copy(target)
         address = (target.address if link.is_receiver else source.address) or None
+        if (
+            link.remote_rcv_settle_mode == Link.RCV_SECOND
+            and link.remote_snd_settle_mode != Link.SND_SETTLED
+        ):
+            self.link_error(link, "amqp:not-implemented", "rcv-settle-mode second not supported")
+            return
         if address == MANAGEMENT_ADDRESS:
             self.management.attach(link)
             return

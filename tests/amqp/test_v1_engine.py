@@ -35,8 +35,13 @@ def check(login: Login) -> str | None:
 class Pair:
     """Our engine and a proton client engine, bytes moved between them by `pump`."""
 
-    def __init__(self, user: str | None = "guest", password: str = "guest") -> None:
-        self.engine = Engine(V1Settings(), ("PLAIN", "ANONYMOUS"), check)
+    def __init__(
+        self,
+        user: str | None = "guest",
+        password: str = "guest",
+        settings: V1Settings | None = None,
+    ) -> None:
+        self.engine = Engine(settings or V1Settings(), ("PLAIN", "ANONYMOUS"), check)
         self.client = Transport()
         self.connection = Connection()
         self.connection.hostname = "vhost:/"
@@ -111,6 +116,24 @@ def test_a_proton_client_logs_in_opens_and_publishes() -> None:
     assert pair.connection.state & Endpoint.REMOTE_ACTIVE
 
 
+def test_a_message_past_the_size_limit_closes_its_link() -> None:
+    pair = Pair(settings=V1Settings(message_size_max_bytes=4096, max_frame_bytes=1024))
+    pair.connection.open()
+    session = pair.connection.session()
+    session.open()
+    sender = session.sender("big")
+    sender.target.address = "/queues/q"
+    sender.open()
+    pair.pump()
+    sender.delivery("1")
+    sender.send(Message(body=b"x" * 10_000, inferred=True).encode())
+    sender.advance()
+    pair.pump(rounds=50)
+    assert not any(isinstance(event, Transfer) for event in pair.events)
+    assert sender.remote_condition is not None
+    assert sender.remote_condition.name == "amqp:link:message-size-exceeded"
+
+
 def test_anonymous_logs_in_as_the_configured_user() -> None:
     pair = Pair(user=None)
     pair.connection.open()
@@ -125,6 +148,45 @@ def test_a_wrong_password_gets_the_auth_outcome_and_a_close() -> None:
     assert [type(event) for event in pair.events] == [Closed]
     assert pair.engine.finished
     assert pair.client.condition is not None  # proton's client saw the failed outcome
+
+
+@pytest.mark.parametrize(
+    ("max_frame", "idle_ms", "condition"),
+    [(256, None, "amqp:frame-size-too-small"), (None, 500, "amqp:not-allowed")],
+)
+def test_an_open_below_rabbitmqs_minimums_is_refused(
+    max_frame: int | None, idle_ms: int | None, condition: str
+) -> None:
+    """proton's client will not send these (it raises its own minimums): the frames are made."""
+    engine = Engine(V1Settings(), ("PLAIN",), check)
+    engine.receive_data(SASL_HEADER + _plain_init(b"\x00guest\x00guest"))
+    engine.data_to_send()
+    events = engine.receive_data(AMQP_HEADER + _open_frame(max_frame, idle_ms))
+    client = Transport()
+    connection = Connection()
+    client.bind(connection)
+    client.push(engine.data_to_send())  # past SASL: our AMQP header, open and close
+    assert not any(isinstance(event, Opened) for event in events)
+    assert connection.remote_condition is not None
+    assert connection.remote_condition.name == condition
+
+
+def _open_frame(max_frame: int | None, idle_ms: int | None) -> bytes:
+    data = Data()
+    data.put_described()
+    data.enter()
+    data.put_ulong(0x10)
+    data.put_list()
+    data.enter()
+    data.put_string("client")
+    data.put_null()  # hostname
+    data.put_uint(max_frame) if max_frame is not None else data.put_null()
+    data.put_null()  # channel-max
+    data.put_uint(idle_ms) if idle_ms is not None else data.put_null()
+    data.exit()
+    data.exit()
+    body = data.encode()
+    return (8 + len(body)).to_bytes(4, "big") + b"\x02\x00\x00\x00" + body
 
 
 def test_a_client_without_sasl_gets_the_sasl_header_and_a_close() -> None:

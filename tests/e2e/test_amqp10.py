@@ -5,13 +5,15 @@ qpid-proton's blocking client, for the credit, outcome and error cases it lets a
 from __future__ import annotations
 
 import time
+import typing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pika
 import pytest
-from proton import ConnectionException, Delivery, Message, symbol
+from proton import ConnectionException, Delivery, Link, Message, symbol
+from proton.reactor import LinkOption
 from proton.utils import BlockingConnection, LinkDetached
 from rabbitmq_amqp_python_client import (
     AddressHelper,
@@ -145,12 +147,19 @@ def test_attach_and_login_errors(cluster: LocalCluster) -> None:
         connection.create_sender("/exchanges/")
     with pytest.raises(LinkDetached, match="amqp:invalid-field"):
         connection.create_receiver("/exchanges/amq.direct")
+    with pytest.raises(LinkDetached, match="rcv-settle-mode second not supported"):
+        connection.create_sender("/queues/v1.nope", options=_ReceiverSettlesSecond())
     # the connection survives its links' errors
     declare_quorum(member, "v1.alive")
     sender = connection.create_sender("/queues/v1.alive")
     assert sender.send(Message(body=b"ok")).remote_state == Delivery.ACCEPTED
     connection.close()
     assert [bytes(m.body) for m in receive_all(member, "v1.alive", 1)] == [b"ok"]
+
+
+class _ReceiverSettlesSecond(LinkOption):
+    def apply(self, link: typing.Any) -> None:
+        link.rcv_settle_mode = Link.RCV_SECOND
 
 
 def test_consumer_credit_and_drain(cluster: LocalCluster) -> None:
