@@ -1,4 +1,5 @@
-"""The asyncio transport for AMQP connections: the only module in amqp/ that does I/O.
+"""The asyncio listener for AMQP, and the transport of AMQP 0-9-1 connections (with sockets.py and
+v1/transport.py, the only modules in amqp/ that do I/O).
 
 Bytes from the socket go to the connection machine; its events go to the session the node made
 for this connection; whatever the machine or the session queued goes out in one write per loop
@@ -17,6 +18,7 @@ import typing
 from warrenmq.amqp.codec import HEARTBEAT
 from warrenmq.amqp.connection import Authenticator, Connection, ConnectionState, Settings
 from warrenmq.amqp.events import ConnectionClosed, Event
+from warrenmq.amqp.sockets import ClientSocket, SocketSession
 from warrenmq.amqp.v1.engine import V1Settings
 from warrenmq.amqp.v1.transport import V1Protocol, V1SessionFactory
 
@@ -26,15 +28,10 @@ HANDSHAKE_TIMEOUT_S = 10.0  # RabbitMQ's handshake_timeout
 CLOSE_TIMEOUT_S = 3.0  # how long we wait for close-ok after sending connection.close
 
 
-class Session(Authenticator, typing.Protocol):
-    """What the node attaches to each connection."""
+class Session(Authenticator, SocketSession, typing.Protocol):
+    """What the node attaches to each AMQP 0-9-1 connection."""
 
     def events_received(self, events: list[Event]) -> None: ...
-
-    def connection_lost(self) -> None: ...
-
-    def writing_paused(self, paused: bool) -> None:
-        """The write buffer passed its high-water mark (True), or drained (False)."""
 
 
 SessionFactory = typing.Callable[["AmqpServerProtocol"], Session]
@@ -64,26 +61,22 @@ def is_amqp_1_0(header: bytes) -> bool | None:
     return None if undecided else False
 
 
-class AmqpServerProtocol(asyncio.Protocol):
+class AmqpServerProtocol(ClientSocket):
+    session: Session | None
+
     def __init__(self, protocols: Protocols) -> None:
+        super().__init__()
         self._protocols = protocols
         self._settings = protocols.settings
         self._session_factory = protocols.session_factory
         self._header = b""  # the first bytes, until they tell the protocol
-        self._transport: asyncio.Transport | None = None
-        self._flush_scheduled = False
-        self._last_read_s = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
         self._closing_since_s: float | None = None
         self._opened_at_s = time.monotonic()
-        self._lost = False
-        self._reading_paused = False  # by the session: back-pressure or a resource alarm
         self.peer: tuple[str, int] = ("", 0)
         self.local: tuple[str, int] = ("", 0)  # the listener's address this client reached
         self.tls = False  # the connection came through the amqps listener
         self.tls_details: dict[str, str] = {}  # protocol, cipher, client certificate subject
         self.connected_at_ms = int(time.time() * 1000)
-        self.session: Session | None = None
         self.connection: Connection | None = None
 
     # --- asyncio.Protocol ------------------------------------------------------------
@@ -123,25 +116,8 @@ class AmqpServerProtocol(asyncio.Protocol):
         if any(isinstance(event, ConnectionClosed) for event in events):
             self._close_transport()
 
-    def pause_writing(self) -> None:
-        if self.session is not None:
-            self.session.writing_paused(True)
-
-    def resume_writing(self) -> None:
-        if self.session is not None:
-            self.session.writing_paused(False)
-
     def eof_received(self) -> bool | None:
         return None  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.session is not None:
-            self.session.connection_lost()
 
     def _hand_over(self, data: bytes) -> None:
         """An AMQP 1.0 client: its socket goes to the 1.0 protocol, with the bytes read."""
@@ -164,12 +140,6 @@ class AmqpServerProtocol(asyncio.Protocol):
 
     # --- what sessions call ---------------------------------------------------------------
 
-    def flush_soon(self) -> None:
-        """Write what is queued at the end of this loop turn, once, however many callers."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
     def flush(self) -> None:
         self._flush_scheduled = False
         if self.connection is None or self._transport is None or self._transport.is_closing():
@@ -181,21 +151,6 @@ class AmqpServerProtocol(asyncio.Protocol):
             self._closing_since_s = time.monotonic()
         if self.connection.state is ConnectionState.CLOSED:
             self._close_transport()
-
-    def pause_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._reading_paused = True
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._reading_paused = False
-            self._last_read_s = time.monotonic()  # heartbeats unread while paused are not missed
-            self._transport.resume_reading()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
 
     # --- timers -----------------------------------------------------------------------------
 

@@ -106,6 +106,16 @@ class _ConsumerResult:
     errors: int = 0
     cpu_s: float = 0.0
 
+    def record(self, body: bytes) -> None:
+        """A message arrived: its id, and its latency from the send time in its body."""
+        message_id, sent_ns = _STAMP.unpack_from(body)
+        self.received_ids.append(message_id)
+        now_ns = time.time_ns()
+        self.latencies_ms.append((now_ns - sent_ns) / 1e6)
+        self.last_received_s = now_ns / 1e9
+        if not self.first_received_s:
+            self.first_received_s = self.last_received_s
+
 
 class _Counters(typing.NamedTuple):
     published: typing.Any  # multiprocessing.Value("q")
@@ -211,13 +221,7 @@ async def _consume_async(
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         nonlocal last_message_s, pending
-        message_id, sent_ns = _STAMP.unpack_from(message.body)
-        result.received_ids.append(message_id)
-        now_ns = time.time_ns()
-        result.latencies_ms.append((now_ns - sent_ns) / 1e6)
-        result.last_received_s = now_ns / 1e9
-        if not result.first_received_s:
-            result.first_received_s = result.last_received_s
+        result.record(message.body)
         last_message_s = time.monotonic()
         pending += 1
         if pending >= 100:

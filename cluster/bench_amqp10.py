@@ -145,14 +145,7 @@ class _Consumer(MessagingHandler):
         event.container.schedule(TICK_S, self)
 
     def on_message(self, event: Event) -> None:
-        message_id, sent_ns = _STAMP.unpack_from(bytes(event.message.body))
-        result = self.result
-        result.received_ids.append(message_id)
-        now_ns = time.time_ns()
-        result.latencies_ms.append((now_ns - sent_ns) / 1e6)
-        result.last_received_s = now_ns / 1e9
-        if not result.first_received_s:
-            result.first_received_s = result.last_received_s
+        self.result.record(bytes(event.message.body))
         self.last_message_s = time.monotonic()
 
     def on_timer_task(self, event: Event) -> None:

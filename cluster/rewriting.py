@@ -25,6 +25,7 @@ __all__ = [
     "annotated",
     "as_0_9_1",
     "expiration_error",
+    "first_and_last_deaths",
     "outgoing_properties",
 ]
 
@@ -92,15 +93,22 @@ def annotated(properties: bytes, annotations: Annotations | None) -> bytes:
         headers["x-delivery-count"] = annotations.delivery_count
     if annotations.deaths:
         headers["x-death"] = [_death_table(death) for death in annotations.deaths]
-    for which, death in (("first", annotations.first_death), ("last", annotations.last_death)):
-        if death is not None:
-            headers[f"x-{which}-death-queue"] = death.queue
-            headers[f"x-{which}-death-reason"] = death.reason
-            headers[f"x-{which}-death-exchange"] = death.exchange
+    headers.update(first_and_last_deaths(annotations))
     changes: dict[str, bytes | None] = {"headers": encode_headers(headers)}
     if annotations.deaths:
         changes["expiration"] = None  # removed on dead-lettering, kept as original-expiration
     return parsed.replaced(**changes)
+
+
+def first_and_last_deaths(annotations: Annotations) -> dict[str, str]:
+    """x-first-death-* and x-last-death-*: 0-9-1 headers, and AMQP 1.0 annotations alike."""
+    found = {}
+    for which, death in (("first", annotations.first_death), ("last", annotations.last_death)):
+        if death is not None:
+            found[f"x-{which}-death-queue"] = death.queue
+            found[f"x-{which}-death-reason"] = death.reason
+            found[f"x-{which}-death-exchange"] = death.exchange
+    return found
 
 
 def _death_table(death: Death) -> dict[str, object]:

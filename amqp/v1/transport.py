@@ -12,6 +12,7 @@ import asyncio
 import time
 import typing
 
+from warrenmq.amqp.sockets import ClientSocket, SocketSession
 from warrenmq.amqp.v1.engine import Closed, Engine, EngineState, V1Event, V1Settings
 from warrenmq.amqp.v1.sasl import Login
 
@@ -21,7 +22,7 @@ HANDSHAKE_TIMEOUT_S = 10.0  # RabbitMQ's handshake_timeout
 TICK_S = 1.0
 
 
-class V1Session(typing.Protocol):
+class V1Session(SocketSession, typing.Protocol):
     """What the node attaches to each AMQP 1.0 connection."""
 
     @property
@@ -32,15 +33,13 @@ class V1Session(typing.Protocol):
 
     def events_received(self, events: list[V1Event]) -> None: ...
 
-    def connection_lost(self) -> None: ...
-
-    def writing_paused(self, paused: bool) -> None: ...
-
 
 V1SessionFactory = typing.Callable[["V1Protocol"], V1Session]
 
 
-class V1Protocol(asyncio.Protocol):
+class V1Protocol(ClientSocket):
+    session: V1Session | None
+
     def __init__(
         self,
         settings: V1Settings,
@@ -49,6 +48,7 @@ class V1Protocol(asyncio.Protocol):
         local: tuple[str, int],
         tls_details: dict[str, str] | None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.peer = peer
         self.local = local
@@ -56,12 +56,7 @@ class V1Protocol(asyncio.Protocol):
         self.tls_details = tls_details or {}
         self.connected_at_ms = int(time.time() * 1000)
         self._session_factory = session_factory
-        self._transport: asyncio.Transport | None = None
-        self._flush_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
         self._opened_at_s = time.monotonic()
-        self._lost = False
-        self.session: V1Session | None = None
         self.engine: Engine | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,29 +74,7 @@ class V1Protocol(asyncio.Protocol):
             self._deliver(self.engine.input_closed())
         return None
 
-    def pause_writing(self) -> None:
-        if self.session is not None:
-            self.session.writing_paused(True)
-
-    def resume_writing(self) -> None:
-        if self.session is not None:
-            self.session.writing_paused(False)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost:
-            return
-        self._lost = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.session is not None:
-            self.session.connection_lost()
-
     # --- what the session calls ---------------------------------------------------------------
-
-    def flush_soon(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -113,18 +86,6 @@ class V1Protocol(asyncio.Protocol):
             transport.write(data)
         if engine.finished:
             transport.close()
-
-    def pause_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
 
     # --- internals ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from proton import symbol, timestamp
 
 from warrenmq.amqp.spec import ReplyCode
+from warrenmq.cluster.rewriting import first_and_last_deaths
 from warrenmq.replication.replies import Annotations, Death
 
 __all__ = ["condition_of", "death_annotations"]
@@ -31,11 +32,7 @@ def death_annotations(annotations: Annotations) -> dict[str, object]:
     found: dict[str, object] = {}
     if annotations.deaths:
         found["x-opt-deaths"] = [_death(death) for death in annotations.deaths]
-    for which, death in (("first", annotations.first_death), ("last", annotations.last_death)):
-        if death is not None:
-            found[f"x-{which}-death-queue"] = death.queue
-            found[f"x-{which}-death-reason"] = death.reason
-            found[f"x-{which}-death-exchange"] = death.exchange
+    found.update(first_and_last_deaths(annotations))
     return found
 
 

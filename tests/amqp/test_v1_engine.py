@@ -8,7 +8,7 @@ import typing
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from proton import Connection, Data, Endpoint, Message, Transport, symbol
+from proton import Connection, Data, Endpoint, Message, Sender, Transport, symbol
 
 from warrenmq.amqp.v1 import sasl as sasl_module
 from warrenmq.amqp.v1.engine import (
@@ -89,7 +89,8 @@ class Pair:
                 link.flow(10)
 
 
-def publish(pair: Pair, body: bytes) -> None:
+def publish(pair: Pair, body: bytes, rounds: int = 20) -> Sender:
+    """Open the connection, a session and a sender to /queues/q, and send one message."""
     pair.connection.open()
     session = pair.connection.session()
     session.open()
@@ -97,11 +98,11 @@ def publish(pair: Pair, body: bytes) -> None:
     sender.target.address = "/queues/q"
     sender.open()
     pair.pump()
-    delivery = sender.delivery("1")
+    sender.delivery("1")
     sender.send(Message(body=body, inferred=True, id="m-1").encode())
     sender.advance()
-    pair.pump()
-    assert delivery is not None
+    pair.pump(rounds)
+    return sender
 
 
 def test_a_proton_client_logs_in_opens_and_publishes() -> None:
@@ -118,17 +119,7 @@ def test_a_proton_client_logs_in_opens_and_publishes() -> None:
 
 def test_a_message_past_the_size_limit_closes_its_link() -> None:
     pair = Pair(settings=V1Settings(message_size_max_bytes=4096, max_frame_bytes=1024))
-    pair.connection.open()
-    session = pair.connection.session()
-    session.open()
-    sender = session.sender("big")
-    sender.target.address = "/queues/q"
-    sender.open()
-    pair.pump()
-    sender.delivery("1")
-    sender.send(Message(body=b"x" * 10_000, inferred=True).encode())
-    sender.advance()
-    pair.pump(rounds=50)
+    sender = publish(pair, b"x" * 10_000, rounds=50)
     assert not any(isinstance(event, Transfer) for event in pair.events)
     assert sender.remote_condition is not None
     assert sender.remote_condition.name == "amqp:link:message-size-exceeded"
