@@ -17,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from proton import Delivery, Message, SSLDomain
+from proton.utils import BlockingConnection
 
 from warrenmq.cluster.ctl import ApiClient
 from warrenmq.cluster.local import free_port
@@ -163,6 +165,33 @@ def test_pika_over_amqps_and_plain_amqp_side_by_side(tls_node: TlsNode, pki: Pki
     assert management.request("GET", "/api/health/checks/protocol-listener/amqp%2Fssl")[0] == 200
     plain.close()
     secure.close()
+
+
+def test_amqp_1_0_over_amqps(tls_node: TlsNode, pki: Pki) -> None:
+    """A TLS socket, then SASL and AMQP 1.0 inside it (RabbitMQ has no TLS header, id 2)."""
+    domain = SSLDomain(SSLDomain.MODE_CLIENT)
+    domain.set_trusted_ca_db(str(pki.ca.certificate))
+    domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+    connection = BlockingConnection(
+        f"amqps://guest:guest@localhost:{tls_node.amqps_port}", timeout=20, ssl_domain=domain
+    )
+    plain = pika.BlockingConnection(
+        pika.ConnectionParameters("127.0.0.1", tls_node.node.port, connection_attempts=1)
+    )
+    plain.channel().queue_declare("tls.v1")
+    sender = connection.create_sender("/queues/tls.v1")
+    assert (
+        sender.send(Message(body=b"1.0 over TLS", inferred=True)).remote_state == Delivery.ACCEPTED
+    )
+    method, _, body = plain.channel().basic_get("tls.v1", auto_ack=True)
+    assert body == b"1.0 over TLS"
+    management = ApiClient(
+        f"https://localhost:{tls_node.management_port}", cafile=str(pki.ca.certificate)
+    )
+    (listed,) = [c for c in management.get("/api/connections") if c["protocol"] == "AMQP 1-0"]
+    assert listed["ssl"] is True and listed["ssl_protocol"].startswith("TLS")
+    connection.close()
+    plain.close()
 
 
 async def test_aio_pika_over_amqps(tls_node: TlsNode, pki: Pki) -> None:
