@@ -73,6 +73,9 @@ class Conversation:
 
 class ClientSession:
     protocol_name = ""  # for the login_refused log event
+    # a resource alarm stops reading a publisher's socket (RabbitMQ's 0-9-1 flow control); a
+    # front that can hold publishers back by itself (AMQP 1.0: no link credit) says False
+    alarm_pauses_reading = True
 
     def __init__(self, node: Node, protocol: Transport) -> None:
         self.node = node
@@ -149,6 +152,7 @@ class ClientSession:
             f"connection {self.serial} opened: user {user!r}, vhost {vhost!r}",
             **self.log_fields(),
             tls=self.protocol.tls,
+            protocol=self.protocol_name,
         )
         if not self.node.serving or self.incarnation != self.node.incarnation:
             self.close(ReplyCode.CONNECTION_FORCED, "node is not part of the cluster majority")
@@ -239,7 +243,8 @@ class ClientSession:
             self._window_full = True
         elif self._in_flight <= window // 2:
             self._window_full = False
-        paused = self._window_full or self.blocked_reason is not None
+        blocked = self.blocked_reason is not None and self.alarm_pauses_reading
+        paused = self._window_full or blocked
         if paused != self._reading_paused:
             self._reading_paused = paused
             if paused:
@@ -254,6 +259,7 @@ class ClientSession:
         reason = self.node.blocked_reason if self.published else None
         if reason == self.blocked_reason:
             return
+        self.blocked_reason = reason
         self.notify_blocked(reason)
         log_event(
             log,
@@ -262,7 +268,6 @@ class ClientSession:
             connection=self.serial,
             reason=reason,
         )
-        self.blocked_reason = reason
         self._update_reading()
 
     def publishing(self) -> None:

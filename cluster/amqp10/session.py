@@ -98,6 +98,9 @@ class LinkState(Conversation):
 class V1Session(ClientSession):
     protocol_name = "amqp1.0"
     protocol: V1Protocol
+    # an alarm withholds publishers' link credit; the socket is read on, so consumers on the
+    # same connection settle (RabbitMQ closes the session's incoming window to the same end)
+    alarm_pauses_reading = False
 
     def __init__(self, node: Node, protocol: V1Protocol) -> None:
         super().__init__(node, protocol)
@@ -246,8 +249,8 @@ class V1Session(ClientSession):
         link.rcv_settle_mode = Link.RCV_FIRST
         self._begin_link(state)
         link.open()
-        link.flow(PUBLISHER_CREDIT)
-        self.publishing()
+        self.publishing()  # blocked now if an alarm is in effect: then no credit yet
+        self._top_up(state)
 
     def _attach_consumer(self, state: LinkState, address: str | None) -> None:
         queue = parse_source(address or "")

@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 import pika
+import pytest
+from proton import Message, Timeout
+from proton.utils import BlockingConnection
 
 from warrenmq.cluster.ctl import ApiClient
 from warrenmq.cluster.local import LocalCluster
@@ -147,3 +150,35 @@ def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> Non
         assert blocked.is_set()
         assert client.get("/api/connections")[0]["state"] in ("blocked", "running")
         consumer.close()
+
+
+def test_a_disk_alarm_withholds_amqp_1_0_publishers_credit_and_not_consumers(
+    tmp_path: Path,
+) -> None:
+    """AMQP 1.0 has no connection.blocked: a publisher link gets no credit while the alarm
+    lasts, and a consumer on the same connection still receives and settles."""
+    arguments = ("--disk-free-limit", str(10**18))
+    with running_cluster(tmp_path, nodes=1, extra_arguments=arguments) as cluster:
+        member = cluster.members[0]
+        client = api(member)
+        deadline_s = time.monotonic() + WAIT_S
+        while client.request("GET", "/api/health/checks/local-alarms")[0] != 503:
+            assert time.monotonic() < deadline_s, "no disk alarm"
+            time.sleep(0.1)
+        setup = pika_connection(member)
+        channel = setup.channel()
+        channel.queue_declare("disk.v1")
+        channel.basic_publish("", "disk.v1", b"first")  # 0-9-1's publish that gets it blocked
+        connection = BlockingConnection(
+            f"amqp://guest:guest@{member.host}:{member.amqp_port}", timeout=5
+        )
+        sender = connection.create_sender("/queues/disk.v1")
+        with pytest.raises(Timeout):  # no credit to send with
+            sender.send(Message(body=b"held back"))
+        receiver = connection.create_receiver("/queues/disk.v1", credit=1)
+        assert bytes(receiver.receive(timeout=5).body) == b"first"
+        receiver.accept()
+        connection.container.timeout = 0.1  # the client's loop sends the accept meanwhile
+        settled = lambda: not client.get("/api/queues/%2F/disk.v1")["messages"]  # noqa: E731
+        connection.wait(settled, timeout=WAIT_S, msg="the accept was not read")
+        connection.close()  # (the blocked 0-9-1 publisher is not read: it ends with the node)
