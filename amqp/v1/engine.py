@@ -46,8 +46,17 @@ __all__ = [
     "V1Settings",
 ]
 
-OPEN = Endpoint.LOCAL_ACTIVE | Endpoint.REMOTE_ACTIVE
 MAX_FRAME_MIN_BYTES = 512  # AMQP 1.0 §2.7.1 MIN-MAX-FRAME-SIZE
+
+
+_IGNORED_WHILE_CLOSING = frozenset(
+    {
+        Event.DELIVERY,
+        Event.LINK_REMOTE_OPEN,
+        Event.LINK_FLOW,
+        Event.SESSION_REMOTE_OPEN,
+    }
+)
 
 
 class EngineState(enum.Enum):
@@ -280,6 +289,8 @@ class Engine:
 
     def _translate(self, event: Event, out: list[V1Event]) -> None:
         kind = event.type
+        if kind in _IGNORED_WHILE_CLOSING and self.connection.state & Endpoint.LOCAL_CLOSED:
+            return  # we sent close: what the client sent meanwhile is not acted on (§2.4.3)
         if kind == Event.CONNECTION_REMOTE_OPEN:
             refusal = self._open_refusal()
             if refusal is not None:

@@ -125,6 +125,17 @@ def test_a_message_past_the_size_limit_closes_its_link() -> None:
     assert sender.remote_condition.name == "amqp:link:message-size-exceeded"
 
 
+def test_once_we_close_what_the_client_sends_is_not_acted_on() -> None:
+    """RabbitMQ's and §2.4.3's rule: a transfer that crosses our close is not published."""
+    pair = Pair()
+    pair.connection.open()
+    pair.pump()
+    pair.engine.close("amqp:connection:forced", "closed via management plugin")
+    sender = publish(pair, b"crossed the close")
+    assert not any(isinstance(event, Transfer) for event in pair.events)
+    assert sender.connection.remote_condition.name == "amqp:connection:forced"
+
+
 def test_anonymous_logs_in_as_the_configured_user() -> None:
     pair = Pair(user=None)
     pair.connection.open()
