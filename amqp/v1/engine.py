@@ -167,6 +167,8 @@ class Engine:
         self.connection.collect(self.collector)
         self.transport.bind(self.connection)
         self._closed_reported = False
+        self._refused = False  # the open was refused: nothing more is written
+        self._last_words = b""
         # the bytes before the client's open frame is whole, to read what proton would
         # quietly correct (a max-frame-size under 512); None once read
         self._open_prefix: bytearray | None = bytearray()
@@ -206,7 +208,13 @@ class Engine:
         output = self.sasl.data_to_send()
         if self.state is EngineState.SASL:
             return output
-        parts = [output]
+        if self._refused:
+            output, self._last_words = output + self._last_words, b""
+            return output
+        return output + self._transport_output()
+
+    def _transport_output(self) -> bytes:
+        parts = []
         while True:
             pending = self.transport.pending()
             if pending <= 0:
@@ -252,6 +260,14 @@ class Engine:
         self.connection.open()
         self.state = EngineState.OPEN
 
+    def refuse_open(self, condition: str, description: str) -> list[V1Event]:
+        """Refuse the client's open as RabbitMQ does during the handshake: no open or close
+        frame, the socket is closed (the reason is only logged)."""
+        self._last_words = self._transport_output()  # our AMQP header, if not yet written
+        self._refused = True
+        self.state = EngineState.CLOSED
+        return self._close_now(f"{condition}: {description}")
+
     def close(self, condition: str | None = None, description: str = "") -> None:
         """Close the connection, with an error `condition` (amqp:...) where there is one."""
         if condition is not None:
@@ -294,7 +310,7 @@ class Engine:
         if kind == Event.CONNECTION_REMOTE_OPEN:
             refusal = self._open_refusal()
             if refusal is not None:
-                self.close(*refusal)
+                out += self.refuse_open(*refusal)
                 return
             connection = self.connection
             properties = {str(k): v for k, v in (connection.remote_properties or {}).items()}

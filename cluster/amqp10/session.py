@@ -186,13 +186,12 @@ class V1Session(ClientSession):
         if event.hostname.startswith("vhost:"):
             vhost = event.hostname[len("vhost:") :]
         self.client_properties = event.properties
-        if not self.node.broker.query_vhost_exists(vhost):
-            text = f"AMQP 1.0 connection failed: virtual host '{vhost}' does not exist"
-            self.engine.close("amqp:unauthorized-access", text)
-            return
         refusal = self.vhost_refusal(user, vhost)
-        if refusal is not None:
-            self.engine.close("amqp:unauthorized-access", refusal)
+        if not self.node.broker.query_vhost_exists(vhost):
+            refusal = f"AMQP 1.0 connection failed: virtual host '{vhost}' does not exist"
+        if refusal is not None:  # RabbitMQ closes the socket, in the handshake, with no frame
+            for closed in self.engine.refuse_open("amqp:unauthorized-access", refusal):
+                self._on_event(closed)
             return
         self.engine.accept()
         self.opened(user, vhost)
