@@ -49,7 +49,7 @@ def routes(api: ManagementApi) -> list[web.RouteDef]:
 
     vhost = "/{vhost}"
     binding = vhost + "/e/{source}/{kind:[qe]}/{destination}"
-    return [
+    table = [
         web.get(CLUSTER_STATUS_PATH, on(overview.cluster_status)),
         web.get("/api/overview", on(overview.overview)),
         web.get("/api/whoami", on(users.whoami)),
@@ -101,6 +101,9 @@ def routes(api: ManagementApi) -> list[web.RouteDef]:
         web.get("/api/health/checks/port-listener/{port:[0-9]+}", on(health.check_port)),
         web.get("/api/health/checks/protocol-listener/{protocol}", on(health.check_protocol)),
     ]
+    # RabbitMQ's router takes a path with a trailing slash as the same path (clients send them:
+    # RabbitMQ's AMQP 1.0 client's tests delete vhosts as /api/vhosts/NAME/)
+    return table + [web.route(route.method, route.path + "/", route.handler) for route in table]
 
 
 async def start_management(node: Node, tls: ssl.SSLContext | None) -> web.AppRunner:
