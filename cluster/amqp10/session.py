@@ -22,7 +22,7 @@ import logging
 import time
 import typing
 
-from proton import Condition, Delivery, Link
+from proton import Condition, Delivery, Link, symbol
 
 from warrenmq.amqp.properties import PropertyError, parse_properties
 from warrenmq.amqp.spec import ReplyCode
@@ -267,7 +267,7 @@ class V1Session(ClientSession):
             consumer_tag=state.consumer_tag,
             no_ack=settled,
             exclusive=False,
-            arguments={},
+            arguments=_consumer_arguments(link),
             credit=0,
         )
 
@@ -591,6 +591,14 @@ def consumer_message(effect: Deliver) -> bytes:
         annotations=annotations,
         bare=bare,
     )
+
+
+def _consumer_arguments(link: Link) -> dict[str, typing.Any]:
+    """RabbitMQ's consumer link property: `rabbitmq:priority` (an int) is x-priority."""
+    priority = (link.remote_properties or {}).get(symbol("rabbitmq:priority"))
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        return {"x-priority": int(priority)}
+    return {}
 
 
 def error_text(error: Exception) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pika
 import pytest
-from proton import ConnectionException, Delivery, Link, Message, symbol
+from proton import ConnectionException, Delivery, Link, Message, int32, symbol
 from proton.reactor import LinkOption
 from proton.utils import BlockingConnection, LinkDetached
 from rabbitmq_amqp_python_client import (
@@ -162,6 +162,31 @@ def test_attach_and_login_errors(cluster: LocalCluster) -> None:
 class _ReceiverSettlesSecond(LinkOption):
     def apply(self, link: typing.Any) -> None:
         link.rcv_settle_mode = Link.RCV_SECOND
+
+
+class _Priority(LinkOption):
+    def __init__(self, priority: int) -> None:
+        self.priority = priority
+
+    def apply(self, link: typing.Any) -> None:
+        link.properties = {symbol("rabbitmq:priority"): int32(self.priority)}
+
+
+def test_consumer_priority_from_the_link_property(cluster: LocalCluster) -> None:
+    member = cluster.members[0]
+    declare_quorum(member, "v1.priority")
+    connection = proton_connection(member)
+    low = connection.create_receiver("/queues/v1.priority", credit=5, name="low")
+    high = connection.create_receiver(
+        "/queues/v1.priority", credit=5, name="high", options=_Priority(10)
+    )
+    sender = connection.create_sender("/queues/v1.priority")
+    for number in range(3):
+        sender.send(Message(body=b"p", id=str(number)))
+    connection.wait(lambda: high.fetcher.has_message == 3, timeout=WAIT_S)
+    pump(connection, 0.5)
+    assert low.fetcher.has_message == 0  # the higher priority had credit for them all
+    connection.close()
 
 
 def test_consumer_credit_and_drain(cluster: LocalCluster) -> None:
