@@ -54,7 +54,7 @@ from warrenmq.cluster.amqp10.outcomes import condition_of, death_annotations
 from warrenmq.cluster.client import ChannelError, ClientSession, Conversation
 from warrenmq.cluster.logs import log_event
 from warrenmq.replication import commands as broker
-from warrenmq.replication.replies import Deliver, Effect, Reply, Routed
+from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect, Reply, Routed
 
 if typing.TYPE_CHECKING:
     from warrenmq.amqp.v1.transport import V1Protocol
@@ -432,8 +432,14 @@ class V1Session(ClientSession):
                 self._send(state, effect)
             else:
                 state.buffer.append(effect)
-        else:  # the queue was deleted, or the consumer timed out
-            self.link_error(state.link, "amqp:resource-deleted", "the queue is gone")
+        elif isinstance(effect, ChannelTimedOut):  # its unsettled messages go back, counted
+            self.link_error(
+                state.link,
+                "amqp:precondition-failed",
+                f"delivery acknowledgement timed out. Timeout value used: {effect.timeout_ms} ms",
+            )
+        else:  # CancelConsumer: the queue was deleted
+            self.link_error(state.link, "amqp:resource-deleted", "the queue was deleted")
         self.protocol.flush_soon()
 
     def _send(self, state: LinkState, effect: Deliver) -> None:

@@ -429,3 +429,69 @@ def test_sigkill_the_leader_under_amqp10_load(tmp_path: Path) -> None:
         assert len(accepted) == FAILOVER_MESSAGES
         assert set(held) <= redelivered  # the dead consumer's deliveries came back, flagged
         del doomed  # its node is gone: nothing to close
+
+
+def test_hostile_management_requests_and_transfers(cluster: LocalCluster) -> None:
+    """Bad requests get RabbitMQ's 400s, a payload that is no message is rejected, a link
+    without `paired` is refused; the connection, and the node (no traceback), go on."""
+    member = cluster.members[1]
+    connection = proton_connection(member)
+    with pytest.raises(LinkDetached, match="Link property 'paired' is not set"):
+        connection.create_sender("/management")
+    requests = connection.create_sender("/management", name="pair", options=_Paired())
+    responses = connection.create_receiver("/management", name="pair", options=_Paired())
+
+    def ask(path: str, method: str, body: object) -> tuple[str, object]:
+        request = Message(id=str(uuid.uuid4()), address=path, subject=method, body=body)
+        request.reply_to = "$me"
+        requests.send(request)
+        response = responses.receive(timeout=WAIT_S)  # sent settled: nothing to accept
+        assert response.correlation_id == request.id
+        return str(response.subject), response.body
+
+    assert ask("/queues/v1.hostile", "PUT", ["not", "a", "map"])[0] == "400"
+    assert ask("/queues/v1.hostile", "PUT", {"durable": "yes"})[0] == "400"
+    assert ask("/queues/v1.hostile", "PUT", {"colour": True})[0] == "400"
+    assert ask("/nowhere", "GET", None)[0] == "400"
+    assert ask("/bindings/src=x;bad", "DELETE", None)[0] == "400"
+    assert ask("/queues/amq.reserved", "PUT", {})[0] == "403"
+    assert ask("/exchanges/", "PUT", {})[0] == "403"  # the default exchange
+    assert ask("/queues/v1.hostile", "GET", None)[0] == "404"
+    status, queue = ask("/queues/v1.hostile", "PUT", {"arguments": {"x-max-length": 10}})
+    assert status == "201" and isinstance(queue, dict) and queue["message_count"] == 0
+    assert ask("/queues/v1.hostile", "PUT", {"arguments": {"x-max-length": 11}})[0] == "409"
+    sender = connection.create_sender("/queues/v1.hostile")
+    link = sender.link
+    garbage = link.delivery("garbage")
+    link.send(b"\x00\x53\x77\xa1\xff")  # an amqp-value string that runs past the end
+    link.advance()
+    connection.wait(lambda: garbage.remote_state != 0, timeout=WAIT_S)
+    assert garbage.remote_state == Delivery.REJECTED
+    assert garbage.remote.condition.name == "amqp:decode-error"
+    assert sender.send(Message(body=b"still fine", inferred=True)).remote_state == (
+        Delivery.ACCEPTED
+    )
+    connection.close()
+    assert [bytes(m.body) for m in receive_all(member, "v1.hostile", 1)] == [b"still fine"]
+
+
+class _Paired(LinkOption):
+    """What RabbitMQ's management node asks of both links of a pair."""
+
+    def apply(self, link: typing.Any) -> None:
+        link.properties = {symbol("paired"): True}
+        link.snd_settle_mode = Link.SND_SETTLED
+        link.rcv_settle_mode = Link.RCV_FIRST
+
+
+def test_a_deleted_queue_detaches_its_consumer_links(cluster: LocalCluster) -> None:
+    member = cluster.members[2]
+    declare_quorum(member, "v1.doomed")
+    connection = proton_connection(member)
+    receiver = connection.create_receiver("/queues/v1.doomed", credit=1)
+    setup = pika_connection(member)
+    setup.channel().queue_delete("v1.doomed")
+    setup.close()
+    with pytest.raises(LinkDetached, match="amqp:resource-deleted"):
+        receiver.receive(timeout=WAIT_S)
+    connection.close()
