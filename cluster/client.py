@@ -76,6 +76,9 @@ class ClientSession:
     # a resource alarm stops reading a publisher's socket (RabbitMQ's 0-9-1 flow control); a
     # front that can hold publishers back by itself (AMQP 1.0: no link credit) says False
     alarm_pauses_reading = True
+    # written deliveries are granted back as message credit too; a front whose clients grant
+    # message credit themselves (AMQP 1.0 link credit) says False: only bytes come back
+    grants_message_credit = True
 
     def __init__(self, node: Node, protocol: Transport) -> None:
         self.node = node
@@ -303,6 +306,7 @@ class ClientSession:
         messages, size = self._written.pop(key)
         conversation = self.conversations.get(key[0])
         if conversation is not None:
+            messages = messages if self.grants_message_credit else 0
             self.node.log.propose(
                 c.GrantCredit(
                     channel=conversation.ref, consumer_tag=key[1], messages=messages, bytes=size

@@ -78,7 +78,6 @@ class LinkState(Conversation):
         "kind",
         "link",
         "machine_credit",
-        "number",
         "target",
         "unconfirmed",
     )
@@ -87,12 +86,16 @@ class LinkState(Conversation):
         super().__init__(ref)
         self.link = link
         self.kind = kind  # "publisher", "consumer" or "management"
-        self.number = ref.channel  # how the management API names it
         self.target: Target | None = None  # a publisher's fixed target (None: anonymous)
         self.unconfirmed = 0  # a publisher's transfers not yet answered
         self.consumer_tag = ""
         self.machine_credit = 0  # a consumer's credit the queue may still use
         self.buffer: collections.deque[Deliver] = collections.deque()  # beyond link credit
+
+    @property
+    def number(self) -> int:
+        """How the management API numbers it: its serial among the connection's links."""
+        return self.ref.channel
 
 
 class V1Session(ClientSession):
@@ -101,11 +104,11 @@ class V1Session(ClientSession):
     # an alarm withholds publishers' link credit; the socket is read on, so consumers on the
     # same connection settle (RabbitMQ closes the session's incoming window to the same end)
     alarm_pauses_reading = False
+    grants_message_credit = False  # message credit is the client's link credit (_on_flow)
 
     def __init__(self, node: Node, protocol: V1Protocol) -> None:
         super().__init__(node, protocol)
         self.links: dict[Link, LinkState] = {}
-        self.channels: dict[int, LinkState] = {}  # consumer and publisher links, by number
         self.management = management.ManagementNode(self)
         self.client_properties: dict[str, typing.Any] = {}
 
@@ -277,9 +280,13 @@ class V1Session(ClientSession):
 
         self.propose(state, command, link, on_reply)
 
+    @property
+    def channels(self) -> dict[int, LinkState]:
+        """Consumer and publisher links by number, as the management API lists channels."""
+        return {state.number: state for state in self.links.values()}
+
     def _begin_link(self, state: LinkState) -> None:
         self.links[state.link] = state
-        self.channels[state.number] = state
         self.begin(state)
 
     def _on_detach(self, link: Link) -> None:
@@ -292,8 +299,7 @@ class V1Session(ClientSession):
 
     def _end_link(self, state: LinkState) -> None:
         """The link is gone: what it held goes back to its queue (CloseChannel)."""
-        self.links.pop(state.link, None)
-        if self.channels.pop(state.number, None) is not None:
+        if self.links.pop(state.link, None) is not None:
             self.end(state)
 
     # --- publishing -----------------------------------------------------------------------
@@ -321,16 +327,16 @@ class V1Session(ClientSession):
 
         def on_reply(result: Reply) -> None:
             assert isinstance(result, Routed)
-            self._confirmed(state, delivery, presettled)
+            self._confirmed(state, presettled)
             if not result.queue_count:
                 counters.unroutable_returned += not presettled
-                self._settle(delivery, Delivery.RELEASED, presettled)
+                self._settle(delivery, Delivery.RELEASED)
             elif result.rejected:
                 counters.routed += 1
-                self._reject(delivery, "amqp:resource-limit-exceeded", "queue full", presettled)
+                self._reject(delivery, "amqp:resource-limit-exceeded", "queue full")
             else:
                 counters.routed += 1
-                self._settle(delivery, Delivery.ACCEPTED, presettled)
+                self._settle(delivery, Delivery.ACCEPTED)
 
         self.propose(state, command, delivery, on_reply)
         self._top_up(state)
@@ -366,7 +372,7 @@ class V1Session(ClientSession):
             priority=sections.priority if sections.has_header else 0,
         )
 
-    def _confirmed(self, state: LinkState, delivery: Delivery, presettled: bool) -> None:
+    def _confirmed(self, state: LinkState, presettled: bool) -> None:
         if not presettled:
             state.unconfirmed -= 1
         self._top_up(state)
@@ -380,17 +386,16 @@ class V1Session(ClientSession):
         if link.credit < PUBLISHER_TOP_UP_BELOW and state.unconfirmed < PUBLISHER_CREDIT:
             link.flow(PUBLISHER_CREDIT - link.credit)
 
-    def _settle(self, delivery: Delivery, outcome: int, presettled: bool = False) -> None:
-        if not presettled:
+    def _settle(self, delivery: Delivery, outcome: int) -> None:
+        """Settle a transfer, with `outcome` unless the client sent it settled."""
+        if not delivery.settled:
             delivery.update(outcome)
         delivery.settle()
 
-    def _reject(
-        self, delivery: Delivery, condition: str, description: str, presettled: bool = False
-    ) -> None:
-        if not presettled:
+    def _reject(self, delivery: Delivery, condition: str, description: str) -> None:
+        if not delivery.settled:
             delivery.local.condition = Condition(condition, description)
-        self._settle(delivery, Delivery.REJECTED, presettled or delivery.settled)
+        self._settle(delivery, Delivery.REJECTED)
 
     # --- consuming ----------------------------------------------------------------------------
 
@@ -453,18 +458,7 @@ class V1Session(ClientSession):
         counters = self.node.counters
         counters.delivered += 1
         counters.redelivered += effect.redelivered
-        self.count_written(state, "", len(effect.body))
-
-    def _grant_credit(self, key: tuple[int, str]) -> None:
-        """Written bytes come back as byte credit; message credit is the client's link credit."""
-        messages, size = self._written.pop(key)
-        state = typing.cast("LinkState | None", self.conversations.get(key[0]))
-        if state is not None:
-            self.node.log.propose(
-                broker.GrantCredit(
-                    channel=state.ref, consumer_tag=state.consumer_tag, messages=0, bytes=size
-                )
-            )
+        self.count_written(state, state.consumer_tag, len(effect.body))
 
     def _on_outcome(self, state: LinkState, delivery: Delivery) -> None:
         if not delivery.settled:
@@ -510,8 +504,8 @@ class V1Session(ClientSession):
         if code.is_connection_error:
             self.engine.close(condition_of(code), text)
         elif isinstance(context, Delivery) and state.kind == "publisher":
-            self._confirmed(state, context, context.settled)
-            self._reject(context, condition_of(code), text, context.settled)
+            self._confirmed(state, context.settled)
+            self._reject(context, condition_of(code), text)
         else:
             self.link_error(state.link, condition_of(code), text)
         self.protocol.flush_soon()
