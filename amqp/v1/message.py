@@ -53,6 +53,7 @@ class Sections:
     """One message, split: the bare message as bytes, and what the broker reads of it."""
 
     bare: bytes  # properties, application-properties and body sections, as encoded
+    body: bytes  # the body sections alone, as encoded (the end of `bare`)
     message: Message  # every section, decoded
     data_body: bytes | None  # the body when it is exactly one data section
     annotations: dict[str, typing.Any] = field(default_factory=dict)  # message annotations
@@ -74,9 +75,39 @@ def parse_message(payload: bytes) -> Sections:
         message.decode(payload)
     except Exception as error:  # proton raises MessageException or DataException
         raise MessageError(f"the message does not decode: {error}") from error
-    offset, bare_start, bare_end = 0, None, None
-    body_sections: list[tuple[int, bytes]] = []
+    bare_start = bare_end = body_start = None
+    body_codes: list[object] = []
     has_header = False
+    for code, start, end in _sections(payload):
+        if code not in (HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, FOOTER, *_BARE):
+            raise MessageError(f"{code!r} is not a message section")
+        if code in _BARE:
+            bare_start = start if bare_start is None else bare_start
+            bare_end = end
+        if code in (DATA, AMQP_SEQUENCE, AMQP_VALUE):
+            body_start = start if body_start is None else body_start
+            body_codes.append(code)
+        has_header = has_header or code == HEADER
+    if bare_start is None or bare_end is None:
+        raise MessageError("the message has no bare message")
+    data_body = None
+    if body_codes == [DATA]:
+        body = message.body
+        data_body = bytes(body) if isinstance(body, (bytes, memoryview)) else b""
+    annotations = {str(key): value for key, value in (message.annotations or {}).items()}
+    return Sections(
+        bare=payload[bare_start:bare_end],
+        body=payload[body_start:bare_end] if body_start is not None else b"",
+        message=message,
+        data_body=data_body,
+        annotations=annotations,
+        has_header=has_header,
+    )
+
+
+def _sections(payload: bytes) -> typing.Iterator[tuple[object, int, int]]:
+    """Each top-level value of an encoded message: its descriptor code, start and end."""
+    offset = 0
     view = memoryview(payload)
     while offset < len(payload):
         data = Data()
@@ -84,30 +115,8 @@ def parse_message(payload: bytes) -> Sections:
             used = data.decode(bytes(view[offset:]))
         except Exception as error:
             raise MessageError(f"a section does not decode: {error}") from error
-        code = _section_code(data)
-        if code not in (HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, FOOTER, *_BARE):
-            raise MessageError(f"{code!r} is not a message section")
-        if code in _BARE:
-            bare_start = offset if bare_start is None else bare_start
-            bare_end = offset + used
-        if code in (DATA, AMQP_SEQUENCE, AMQP_VALUE):
-            body_sections.append((code, bytes(view[offset : offset + used])))
-        has_header = has_header or code == HEADER
+        yield _section_code(data), offset, offset + used
         offset += used
-    if bare_start is None or bare_end is None:
-        raise MessageError("the message has no bare message")
-    data_body = None
-    if len(body_sections) == 1 and body_sections[0][0] == DATA:
-        body = message.body
-        data_body = bytes(body) if isinstance(body, (bytes, memoryview)) else b""
-    annotations = {str(key): value for key, value in (message.annotations or {}).items()}
-    return Sections(
-        bare=payload[bare_start:bare_end],
-        message=message,
-        data_body=data_body,
-        annotations=annotations,
-        has_header=has_header,
-    )
 
 
 def _section_code(data: Data) -> object:
@@ -161,7 +170,7 @@ def to_0_9_1(sections: Sections) -> tuple[bytes, bytes]:
             headers[name] = _plain(value)
     body = sections.data_body
     if body is None:
-        body = sections.bare[_body_start(sections.bare) :]
+        body = sections.body
         given["message_type"] = _AMQP_1_0_TYPE
     if headers:
         given["headers"] = headers
@@ -199,18 +208,6 @@ def _address_to_queue(address: str) -> str:
     """reply-to `/queues/q` is queue q for a 0-9-1 consumer; other addresses stay as they are."""
     queue = unquote_queue_address(address)
     return address if queue is None else queue
-
-
-def _body_start(bare: bytes) -> int:
-    """Where the body sections of a bare message begin."""
-    offset = 0
-    while offset < len(bare):
-        data = Data()
-        used = data.decode(bare[offset:])
-        if _section_code(data) not in (PROPERTIES, APPLICATION_PROPERTIES):
-            return offset
-        offset += used
-    return offset
 
 
 def _plain(value: object) -> typing.Any:
@@ -283,22 +280,14 @@ def _queue_to_address(reply_to: str) -> str:
 
 
 def _value_1_0(value: object) -> object:
+    """A 0-9-1 header value for 1.0: timestamps become ms since the epoch."""
     if isinstance(value, datetime.datetime):
         return int(value.timestamp() * 1000)
-    if isinstance(value, bytes):
-        return value
     return value
 
 
 def _bare_start(encoded: bytes) -> int:
-    offset = 0
-    while offset < len(encoded):
-        data = Data()
-        used = data.decode(encoded[offset:])
-        if _section_code(data) in _BARE:
-            return offset
-        offset += used
-    return offset
+    return next((start for code, start, _ in _sections(encoded) if code in _BARE), len(encoded))
 
 
 # --- what a 1.0 consumer gets -------------------------------------------------------------------
