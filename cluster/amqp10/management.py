@@ -24,7 +24,7 @@ from warrenmq.amqp.spec import ReplyCode
 from warrenmq.cluster.client import ChannelError, Conversation
 from warrenmq.cluster.plain import plain_table
 from warrenmq.replication import commands as broker
-from warrenmq.replication.queries import BindingView
+from warrenmq.replication.queries import BindingView, QueueView
 from warrenmq.replication.replies import Ignored, MessageCount, QueueDeclared, Refused, Reply
 
 if typing.TYPE_CHECKING:
@@ -181,7 +181,7 @@ class ManagementNode:
         view = session.node.broker.query_queue(session.vhost, queue)
         if view is None:
             raise HttpError(404, f"queue '{queue}' in vhost '{session.vhost}' not found")
-        answer(200, self._queue_json(queue, view.ready + view.unacked, len(view.consumers)))
+        answer(200, self._queue_json(queue, view, view.ready + view.unacked, len(view.consumers)))
 
     def _declare_queue(self, queue: str, body: dict[str, Json], answer: Answer) -> None:
         session = self.session
@@ -219,14 +219,17 @@ class ManagementNode:
 
         def declared(result: Reply) -> None:
             assert isinstance(result, QueueDeclared)
-            status = 200 if existed else 201
-            answer(status, self._queue_json(queue, result.message_count, result.consumer_count))
+            view = session.node.broker.query_queue(session.vhost, queue)  # as declared
+            messages, consumers = result.message_count, result.consumer_count
+            answer(200 if existed else 201, self._queue_json(queue, view, messages, consumers))
 
         self._propose(command, declared, answer)
 
-    def _queue_json(self, queue: str, messages: int, consumers: int) -> Json:
+    def _queue_json(
+        self, queue: str, view: QueueView | None, messages: int, consumers: int
+    ) -> Json:
+        """RabbitMQ's queue map (`view` None: the queue went meanwhile, defaults shown)."""
         session = self.session
-        view = session.node.broker.query_queue(session.vhost, queue)
         status = session.node.cluster_status()
         members = [member["node_id"] for member in status["members"]]
         found: dict[str, Json] = {
