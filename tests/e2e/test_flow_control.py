@@ -3,9 +3,11 @@ RabbitMQ, and are unblocked when the alarm clears; consumers are never blocked."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pika
@@ -13,6 +15,7 @@ import pytest
 from proton import Message, Timeout
 from proton.utils import BlockingConnection
 
+from warrenmq.cluster.config import Member
 from warrenmq.cluster.ctl import ApiClient
 from warrenmq.cluster.local import LocalCluster
 
@@ -126,8 +129,9 @@ def wait_until_stalled(client: ApiClient, publisher: Publisher) -> tuple[int, li
         time.sleep(0.1)
 
 
-def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> None:
-    """A free-disk limit no disk meets (an exabyte): the alarm is set at start and stays."""
+@contextlib.contextmanager
+def disk_alarmed_node(tmp_path: Path) -> Iterator[tuple[Member, ApiClient]]:
+    """One node whose free-disk limit no disk meets (an exabyte), once its alarm is on."""
     arguments = ("--disk-free-limit", str(10**18))
     with running_cluster(tmp_path, nodes=1, extra_arguments=arguments) as cluster:
         member = cluster.members[0]
@@ -136,6 +140,12 @@ def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> Non
         while client.request("GET", "/api/health/checks/local-alarms")[0] != 503:
             assert time.monotonic() < deadline_s, "no disk alarm"
             time.sleep(0.1)
+        yield member, client
+
+
+def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> None:
+    """A free-disk limit no disk meets (an exabyte): the alarm is set at start and stays."""
+    with disk_alarmed_node(tmp_path) as (member, client):
         assert client.get("/api/nodes")[0]["disk_free_alarm"] is True
         consumer = pika_connection(member)
         consuming = consumer.channel()
@@ -157,14 +167,7 @@ def test_a_disk_alarm_withholds_amqp_1_0_publishers_credit_and_not_consumers(
 ) -> None:
     """AMQP 1.0 has no connection.blocked: a publisher link gets no credit while the alarm
     lasts, and a consumer on the same connection still receives and settles."""
-    arguments = ("--disk-free-limit", str(10**18))
-    with running_cluster(tmp_path, nodes=1, extra_arguments=arguments) as cluster:
-        member = cluster.members[0]
-        client = api(member)
-        deadline_s = time.monotonic() + WAIT_S
-        while client.request("GET", "/api/health/checks/local-alarms")[0] != 503:
-            assert time.monotonic() < deadline_s, "no disk alarm"
-            time.sleep(0.1)
+    with disk_alarmed_node(tmp_path) as (member, client):
         setup = pika_connection(member)
         channel = setup.channel()
         channel.queue_declare("disk.v1")
