@@ -25,9 +25,11 @@ __all__ = [
     "HeaderFrame",
     "HeartbeatFrame",
     "MethodFrame",
+    "UnknownMethod",
     "encode_properties",
     "encode_content",
     "encode_method",
+    "octets",
     "unchecked",
 ]
 
@@ -56,7 +58,22 @@ DECODE_ERRORS = (
 
 
 class FrameError(Exception):
-    """The byte stream broke framing or a method could not be decoded (reply 501 or 502)."""
+    """The byte stream broke framing or a method could not be decoded (reply 501), worded as
+    RabbitMQ words it; `method` is the method whose arguments did not decode."""
+
+    def __init__(self, text: str, method: base.Frame | None = None) -> None:
+        super().__init__(text)
+        self.method = method
+
+
+class UnknownMethod(FrameError):
+    """A method frame names no method of AMQP 0-9-1: RabbitMQ drops such a connection without
+    a connection.close."""
+
+
+def octets(data: bytes) -> str:
+    """Bytes as an Erlang binary, the way RabbitMQ prints them in frame errors."""
+    return "<<" + ",".join(str(byte) for byte in data) + ">>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +121,19 @@ class FrameReader:
             return None
         frame_type, channel, size = _FRAME_HEADER.unpack_from(buffer)
         if size + FRAME_OVERHEAD_BYTES > self.frame_max_bytes:
+            payload_max = self.frame_max_bytes - FRAME_OVERHEAD_BYTES
             raise FrameError(
-                f"frame size {size + FRAME_OVERHEAD_BYTES} exceeds negotiated frame_max "
-                f"{self.frame_max_bytes}"
+                f"type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{payload_max}}}"
             )
         end = FRAME_HEADER_BYTES + size
         if len(buffer) < end + 1:
             return None
         if buffer[end] != FRAME_END:
-            raise FrameError(f"frame end octet is {buffer[end]:#04x}, expected 0xce")
+            payload = bytes(buffer[FRAME_HEADER_BYTES:end])
+            raise FrameError(
+                f"type {frame_type}, all octets = {octets(payload)}: "
+                f"{{invalid_frame_end_marker,{buffer[end]}}}"
+            )
         payload = bytes(buffer[FRAME_HEADER_BYTES:end])
         del buffer[: end + 1]
         return _decode(frame_type, channel, payload)
@@ -130,7 +151,7 @@ def _decode(frame_type: int, channel: int, payload: bytes) -> Frame:
         return BodyFrame(channel, payload)
     if frame_type == FRAME_HEARTBEAT:
         return HeartbeatFrame(channel)
-    raise FrameError(f"unknown frame type {frame_type}")
+    raise FrameError(f"type {frame_type}, all octets = {octets(payload)}: unknown_frame")
 
 
 def _decode_method(payload: bytes) -> base.Frame:
@@ -139,12 +160,13 @@ def _decode_method(payload: bytes) -> base.Frame:
     (index,) = _METHOD_INDEX.unpack_from(payload)
     method_type: type[base.Frame] | None = commands.INDEX_MAPPING.get(index)
     if method_type is None:
-        raise FrameError(f"unknown method: class {index >> 16}, method {index & 0xFFFF}")
+        raise UnknownMethod(f"unknown method: class {index >> 16}, method {index & 0xFFFF}")
     method = method_type()
+    arguments = payload[_METHOD_INDEX.size :]
     try:
-        method.unmarshal(payload[_METHOD_INDEX.size :])
+        method.unmarshal(arguments)
     except DECODE_ERRORS as error:
-        raise FrameError(f"cannot decode {method_type.name}: {error}") from error
+        raise FrameError(f"cannot decode {octets(arguments)}", method_type()) from error
     return method
 
 

@@ -31,11 +31,14 @@ from warrenmq.amqp.codec import (
     HeaderFrame,
     HeartbeatFrame,
     MethodFrame,
+    UnknownMethod,
     encode_content,
     encode_method,
+    unchecked,
 )
 from warrenmq.amqp.events import (
     ChannelClosed,
+    ChannelCloseReceived,
     ChannelOpened,
     ConnectionClosed,
     ConnectionOpened,
@@ -48,6 +51,7 @@ from warrenmq.amqp.spec import (
     CLASS_BASIC,
     FRAME_MIN_SIZE_BYTES,
     PROTOCOL_HEADER,
+    PROTOCOL_HEADER_0_9,
     ReplyCode,
     reply_text,
 )
@@ -80,6 +84,7 @@ TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
 class ChannelState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"  # we sent channel.close and wait for close-ok
+    CLOSE_RECEIVED = "close-received"  # the client sent channel.close; our close-ok waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,9 @@ class Authenticator(typing.Protocol):
 @dataclass(slots=True)
 class _Channel:
     state: ChannelState = ChannelState.OPEN
-    publish: commands.Basic.Publish | None = None  # content being assembled
+    # the method whose content is being assembled: basic.publish, or a server-only method that
+    # carries content (RabbitMQ assembles it before refusing it)
+    publish: base.Frame | None = None
     header: HeaderFrame | None = None
     body_parts: list[bytes] = field(default_factory=list)
     body_received_bytes: int = 0
@@ -175,8 +182,10 @@ class Connection:
                 if frame is None:
                     break
                 self._receive_frame(frame)
+        except UnknownMethod as error:
+            self._finish(str(error))
         except FrameError as error:
-            self._fail(_ConnectionError(ReplyCode.FRAME_ERROR, str(error)))
+            self._fail(_ConnectionError(ReplyCode.FRAME_ERROR, str(error), error.method))
         except _ConnectionError as error:
             self._fail(error)
         events, self._events = self._events, []
@@ -187,7 +196,7 @@ class Connection:
         self._header += data[:needed]
         if len(self._header) < len(PROTOCOL_HEADER):
             return b""
-        if bytes(self._header) != PROTOCOL_HEADER:
+        if bytes(self._header) not in (PROTOCOL_HEADER, PROTOCOL_HEADER_0_9):
             # AMQP 0-9-1 §4.2.2: answer with the header we speak, then close the socket.
             self._outgoing.append(PROTOCOL_HEADER)
             self._finish("unsupported protocol header")
@@ -264,9 +273,7 @@ class Connection:
         elif isinstance(method, commands.Connection.Open):
             self._on_open(method)
         elif isinstance(method, commands.Connection.UpdateSecret):
-            raise _ConnectionError(
-                ReplyCode.NOT_IMPLEMENTED, "connection.update-secret is not supported", method
-            )
+            self._on_update_secret(method)
         else:
             raise _ConnectionError(
                 ReplyCode.COMMAND_INVALID,
@@ -289,11 +296,10 @@ class Connection:
         username, password = credentials
         if not self.authenticator.authenticate(username, password):
             # RabbitMQ's authentication_failure_close capability: a 403 close, not a bare drop.
-            raise _ConnectionError(
+            raise _ConnectionError(  # with class and method 0, as RabbitMQ sends it
                 ReplyCode.ACCESS_REFUSED,
                 f"Login was refused using authentication mechanism {mechanism}. "
                 "For details see the broker logfile.",
-                method,
             )
         self.user = username
         self._move(ConnectionState.AWAITING_TUNE_OK)
@@ -335,6 +341,18 @@ class Connection:
         self.send_method(0, commands.Connection.OpenOk())
         self._events.append(ConnectionOpened(self.user, self.vhost, self.client_properties))
 
+    def _on_update_secret(self, method: commands.Connection.UpdateSecret) -> None:
+        """A new secret for the logged-in user (OAuth token refresh in RabbitMQ): accepted
+        when it authenticates the same user."""
+        secret = method.new_secret
+        if isinstance(secret, bytes):
+            secret = secret.decode("utf-8", "replace")
+        if not self.authenticator.authenticate(self.user, secret or ""):
+            raise _ConnectionError(
+                ReplyCode.NOT_ALLOWED, "New secret was refused by one of the backends", method
+            )
+        self.send_method(0, commands.Connection.UpdateSecretOk())
+
     # --- channels -------------------------------------------------------------------------
 
     def _receive_channel_frame(self, frame: MethodFrame | HeaderFrame | BodyFrame) -> None:
@@ -350,25 +368,31 @@ class Connection:
         if channel.state is ChannelState.CLOSING:
             self._receive_on_closing_channel(number, frame)
             return
+        if channel.state is ChannelState.CLOSE_RECEIVED:
+            return  # a client waiting for close-ok sends nothing that counts
         if channel.publish is not None:
             self._receive_content(number, channel, frame)
             return
         if not isinstance(frame, MethodFrame):
             raise _ConnectionError(
                 ReplyCode.UNEXPECTED_FRAME,
-                f"expected method frame, got non method frame instead on channel {number}",
+                "expected method frame, got non method frame instead",
             )
         self._receive_channel_method(number, frame.method)
 
     def _open_channel(self, number: int, method: commands.Channel.Open) -> None:
-        if number > self.channel_max:
+        # RabbitMQ's reader limits how many channels are open, not their numbers
+        if self.channel_max and len(self._channels) >= self.channel_max:
             raise _ConnectionError(
                 ReplyCode.NOT_ALLOWED,
-                f"channel number {number} exceeds the negotiated channel_max ({self.channel_max})",
+                f"number of channels opened ({len(self._channels)}) has reached the negotiated "
+                f"channel_max ({self.channel_max})",
                 method,
             )
         self._channels[number] = _Channel()
-        self.send_method(number, commands.Channel.OpenOk())
+        # channel-id is reserved (AMQP 0-9-1 §1.5.2.2): RabbitMQ sends it empty; pamqp would
+        # insist on "0"
+        self.send_method(number, unchecked(commands.Channel.OpenOk, channel_id=""))
         self._events.append(ChannelOpened(number))
 
     def _receive_on_closing_channel(
@@ -385,9 +409,8 @@ class Connection:
         if isinstance(method, commands.Channel.Open):
             raise _ConnectionError(ReplyCode.CHANNEL_ERROR, "second 'channel.open' seen", method)
         if isinstance(method, commands.Channel.Close):
-            del self._channels[number]
-            self.send_method(number, commands.Channel.CloseOk())
-            self._events.append(ChannelClosed(number))
+            self._channels[number].state = ChannelState.CLOSE_RECEIVED
+            self._events.append(ChannelCloseReceived(number))
         elif isinstance(method, commands.Channel.CloseOk):
             return  # a close-ok for a close we never sent: nothing to do
         elif isinstance(method, commands.Channel.Flow):
@@ -395,7 +418,7 @@ class Connection:
                 # RabbitMQ: channel.flow(active=false) from a client is not supported.
                 raise _ConnectionError(ReplyCode.NOT_IMPLEMENTED, "active=false", method)
             self.send_method(number, commands.Channel.FlowOk(active=True))
-        elif isinstance(method, commands.Basic.Publish):
+        elif isinstance(method, CONTENT_METHODS):
             self._channels[number].publish = method
         elif method.index >> 16 == commands.Connection.frame_id:
             raise _ConnectionError(
@@ -442,23 +465,24 @@ class Connection:
             channel.body_parts.append(frame.payload)
             channel.body_received_bytes += len(frame.payload)
             if channel.body_received_bytes > channel.header.body_size:
+                # RabbitMQ's command assembler wants no more body than the header declared:
+                # what goes beyond it is an unexpected frame
                 raise _ConnectionError(
-                    ReplyCode.FRAME_ERROR,
-                    f"content body of {channel.body_received_bytes} bytes exceeds the declared "
-                    f"body size {channel.header.body_size}",
+                    ReplyCode.UNEXPECTED_FRAME,
+                    "expected content body, got non content body frame instead",
                     publish,
                 )
         else:
             raise _ConnectionError(
                 ReplyCode.UNEXPECTED_FRAME,
-                f"expected content body, got non content body frame instead on channel {number}",
+                "expected content body, got non content body frame instead",
                 publish,
             )
         if channel.body_received_bytes == channel.header.body_size:
             self._complete_content(number, channel, publish, channel.header)
 
     def _complete_content(
-        self, number: int, channel: _Channel, publish: commands.Basic.Publish, header: HeaderFrame
+        self, number: int, channel: _Channel, publish: base.Frame, header: HeaderFrame
     ) -> None:
         body = b"".join(channel.body_parts)
         self._reset_content(channel)
@@ -497,8 +521,18 @@ class Connection:
             return
         self._outgoing.append(encode_method(number, method))
 
+    def answer_channel_close(self, number: int) -> None:
+        """Send the close-ok for a channel.close the client sent (ChannelCloseReceived)."""
+        channel = self._channels.get(number)
+        if channel is not None and channel.state is ChannelState.CLOSE_RECEIVED:
+            del self._channels[number]
+            self.send_method(number, commands.Channel.CloseOk())
+
     def send_content(self, number: int, method: base.Frame, properties: bytes, body: bytes) -> None:
-        if self.is_channel_open(number):
+        channel = self._channels.get(number)
+        if self.is_channel_open(number) or (
+            channel is not None and channel.state is ChannelState.CLOSE_RECEIVED
+        ):
             self._outgoing.append(
                 encode_content(number, method, properties, body, self.frame_max_bytes)
             )
@@ -541,15 +575,42 @@ class Connection:
         self._move(ConnectionState.CLOSING)
 
     def _fail(self, error: _ConnectionError) -> None:
-        if self.state is ConnectionState.AWAITING_HEADER:
-            self._finish(error.text)
+        if self.state is ConnectionState.CLOSING:
+            return  # what comes after our close is not read (but for close-ok)
+        if not self._explains_failure(error.code):
+            self._finish(error.text)  # the socket is closed with no connection.close
             return
         self.close(error.code, error.text, error.method)
+
+    def _explains_failure(self, code: ReplyCode) -> bool:
+        """Whether a failure gets a connection.close, as RabbitMQ's reader decides: always once
+        the connection is open or being opened; while tuning only for not-allowed; while
+        starting only a refused login, and only to a client with the
+        authentication_failure_close capability. Any other handshake failure just closes the
+        socket (RabbitMQ: 'we don't trust the client at this point')."""
+        if self.state in (ConnectionState.OPEN, ConnectionState.AWAITING_OPEN):
+            return True
+        if self.state is ConnectionState.AWAITING_TUNE_OK:
+            return code is ReplyCode.NOT_ALLOWED
+        if self.state is ConnectionState.AWAITING_START_OK:
+            capabilities = self.client_properties.get("capabilities") or {}
+            return code is ReplyCode.ACCESS_REFUSED and bool(
+                isinstance(capabilities, dict) and capabilities.get("authentication_failure_close")
+            )
+        return False
 
     def _finish(self, reason: str) -> None:
         self._move(ConnectionState.CLOSED)
         self._channels.clear()
         self._events.append(ConnectionClosed(reason))
+
+
+CONTENT_METHODS = (
+    commands.Basic.Publish,
+    commands.Basic.Deliver,
+    commands.Basic.Return,
+    commands.Basic.GetOk,
+)
 
 
 def _method_of(frame: MethodFrame | HeaderFrame | BodyFrame) -> base.Frame | None:

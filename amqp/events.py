@@ -5,11 +5,12 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass
 
-from pamqp import base, commands
+from pamqp import base
 
 from warrenmq.amqp.properties import PropertyList
 
 __all__ = [
+    "ChannelCloseReceived",
     "ChannelClosed",
     "ChannelOpened",
     "ConnectionClosed",
@@ -42,17 +43,27 @@ class MethodReceived:
 
 @dataclass(frozen=True, slots=True)
 class ContentReceived:
-    """basic.publish with its content header and the whole body, joined from its frames."""
+    """basic.publish with its content header and the whole body, joined from its frames (or a
+    server-only method with content, which the session refuses)."""
 
     channel: int
-    method: commands.Basic.Publish
+    method: base.Frame
     properties: PropertyList  # the property list as received, checked, with what it holds
     body: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelClosed:
-    """A channel left the open state, by the client's close or by an error we sent."""
+    """A channel left the open state, by an error we sent."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCloseReceived:
+    """The client sent channel.close: the channel takes nothing more, and its close-ok goes
+    out when the session calls `Connection.answer_channel_close`, after the replies to what
+    the client sent before (RabbitMQ handles a channel's methods in order)."""
 
     channel: int
 
@@ -69,6 +80,7 @@ Event = (
     | ChannelOpened
     | MethodReceived
     | ContentReceived
+    | ChannelCloseReceived
     | ChannelClosed
     | ConnectionClosed
 )

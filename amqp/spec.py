@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CLASS_BASIC", "FRAME_END", "PROTOCOL_HEADER", "ReplyCode", "reply_text"]
+__all__ = [
+    "CLASS_BASIC",
+    "FRAME_END",
+    "PROTOCOL_HEADER",
+    "PROTOCOL_HEADER_0_9",
+    "ReplyCode",
+    "reply_text",
+]
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"  # AMQP 0-9-1 §4.2.2
+# AMQP 0-9's header, which RabbitMQ 4.x answers as 0-9-1 (its reader's version_negotiation)
+PROTOCOL_HEADER_0_9 = b"AMQP\x01\x01\x00\x09"
 FRAME_END = 0xCE
 FRAME_HEADER_BYTES = 7  # type, channel, size
 FRAME_OVERHEAD_BYTES = 8  # header plus frame-end octet
@@ -42,6 +51,15 @@ class ReplyCode(enum.IntEnum):
         return self == ReplyCode.CONNECTION_FORCED or self == ReplyCode.INVALID_PATH or self >= 500
 
 
+REPLY_TEXT_BYTES_MAX = 255  # reply-text is a short string (AMQP 0-9-1 §4.2.5.3)
+
+
 def reply_text(code: ReplyCode, text: str) -> str:
-    """RabbitMQ's form: the code's name, a dash, the explanation (or the name alone)."""
-    return f"{code.name} - {text}" if text else code.name
+    """RabbitMQ's form: the code's name, a dash, the explanation (or the name alone); cut to
+    a short string's 255 bytes with '...' at the end, as RabbitMQ cuts it."""
+    whole = f"{code.name} - {text}" if text else code.name
+    encoded = whole.encode()
+    if len(encoded) <= REPLY_TEXT_BYTES_MAX:
+        return whole
+    kept = encoded[: REPLY_TEXT_BYTES_MAX - 3].decode(errors="ignore")
+    return kept + "..."

@@ -13,6 +13,7 @@ channel or connection for a reply code), `internal_error`, `notify_blocked` and 
 
 from __future__ import annotations
 
+import collections
 import logging
 import typing
 
@@ -64,11 +65,32 @@ class ChannelError(Exception):
 class Conversation:
     """A channel (AMQP 0-9-1) or link (AMQP 1.0): what acts in the broker as `ref`."""
 
-    __slots__ = ("open", "ref")
+    __slots__ = ("answered", "deferred", "open", "proposed", "ref")
 
     def __init__(self, ref: c.ChannelRef) -> None:
         self.ref = ref
         self.open = True  # False once ended: replies still on their way find nobody waiting
+        self.proposed = 0  # commands proposed so far
+        self.answered = 0  # of those, how many have had their reply (they come in order)
+        # local answers held back until the replies to everything proposed before them are out:
+        # (proposals to wait for, the answer)
+        self.deferred: collections.deque[tuple[int, typing.Callable[[], None]]] = (
+            collections.deque()
+        )
+
+    def in_order(self, answer: typing.Callable[[], None]) -> None:
+        """Run `answer` once every command proposed before it has been answered: a channel's
+        methods are handled in order (AMQP 0-9-1 §2.3.4), so a locally answered method never
+        overtakes a replicated one's reply, return or confirm."""
+        if self.answered >= self.proposed:
+            answer()
+        else:
+            self.deferred.append((self.proposed, answer))
+
+    def reply_arrived(self) -> None:
+        self.answered += 1
+        while self.deferred and self.deferred[0][0] <= self.answered:
+            self.deferred.popleft()[1]()
 
 
 class ClientSession:
@@ -214,6 +236,7 @@ class ClientSession:
         (then `refuse`) or the conversation has ended. Reading pauses while
         proposals_in_flight_max replies are outstanding, until half have come."""
         self._in_flight += 1
+        conversation.proposed += 1
         if self._in_flight >= self.node.config.proposals_in_flight_max:
             self._update_reading()
 
@@ -230,6 +253,7 @@ class ClientSession:
                     )
                 else:
                     on_reply(result)
+                conversation.reply_arrived()
             except Exception:
                 what = getattr(context, "name", context)
                 log.exception("connection %s: answering %s failed", self.serial, what)

@@ -24,6 +24,7 @@ from pamqp import base, commands
 from warrenmq.amqp.codec import unchecked
 from warrenmq.amqp.events import (
     ChannelClosed,
+    ChannelCloseReceived,
     ChannelOpened,
     ConnectionClosed,
     ConnectionOpened,
@@ -106,6 +107,8 @@ class Session(ClientSession):
                 channel = ChannelSession(event.channel, self.next_ref())
                 self.channels[event.channel] = channel
                 self.begin(channel)
+            elif isinstance(event, ChannelCloseReceived):
+                self._close_when_answered(event.channel)
             elif isinstance(event, ChannelClosed):
                 self._end_channel(event.channel)
             elif isinstance(event, ConnectionOpened):
@@ -138,6 +141,21 @@ class Session(ClientSession):
             handler(self, channel, argument)
         except ChannelError as error:
             self.refuse(channel, error.code, error.text, method)
+
+    def _close_when_answered(self, number: int) -> None:
+        """The client's channel.close: close-ok once the replies to what came before it are
+        out, then the channel ends (its unacknowledged messages go back)."""
+        channel = self.channels.get(number)
+        if channel is None:
+            self.connection.answer_channel_close(number)
+            return
+
+        def answer() -> None:
+            self.connection.answer_channel_close(number)
+            self._end_channel(number)
+            self.protocol.flush_soon()
+
+        channel.in_order(answer)
 
     def _end_channel(self, number: int) -> None:
         channel = self.channels.pop(number, None)
@@ -213,6 +231,10 @@ class Session(ClientSession):
 
     def send(self, channel: ChannelSession, method: base.Frame) -> None:
         self.connection.send_method(channel.number, method)
+
+    def send_in_order(self, channel: ChannelSession, method: base.Frame) -> None:
+        """Send a locally made answer after the replies to what the channel sent before it."""
+        channel.in_order(lambda: self.send(channel, method))
 
     def reply_ok(self, channel: ChannelSession, method: base.Frame, ok: base.Frame) -> OnReply:
         """Answer with `ok`, unless the method asked for no answer (nowait)."""

@@ -22,7 +22,7 @@ def on_confirm_select(
         raise ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from tx to confirm mode")
     channel.confirm = True
     if not method.nowait:
-        session.send(channel, commands.Confirm.SelectOk())
+        session.send_in_order(channel, commands.Confirm.SelectOk())
 
 
 def confirm_publish(session: Session, channel: ChannelSession, confirm_tag: int) -> None:
@@ -35,10 +35,11 @@ def confirm_publish(session: Session, channel: ChannelSession, confirm_tag: int)
 
 def nack_publish(session: Session, channel: ChannelSession, confirm_tag: int) -> None:
     """A queue at its limit refused the message (reject-publish): the acks collected so far go
-    out first, then basic.nack for this one."""
+    out first, then basic.nack for this one. Its requeue flag is set, as RabbitMQ sends it (the
+    field's default; a client ignores it)."""
     _send_acks(session, channel)
     session.send(
-        channel, commands.Basic.Nack(delivery_tag=confirm_tag, multiple=False, requeue=False)
+        channel, commands.Basic.Nack(delivery_tag=confirm_tag, multiple=False, requeue=True)
     )
     channel.confirmed_tag = channel.acked_tag = confirm_tag
     session.protocol.flush_soon()

@@ -20,7 +20,7 @@ def on_tx_select(session: Session, channel: ChannelSession, method: commands.Tx.
         raise ChannelError(ReplyCode.PRECONDITION_FAILED, "cannot switch from confirm to tx mode")
     if channel.tx is None:
         channel.tx = []
-    session.send(channel, commands.Tx.SelectOk())
+    session.send_in_order(channel, commands.Tx.SelectOk())
 
 
 def on_tx_commit(session: Session, channel: ChannelSession, method: commands.Tx.Commit) -> None:
@@ -44,11 +44,11 @@ def on_tx_commit(session: Session, channel: ChannelSession, method: commands.Tx.
         session.propose(channel, command, buffered_method, on_one_reply(on_reply))
     channel.tx = []
     if not buffered:
-        session.send(channel, commands.Tx.CommitOk())
+        session.send_in_order(channel, commands.Tx.CommitOk())
 
 
 def on_tx_rollback(session: Session, channel: ChannelSession, method: commands.Tx.Rollback) -> None:
     if channel.tx is None:
         raise ChannelError(ReplyCode.PRECONDITION_FAILED, "channel is not transactional")
     channel.tx, channel.tx_bytes = [], 0
-    session.send(channel, commands.Tx.RollbackOk())
+    session.send_in_order(channel, commands.Tx.RollbackOk())

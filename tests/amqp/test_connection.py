@@ -11,7 +11,7 @@ from pamqp import commands, frame, header
 from warrenmq.amqp.codec import encode_content, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (
-    ChannelClosed,
+    ChannelCloseReceived,
     ChannelOpened,
     ConnectionClosed,
     ConnectionOpened,
@@ -79,18 +79,44 @@ def test_an_illegal_transition_raises_and_leaves_the_state_unchanged(
     assert connection.state is ConnectionState.OPEN
 
 
-def test_bad_password_closes_with_403_and_the_start_ok_ids() -> None:
+def _start_ok(password: str, capabilities: dict[str, bool]) -> commands.Connection.StartOk:
+    return commands.Connection.StartOk(
+        client_properties={"capabilities": capabilities},
+        mechanism="PLAIN",
+        response=f"\0guest\0{password}",
+    )
+
+
+def test_bad_password_closes_with_403_for_a_client_that_asked() -> None:
+    """RabbitMQ's authentication_failure_close: a 403 close (class and method 0, as RabbitMQ
+    sends it) for a client with the capability."""
     connection = Connection(Settings(), Gate())
     connection.receive_data(PROTOCOL_HEADER)
     connection.data_to_send()
     connection.receive_data(
-        client_frame(0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0bad"))
+        client_frame(0, _start_ok("bad", {"authentication_failure_close": True}))
     )
     ((_, close),) = frames_out(connection)
-    assert (close.reply_code, close.class_id, close.method_id) == (403, 10, 11)
+    assert (close.reply_code, close.class_id, close.method_id) == (403, 0, 0)
     assert connection.state is ConnectionState.CLOSING
     events = connection.receive_data(client_frame(0, commands.Connection.CloseOk()))
     assert isinstance(events[0], ConnectionClosed) and connection.state is ConnectionState.CLOSED
+
+
+def test_handshake_failures_close_the_socket_without_a_close() -> None:
+    """RabbitMQ's reader sends no connection.close for a failed handshake unless the client
+    asked for one (bad login) or the tune was not allowed."""
+    for start_ok in (
+        _start_ok("bad", {}),
+        commands.Connection.StartOk(mechanism="CRAM-MD5", response="x"),
+    ):
+        connection = Connection(Settings(), Gate())
+        connection.receive_data(PROTOCOL_HEADER)
+        connection.data_to_send()
+        events = connection.receive_data(client_frame(0, start_ok))
+        assert frames_out(connection) == []
+        assert isinstance(events[0], ConnectionClosed)
+        assert connection.state is ConnectionState.CLOSED
 
 
 def test_content_arriving_one_byte_at_a_time(with_channel: Connection) -> None:
@@ -129,8 +155,13 @@ def test_client_channel_close(with_channel: Connection) -> None:
             1, commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0)
         )
     )
-    assert events == [ChannelClosed(1)]
+    assert events == [ChannelCloseReceived(1)]
+    assert frames_out(with_channel) == []  # close-ok waits for the session
+    # what the client sends before close-ok does not count
+    assert with_channel.receive_data(client_frame(1, commands.Basic.Qos(prefetch_count=1))) == []
+    with_channel.answer_channel_close(1)
     assert [type(value) for _, value in frames_out(with_channel)] == [commands.Channel.CloseOk]
+    assert not with_channel.is_channel_open(1)
 
 
 def test_a_closed_channel_ignores_everything_until_close_ok(with_channel: Connection) -> None:
@@ -148,7 +179,9 @@ def test_a_closed_channel_ignores_everything_until_close_ok(with_channel: Connec
 def test_oversize_frame_is_refused_before_its_payload_is_buffered(with_channel: Connection) -> None:
     with_channel.receive_data(struct.pack(">BHI", 3, 1, 10_000_000))
     ((_, close),) = frames_out(with_channel)
-    assert close.reply_code == 501 and "exceeds negotiated frame_max" in close.reply_text
+    assert close.reply_text == (
+        "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,10000000,131064}"
+    )
     assert with_channel.state is ConnectionState.CLOSING
     assert with_channel.receive_data(b"\x00" * 1000) == []  # ignored while closing
 

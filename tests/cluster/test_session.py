@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from pamqp import commands
+from pamqp import commands, frame
+from pamqp import header as content_header
 
 from warrenmq.amqp.properties import parse_properties
 from warrenmq.replication import commands as broker
@@ -52,7 +53,7 @@ async def test_a_refused_publish_is_nacked_after_the_acks_before_it() -> None:
         client.publish(1, "q", b"%d" % number)
     client.node.log.commit()
     await asyncio.sleep(0)
-    nack = {"multiple": False, "requeue": False}
+    nack = {"multiple": False, "requeue": True}  # the field's default, as RabbitMQ sends it
     assert client.sent() == [
         ("Basic.Ack", {"delivery_tag": 1, "multiple": False}),
         ("Basic.Nack", {"delivery_tag": 2, **nack}),
@@ -147,3 +148,29 @@ def test_a_redelivered_message_carries_its_delivery_count() -> None:
     header = next(value for _, value in frames if type(value).__name__ == "ContentHeader")
     assert deliver.redelivered and deliver.delivery_tag == 2
     assert header.properties.headers == {"x-delivery-count": 1}
+
+
+def _mandatory_unroutable(client: Client) -> None:
+    client.send_method(
+        1, commands.Basic.Publish(exchange="", routing_key="nowhere", mandatory=True)
+    )
+    client.send(frame.marshal(content_header.ContentHeader(body_size=0), 1))
+
+
+def test_a_local_answer_waits_for_the_replies_before_it() -> None:
+    """RabbitMQ handles a channel's methods in order: the basic.return of a mandatory publish
+    goes out before the confirm.select-ok, tx.select-ok and close-ok sent after it."""
+    for method, answer in (
+        (commands.Confirm.Select(), "Confirm.SelectOk"),
+        (commands.Tx.Select(), "Tx.SelectOk"),
+        (
+            commands.Channel.Close(reply_code=200, reply_text="", class_id=0, method_id=0),
+            "Channel.CloseOk",
+        ),
+    ):
+        client = opened()
+        _mandatory_unroutable(client)
+        client.send_method(1, method)
+        assert client.sent() == []  # nothing overtakes the publish's reply
+        client.node.log.commit()
+        assert [name for name, _ in client.sent()] == ["Basic.Return", answer]
