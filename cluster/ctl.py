@@ -142,6 +142,16 @@ _LISTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "list_users": ("/api/users", ("name", "tags"), False),
     "list_vhosts": ("/api/vhosts", ("name",), False),
     "list_permissions": ("/api/permissions", ("user", "configure", "write", "read"), True),
+    "list_policies": (
+        "/api/policies",
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        True,
+    ),
+    "list_operator_policies": (
+        "/api/operator-policies",
+        ("vhost", "name", "pattern", "apply-to", "definition", "priority"),
+        True,
+    ),
 }
 
 
@@ -193,6 +203,10 @@ _CHANGES: dict[str, int | None] = {
     "delete_vhost": 1,
     "set_permissions": 4,
     "clear_permissions": 1,
+    "set_policy": 3,
+    "clear_policy": 1,
+    "set_operator_policy": 3,
+    "clear_operator_policy": 1,
 }
 
 
@@ -230,8 +244,33 @@ def _change(client: ApiClient, arguments: argparse.Namespace) -> int:
             f"/api/permissions/{vhost}/{quote(user)}",
             {"configure": configure, "write": write, "read": read},
         )
-    else:
+    elif command == "clear_permissions":
         client.call("DELETE", f"/api/permissions/{vhost}/{quote(names[0])}")
+    else:
+        return _change_policy(client, arguments, vhost)
+    return EXIT_OK
+
+
+def _change_policy(client: ApiClient, arguments: argparse.Namespace, vhost: str) -> int:
+    """set_policy NAME PATTERN DEFINITION (JSON), clear_policy NAME, and the operator ones."""
+    kind = "operator-policies" if "operator" in arguments.action else "policies"
+    path = f"/api/{kind}/{vhost}/{quote(arguments.columns[0])}"
+    if arguments.action.startswith("clear_"):
+        client.call("DELETE", path)
+        return EXIT_OK
+    _, pattern, definition = arguments.columns
+    try:
+        parsed = json.loads(definition)
+    except ValueError as error:
+        print(f"{arguments.action}: the definition is not JSON: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    body = {
+        "pattern": pattern,
+        "definition": parsed,
+        "priority": arguments.priority,
+        "apply-to": arguments.apply_to,
+    }
+    client.call("PUT", path, body)
     return EXIT_OK
 
 
@@ -314,6 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("columns", nargs="*", help="the command's arguments or columns")
     parser.add_argument("-p", "--vhost", default="/", help="virtual host (default /)")
+    parser.add_argument("--priority", type=int, default=0, help="set_policy: its priority")
+    parser.add_argument("--apply-to", default="all", help="set_policy: queues, exchanges, ...")
     parser.add_argument("--host", default="127.0.0.1", help="a node's management host")
     parser.add_argument("--management-port", type=int, default=15672)
     parser.add_argument(

@@ -1,10 +1,11 @@
 """Definitions: RabbitMQ's JSON export of a broker's topology, and commands that import one.
 
 The export has RabbitMQ's keys (users with salted hashes in rabbit_password_hashing_sha256 form,
-vhosts, permissions, exchanges, queues, bindings), so a file exported from RabbitMQ imports into
-Warren and one exported here imports into RabbitMQ. What clients create and the broker removes
-by itself is left out, as RabbitMQ leaves it out: exclusive queues, the default exchange and the
-amq.* exchanges every vhost has, and the default exchange's implicit bindings.
+vhosts, permissions, policies and operator policies, exchanges, queues, bindings), so a file
+exported from RabbitMQ imports into Warren and one exported here imports into RabbitMQ. What
+clients create and the broker removes by itself is left out, as RabbitMQ leaves it out:
+exclusive queues, the default exchange and the amq.* exchanges every vhost has, and the default
+exchange's implicit bindings.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import typing
 
 from warrenmq.cluster.passwords import HASHING_ALGORITHM, hash_password, is_password_hash
 from warrenmq.replication import commands as c
-from warrenmq.replication.queries import BindingView, ExchangeView, Queries
+from warrenmq.replication import policies
+from warrenmq.replication.queries import BindingView, ExchangeView, PolicyView, Queries
 
 __all__ = [
     "add_user_command",
@@ -26,7 +28,9 @@ __all__ = [
     "ignored_sections",
     "export",
     "import_commands",
+    "policy_definition",
     "set_permissions_command",
+    "set_policy_command",
 ]
 
 Json = typing.Any
@@ -88,11 +92,63 @@ def export(broker: Queries, version: str) -> dict[str, Json]:
         "topic_permissions": [],
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": [policy_definition(each) for each in broker.query_policies()],
+        "operator_policies": [
+            policy_definition(each) for each in broker.query_policies(operator=True)
+        ],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     }
+
+
+def policy_definition(policy: PolicyView) -> dict[str, Json]:
+    """A policy as RabbitMQ's API and definitions files show it."""
+    return {
+        "vhost": policy.vhost,
+        "name": policy.name,
+        "pattern": policy.pattern,
+        "apply-to": policy.apply_to,
+        "definition": policy.definition,
+        "priority": policy.priority,
+    }
+
+
+def set_policy_command(
+    vhost: str, name: str, body: dict[str, Json], operator: bool = False
+) -> c.SetPolicy:
+    """From the API's PUT body or a definitions entry; ValueError with RabbitMQ's reason."""
+    if not isinstance(body, dict):
+        raise ValueError("policy must be a JSON object")
+    pattern = body.get("pattern")
+    definition = body.get("definition")
+    apply_to = body.get("apply-to", "all")
+    priority = body.get("priority", 0)
+    if isinstance(priority, str) and priority.lstrip("-").isdigit():
+        priority = int(priority)  # rabbitmqadmin and older UIs send it as text
+    reason = (
+        policies.check_pattern(pattern)
+        or policies.check_definition(definition, operator)
+        or (
+            None if apply_to in policies.APPLY_TO else f"'{apply_to}' is not a valid apply-to value"
+        )
+        or (
+            None
+            if isinstance(priority, int) and not isinstance(priority, bool)
+            else "priority must be an integer"
+        )
+    )
+    if reason is not None:
+        raise ValueError(reason)
+    return c.SetPolicy(
+        vhost=vhost,
+        name=name,
+        pattern=typing.cast(str, pattern),
+        apply_to=str(apply_to),
+        priority=typing.cast(int, priority),
+        definition=dict(typing.cast(dict[str, Json], definition)),
+        operator=operator,
+    )
 
 
 def exchange_definition(exchange: ExchangeView) -> dict[str, Json]:
@@ -215,7 +271,7 @@ def bind_command(
 
 
 # sections of RabbitMQ's definitions that Warren does not have (yet): an import skips them
-_UNSUPPORTED = ("policies", "parameters", "global_parameters", "topic_permissions")
+_UNSUPPORTED = ("parameters", "global_parameters", "topic_permissions")
 
 
 def ignored_sections(definitions: dict[str, Json]) -> list[str]:
@@ -236,6 +292,11 @@ def import_commands(
         set_permissions_command(str(entry["user"]), str(entry["vhost"]), entry)
         for entry in definitions.get("permissions", [])
     ]
+    for section, operator in (("policies", False), ("operator_policies", True)):
+        commands += [
+            set_policy_command(str(entry["vhost"]), str(entry["name"]), entry, operator)
+            for entry in definitions.get(section, [])
+        ]
     commands += [
         declare_exchange_command(next_channel(), str(exchange["vhost"]), exchange)
         for exchange in definitions.get("exchanges", [])

@@ -78,6 +78,7 @@ def v1_server_properties(config: NodeConfig) -> dict[str, typing.Any]:
     """What the AMQP 1.0 open frame tells clients (RabbitMQ's keys, no capabilities table)."""
     properties = server_properties(config)
     del properties["capabilities"]
+    properties["node"] = config.node_id  # RabbitMQ names the node over AMQP 1.0 only
     properties["product"], properties["version"] = V1_COMPATIBLE_PRODUCT
     properties["warren_product"], properties["warren_version"] = "Warren", _version()
     return properties
@@ -90,7 +91,6 @@ def server_properties(config: NodeConfig) -> dict[str, typing.Any]:
         "version": _version(),
         "platform": f"Python {sys.version.split()[0]}",
         "cluster_name": CLUSTER_NAME,
-        "node": config.node_id,
         "copyright": "The Warren authors",
         "information": "Licensed under the Apache License 2.0",
         "capabilities": {
@@ -99,8 +99,10 @@ def server_properties(config: NodeConfig) -> dict[str, typing.Any]:
             "basic.nack": True,
             "consumer_cancel_notify": True,
             "connection.blocked": True,
+            "consumer_priorities": True,
             "authentication_failure_close": True,
             "per_consumer_qos": True,
+            "direct_reply_to": True,
         },
     }
 

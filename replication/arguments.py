@@ -84,15 +84,21 @@ def invalid_argument(kind: str, name: str, vhost: str, argument: str, reason: st
 
 
 def integer_argument(
-    arguments: c.Arguments, argument: str, kind: str, name: str, vhost: str, least: int = 0
+    arguments: c.Arguments,
+    argument: str,
+    kind: str,
+    name: str,
+    vhost: str,
+    least: int | None = 0,
 ) -> int | None:
-    """An integer argument of a queue or exchange declare, or None when it is absent."""
+    """An integer argument of a queue or exchange declare, or None when it is absent; `least`
+    None takes any integer."""
     value = arguments.get(argument)
     if value is None:
         return None
     if not is_integer(value):
         raise invalid_argument(kind, name, vhost, argument, not_an_integer(value))
-    if value < least:
+    if least is not None and value < least:
         raise invalid_argument(kind, name, vhost, argument, f"{{value_negative,{value}}}")
     return value
 

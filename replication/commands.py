@@ -37,6 +37,7 @@ __all__ = [
     "Cancel",
     "ChannelRef",
     "ClearPermissions",
+    "ClearPolicy",
     "CloseChannel",
     "Command",
     "Consume",
@@ -57,6 +58,7 @@ __all__ = [
     "Reject",
     "SessionClosed",
     "SetAlarm",
+    "SetPolicy",
     "GrantCredit",
     "SetPermissions",
     "Settle",
@@ -215,6 +217,27 @@ class SetPermissions:
 class ClearPermissions:
     user: str
     vhost: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetPolicy:
+    """Add or replace a policy (operator=False) or operator policy of a vhost; the proposer
+    has checked the pattern and definition (replication/policies.py)."""
+
+    vhost: str
+    name: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: Arguments
+    operator: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearPolicy:
+    vhost: str
+    name: str
+    operator: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -472,6 +495,8 @@ Command = (
     | SetAlarm
     | GrantCredit
     | DrainCredit
+    | SetPolicy
+    | ClearPolicy
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

@@ -20,6 +20,12 @@ def apply_consume(step: Step, command: c.Consume) -> Reply:
         raise refusal(
             ReplyCode.NOT_ALLOWED, f"attempt to reuse consumer tag '{command.consumer_tag}'"
         )
+    if queue.queue_type == "quorum" and channel.global_prefetch_count:
+        # RabbitMQ's quorum queues refuse a consumer on a channel with a global prefetch
+        raise refusal(
+            ReplyCode.NOT_IMPLEMENTED,
+            f"queue '{queue.name}' in vhost '{queue.vhost}' does not support global qos",
+        )
     if queue.consumers and (command.exclusive or queue.consumers[0].exclusive):
         raise refusal(
             ReplyCode.ACCESS_REFUSED,

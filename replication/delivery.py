@@ -31,11 +31,20 @@ def enqueue(step: Step, queue: Queue, message: Message, now_ms: int) -> bool:
         if overflow == "reject-publish-dlx":
             dead_letter.dead_letter(step, queue, message, "maxlen")
         return False
-    queue.append(message, now_ms)
-    while overflow == "drop-head" and queue.ready_count and queue.over_limit():
-        dead_letter.dead_letter(step, queue, queue.take().message, "maxlen")
+    entry = queue.append(message, now_ms)
+    trim(step, queue)
     dispatch(step, queue)
+    if entry.expires_at_ms == now_ms and queue.head() is entry:
+        # a TTL of 0: RabbitMQ docs, TTL: such a message expires at once unless a consumer
+        # takes it at once (the clock need not move for that)
+        dead_letter.dead_letter(step, queue, queue.take().message, "expired")
     return True
+
+
+def trim(step: Step, queue: Queue) -> None:
+    """drop-head: dead-letter the oldest ready messages while the queue is over its limits."""
+    while queue.limits.overflow == "drop-head" and queue.ready_count and queue.over_limit():
+        dead_letter.dead_letter(step, queue, queue.take().message, "maxlen")
 
 
 def expire(step: Step, queue: Queue) -> bool:

@@ -4,7 +4,9 @@ bookkeeping that queue.bind/unbind and queue deletion share."""
 from __future__ import annotations
 
 from warrenmq.replication import commands as c
+from warrenmq.replication import policies
 from warrenmq.replication.arguments import (
+    amqp_type_name,
     arguments_key,
     check_arguments_equivalence,
     check_properties_equivalence,
@@ -40,7 +42,7 @@ BindingKey = tuple[str, str, str, bytes]  # destination kind and name, routing k
 def apply_declare_exchange(step: Step, command: c.DeclareExchange) -> Reply:
     vhost = step.vhost(command.vhost)
     name = command.exchange
-    if name == "" and not command.passive:
+    if name == "":  # passive too, as RabbitMQ
         raise default_exchange_refused()
     existing = vhost.exchanges.get(name)
     if command.passive:
@@ -71,7 +73,16 @@ def apply_declare_exchange(step: Step, command: c.DeclareExchange) -> Reply:
         command.internal,
         command.arguments,
     )
+    apply_policy(vhost, vhost.exchanges[name])
     return Ok()
+
+
+def apply_policy(vhost: Vhost, exchange: Exchange) -> None:
+    """What the exchange's policy sets: an alternate exchange, for now the only key."""
+    policy = policies.exchange_policy(vhost, exchange)
+    exchange.policy = policy.name if policy is not None else None
+    alternate = policy.definition.get("alternate-exchange") if policy is not None else None
+    exchange.policy_alternate_exchange = alternate if isinstance(alternate, str) else None
 
 
 def _check_equivalence(existing: Exchange, command: c.DeclareExchange) -> None:
@@ -137,8 +148,33 @@ def apply_unbind_exchange(step: Step, command: c.UnbindExchange) -> Reply:
     return Ok()
 
 
+X_MATCH_VALUES = ("all", "any", "all-with-x", "any-with-x")
+
+
+def _check_x_match(source: Exchange, arguments: c.Arguments) -> None:
+    """RabbitMQ's headers exchange validates a binding's x-match before it binds."""
+    if source.type != "headers" and source.arguments.get("x-delayed-type") != "headers":
+        return
+    if "x-match" not in arguments:
+        return
+    x_match = arguments["x-match"]
+    if not isinstance(x_match, str):
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            f"Invalid x-match field type {amqp_type_name(x_match)} (value {x_match}); "
+            "expected longstr",
+        )
+    if x_match not in X_MATCH_VALUES:
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            f'Invalid x-match field value <<"{x_match}">>; expected all, any, all-with-x, or '
+            "any-with-x",
+        )
+
+
 def add_binding(source: Exchange, binding: Binding) -> None:
     """Bind, unless the same binding is there already (AMQP: binding twice is binding once)."""
+    _check_x_match(source, binding.arguments)
     key = (
         binding.destination_kind,
         binding.destination,

@@ -67,6 +67,19 @@ class QueueView:
     single_active_consumer: bool
     active_consumer_tag: str | None  # the single active consumer's, if it has one
     consumers: tuple[ConsumerView, ...]
+    policy: str | None = None
+    operator_policy: str | None = None
+    policy_definition: c.Arguments | None = None  # what its policies set, merged
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyView:
+    vhost: str
+    name: str
+    pattern: str
+    apply_to: str
+    priority: int
+    definition: c.Arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,24 @@ class Queries:
     def query_permissions(self) -> dict[tuple[str, str], Permission]:
         """Every (user, vhost) that has permissions, and what they are."""
         return dict(self.state.permissions)
+
+    def query_policies(self, operator: bool = False) -> list[PolicyView]:
+        """Every policy (or operator policy), by vhost and name."""
+        found = []
+        for vhost_name, vhost in self.state.vhosts.items():
+            table = vhost.operator_policies if operator else vhost.policies
+            found += [
+                PolicyView(
+                    vhost_name,
+                    policy.name,
+                    policy.pattern,
+                    policy.apply_to,
+                    policy.priority,
+                    dict(policy.definition),
+                )
+                for _, policy in sorted(table.items())
+            ]
+        return found
 
     def query_vhost_names(self) -> list[str]:
         return list(self.state.vhosts)
@@ -237,4 +268,7 @@ def _queue_view(queue: Queue) -> QueueView:
             )
             for consumer in queue.consumers
         ),
+        queue.policy,
+        queue.operator_policy,
+        dict(queue.policy_definition),
     )

@@ -106,6 +106,10 @@ class Queue:
     top_priority: int = 0  # the highest x-priority among the consumers
     dead_letters: list[DeadLetter] = field(default_factory=list)  # at least once, not yet taken
     dead_letter_bytes: int = 0  # body bytes of the messages in `dead_letters`
+    policy: str | None = None  # the name of the policy that applies to it
+    operator_policy: str | None = None  # the name of the operator policy that applies to it
+    # what its policies set, merged (the management API's effective_policy_definition)
+    policy_definition: dict[str, typing.Any] = field(default_factory=dict)
 
     @property
     def ref(self) -> QueueRef:
@@ -115,7 +119,7 @@ class Queue:
     def ready_count(self) -> int:
         return len(self.ready) + len(self.returned)
 
-    def append(self, message: Message, now_ms: int) -> None:
+    def append(self, message: Message, now_ms: int) -> Entry:
         ttls = (self.limits.message_ttl_ms, _expiration_ms(message))
         known = [ttl for ttl in ttls if ttl is not None]
         expires_at_ms = now_ms + min(known) if known else None
@@ -127,6 +131,7 @@ class Queue:
         else:
             self.ready.append(entry)
         self.ready_bytes += len(message.body)
+        return entry
 
     def _returned_first(self) -> bool:
         return bool(self.returned) and (not self.ready or self.returned[0][0] < self.ready[0].order)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import typing
 
 from warrenmq.replication import commands as c
-from warrenmq.replication import exchanges
+from warrenmq.replication import delivery, exchanges, policies
 from warrenmq.replication.arguments import (
     amqp_type_name,
     arguments_key,
@@ -56,6 +56,16 @@ _EQUIVALENCE_ARGUMENTS = (
 )
 
 
+# Arguments one queue type takes and the other refuses (RabbitMQ's queue type capabilities:
+# queue_arguments of rabbit_classic_queue and rabbit_quorum_queue)
+QUEUE_TYPE_REFUSES = {
+    "classic": frozenset(
+        {"x-delivery-limit", "x-dead-letter-strategy", "x-quorum-initial-group-size"}
+    ),
+    "quorum": frozenset({"x-max-priority", "x-queue-mode", "x-queue-version", "x-max-age"}),
+}
+
+
 def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
     vhost = step.vhost(command.vhost)
     existing = vhost.queues.get(command.queue)
@@ -72,6 +82,8 @@ def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
     if not command.server_named:
         check_reserved_name("queue", command.queue)
     queue_type = _check_queue_type(command)
+    limits = _limits(command, queue_type)
+    _check_for_queue_type(command, queue_type)
     vhost.queues[command.queue] = Queue(
         command.vhost,
         command.queue,
@@ -80,11 +92,31 @@ def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
         command.auto_delete,
         command.arguments,
         queue_type,
-        limits=_limits(command, queue_type),
+        limits=limits,
         last_used_ms=step.state.clock_ms,
         id=new_id(step.state),
     )
+    apply_policies(step, vhost, vhost.queues[command.queue])
     return QueueDeclared(command.queue, 0, 0)
+
+
+def apply_policies(step: Step, vhost: Vhost, queue: Queue) -> None:
+    """Give the queue what its policy and operator policy set, over its own arguments (once
+    declared, and after every policy change in its vhost); a lower limit trims it at once."""
+    policy, operator = policies.queue_policies(vhost, queue)
+    queue.policy = policy.name if policy is not None else None
+    queue.operator_policy = operator.name if operator is not None else None
+    definition = policies.merged_definition(policy, operator)
+    queue.policy_definition = definition
+    effective = policies.effective_arguments(queue.arguments, queue.queue_type, definition)
+    try:
+        queue.limits = limits_of(effective, queue.name, queue.vhost, queue.queue_type)
+    except Refusal:
+        # checked one by one, a policy's values can still not go together with the queue's
+        # arguments (a routing key and no exchange to dead-letter to): the arguments hold
+        queue.limits = limits_of(queue.arguments, queue.name, queue.vhost, queue.queue_type)
+    delivery.trim(step, queue)
+    delivery.dispatch(step, queue)
 
 
 def _check_queue_type(command: c.DeclareQueue) -> str:
@@ -93,7 +125,25 @@ def _check_queue_type(command: c.DeclareQueue) -> str:
         raise refusal(
             ReplyCode.PRECONDITION_FAILED,
             f"invalid arg 'x-queue-type' for queue '{command.queue}' in vhost "
-            f"'{command.vhost}': unsupported queue type '{queue_type}'",
+            f"'{command.vhost}': \"unsupported queue type '{queue_type}'\"",
+        )
+    return typing.cast(str, queue_type)
+
+
+def _check_for_queue_type(command: c.DeclareQueue, queue_type: str) -> None:
+    """What the queue type refuses, once the arguments it takes are checked (RabbitMQ's
+    order: x-queue-type, the values, the keys, then the queue type's own declare)."""
+    unsupported = QUEUE_TYPE_REFUSES[queue_type].intersection(command.arguments)
+    if unsupported:
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid arg '{min(unsupported)}' for queue '{command.queue}' in vhost "
+            f"'{command.vhost}' of queue type rabbit_{queue_type}_queue",
+        )
+    if queue_type == "quorum" and command.server_named:
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            "Cannot declare a server-named queue for type rabbit_quorum_queue",
         )
     if queue_type == "quorum":
         # RabbitMQ docs: quorum queues are always durable, never exclusive or auto-delete.
@@ -108,7 +158,6 @@ def _check_queue_type(command: c.DeclareQueue) -> str:
                     f"invalid property '{name}' for queue '{command.queue}' in vhost "
                     f"'{command.vhost}'",
                 )
-    return typing.cast(str, queue_type)
 
 
 def _check_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
@@ -121,11 +170,12 @@ def _check_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
             ("auto_delete", command.auto_delete, existing.auto_delete),
         ],
     )
-    if command.exclusive and existing.exclusive_owner is None:
-        raise locked(existing)
+    if command.exclusive != (existing.exclusive_owner is not None):
+        raise locked(existing)  # RabbitMQ: a different exclusive flag is 405, not 406
     received_arguments = dict(command.arguments)
-    # RabbitMQ 3.13+: a redeclare that leaves out x-queue-type matches any type.
-    received_arguments.setdefault("x-queue-type", existing.queue_type)
+    # RabbitMQ 4.x gives a declare without x-queue-type the default type (classic) before it
+    # compares (rabbit_amqqueue:augment_declare_args), so redeclaring a quorum queue needs it
+    received_arguments.setdefault("x-queue-type", "classic")
     current_arguments = dict(existing.arguments)
     current_arguments.setdefault("x-queue-type", existing.queue_type)
     check_arguments_equivalence(
@@ -139,14 +189,17 @@ def _check_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
 
 
 def _limits(command: c.DeclareQueue, queue_type: str) -> Limits:
+    return limits_of(command.arguments, command.queue, command.vhost, queue_type)
+
+
+def limits_of(arguments: c.Arguments, queue: str, vhost: str, queue_type: str) -> Limits:
     """Read and check the limit and dead-letter arguments (406 with RabbitMQ's reasons)."""
-    arguments = command.arguments
 
     def invalid(argument: str, reason: str) -> Refusal:
-        return invalid_argument("queue", command.queue, command.vhost, argument, reason)
+        return invalid_argument("queue", queue, vhost, argument, reason)
 
-    def integer(argument: str, least: int = 0) -> int | None:
-        return integer_argument(arguments, argument, "queue", command.queue, command.vhost, least)
+    def integer(argument: str, least: int | None = 0) -> int | None:
+        return integer_argument(arguments, argument, "queue", queue, vhost, least)
 
     def string(argument: str) -> str | None:
         value = arguments.get(argument)
@@ -154,10 +207,19 @@ def _limits(command: c.DeclareQueue, queue_type: str) -> Limits:
             raise invalid(argument, f"{{unacceptable_type,{amqp_type_name(value)}}}")
         return value
 
+    dead_letter_exchange = arguments.get("x-dead-letter-exchange")
+    if dead_letter_exchange is not None and not isinstance(dead_letter_exchange, str):
+        # RabbitMQ's channel checks this one before the queue's arguments, in its own words
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            f"invalid type '{amqp_type_name(dead_letter_exchange)}' for arg "
+            f"'x-dead-letter-exchange' in queue '{queue}' in vhost '{vhost}'",
+        )
+    if integer("x-quorum-initial-group-size") == 0:
+        raise invalid("x-quorum-initial-group-size", "{value_zero,0}")
     overflow = string("x-overflow") or "drop-head"
     if overflow not in OVERFLOW_MODES:
         raise invalid("x-overflow", "invalid_overflow")
-    dead_letter_exchange = string("x-dead-letter-exchange")
     dead_letter_routing_key = string("x-dead-letter-routing-key")
     single_active_consumer = arguments.get("x-single-active-consumer", False)
     if not isinstance(single_active_consumer, bool):
@@ -167,9 +229,9 @@ def _limits(command: c.DeclareQueue, queue_type: str) -> Limits:
         )
     if dead_letter_routing_key is not None and dead_letter_exchange is None:
         raise invalid("x-dead-letter-routing-key", "routing_key_but_no_dlx_defined")
-    delivery_limit = integer("x-delivery-limit", least=-1)
-    if queue_type != "quorum" or delivery_limit == -1:
-        delivery_limit = None  # classic queues count no deliveries; -1 means no limit
+    delivery_limit = integer("x-delivery-limit", least=None)
+    if queue_type != "quorum" or (delivery_limit is not None and delivery_limit < 0):
+        delivery_limit = None  # classic queues count no deliveries; a negative one: no limit
     elif delivery_limit is None:
         delivery_limit = QUORUM_DELIVERY_LIMIT
     strategy = string("x-dead-letter-strategy") or "at-most-once"
@@ -216,9 +278,10 @@ def apply_unbind_queue(step: Step, command: c.UnbindQueue) -> Reply:
         raise default_exchange_refused()
     vhost = step.vhost(command.vhost)
     queue = vhost.queues.get(command.queue)
-    if queue is not None:
-        check_exclusive_access(command.channel, queue)
     key = ("queue", command.queue, command.routing_key, arguments_key(command.arguments))
+    source = vhost.exchanges.get(command.exchange)
+    if queue is not None and source is not None and key in source.bindings:
+        check_exclusive_access(command.channel, queue)  # RabbitMQ: only a binding that exists
     exchanges.unbind(vhost, command.exchange, key)
     return Ok()
 
@@ -237,10 +300,16 @@ def apply_delete_queue(step: Step, command: c.DeleteQueue) -> Reply:
         return MessageCount(0)  # RabbitMQ: deleting a missing queue succeeds
     check_exclusive_access(command.channel, queue)
     where = f"queue '{queue.name}' in vhost '{queue.vhost}'"
+    if command.if_unused and queue.queue_type == "quorum":
+        raise refusal(
+            ReplyCode.NOT_IMPLEMENTED,
+            f"cannot delete {where}. queue.delete operations with if-unused flag set are not "
+            "supported by quorum queues",
+        )
     if command.if_unused and queue.consumers:
         raise refusal(ReplyCode.PRECONDITION_FAILED, f"{where} in use")
     if command.if_empty and queue.ready_count:
-        raise refusal(ReplyCode.PRECONDITION_FAILED, f"{where} is not empty")
+        raise refusal(ReplyCode.PRECONDITION_FAILED, f"{where} not empty")
     count = queue.ready_count
     remove_queue(step, vhost, queue)
     return MessageCount(count)

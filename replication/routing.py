@@ -21,8 +21,9 @@ __all__ = ["headers_match", "matching_bindings", "route", "sender_keys", "topic_
 
 @functools.lru_cache(maxsize=65536)
 def _words(key: str) -> tuple[str, ...]:
-    # "a..b" has an empty middle word and "" is one empty word, as in RabbitMQ.
-    return tuple(key.split("."))
+    # As RabbitMQ splits a topic: "a..b" has an empty middle word, "" has no words at all
+    # (so `*` does not match it, `#` does).
+    return tuple(key.split(".")) if key else ()
 
 
 def topic_matches(binding_key: str, routing_key: str) -> bool:
@@ -44,6 +45,20 @@ def topic_matches(binding_key: str, routing_key: str) -> bool:
     return positions[len(words)]
 
 
+def same_value(left: object, right: object) -> bool:
+    """Equal as RabbitMQ compares table values: same type and value, so true is not 1 and
+    1 is not 1.0."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, dict):
+        assert isinstance(right, dict)
+        return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
+    if isinstance(left, list):
+        assert isinstance(right, list)
+        return len(left) == len(right) and all(map(same_value, left, right))
+    return left == right
+
+
 def headers_match(
     binding_arguments: dict[str, typing.Any], headers: dict[str, typing.Any] | None
 ) -> bool:
@@ -59,7 +74,7 @@ def headers_match(
         if key == "x-match" or (key.startswith("x-") and not with_x):
             continue
         present = key in headers
-        matched = present and (expected is None or headers[key] == expected)
+        matched = present and (expected is None or same_value(headers[key], expected))
         if wants_all and not matched:
             return False
         if not wants_all and matched:
@@ -97,7 +112,8 @@ def route(
                 destination = vhost.exchanges.get(binding.destination)
                 if destination is not None:
                     routed = walk(destination, routing_key) or routed
-        alternate = source.arguments.get("alternate-exchange")
+        # its own argument first, then its policy's (rabbit_policy:get_arg)
+        alternate = source.arguments.get("alternate-exchange", source.policy_alternate_exchange)
         if not routed and isinstance(alternate, str) and alternate in vhost.exchanges:
             routed = walk(vhost.exchanges[alternate], routing_key)
         return routed

@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "Meta",
     "Permission",
+    "Policy",
     "Unacked",
     "User",
     "Vhost",
@@ -114,6 +115,9 @@ class Exchange:
     delayed: list[tuple[int, int, Message]] = field(default_factory=list)
     delayed_count: int = 0  # messages delayed so far (orders equal due times)
     delayed_bytes: int = 0  # body bytes of the messages in `delayed`
+    policy: str | None = None  # the name of the policy that applies to it
+    # the alternate exchange its policy names (its own argument comes first)
+    policy_alternate_exchange: str | None = None
 
     @property
     def routing_type(self) -> str:
@@ -153,10 +157,23 @@ class Channel:
     reply_consumer: str | None = None  # consumer tag on amq.rabbitmq.reply-to (direct reply-to)
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A policy or operator policy (RabbitMQ docs: Policies)."""
+
+    name: str
+    pattern: str  # a regular expression over queue or exchange names
+    apply_to: str  # one of policies.APPLY_TO
+    priority: int  # of the policies that match, the highest applies
+    definition: dict[str, typing.Any]  # its keys, RabbitMQ's (max-length, ...)
+
+
 @dataclass(slots=True)
 class Vhost:
     exchanges: dict[str, Exchange] = field(default_factory=dict)
     queues: dict[str, Queue] = field(default_factory=dict)
+    policies: dict[str, Policy] = field(default_factory=dict)  # by name
+    operator_policies: dict[str, Policy] = field(default_factory=dict)  # by name
 
 
 @dataclass(slots=True)
@@ -213,6 +230,7 @@ def upgrade_state(state: BrokerState) -> BrokerState:
     if "next_id" in missing:
         _number_queues_and_consumers(state)
     for vhost in state.vhosts.values():
+        _fill_missing_fields(vhost)
         for exchange in vhost.exchanges.values():
             if "delayed_bytes" in _fill_missing_fields(exchange):
                 exchange.delayed_bytes = sum(len(held[2].body) for held in exchange.delayed)

@@ -27,6 +27,7 @@ from warrenmq.cluster.management import (
     health,
     overview,
     permissions,
+    policies,
     queues,
     users,
     vhosts,
@@ -74,6 +75,17 @@ def routes(api: ManagementApi) -> list[web.RouteDef]:
         web.get("/api/permissions" + vhost + "/{user}", on(permissions.one_permission)),
         web.put("/api/permissions" + vhost + "/{user}", on(permissions.put_permission)),
         web.delete("/api/permissions" + vhost + "/{user}", on(permissions.delete_permission)),
+        *(
+            route
+            for kind in ("/api/policies", "/api/operator-policies")
+            for route in (
+                web.get(kind, on(policies.list_policies)),
+                web.get(kind + vhost, on(policies.list_policies)),
+                web.get(kind + vhost + "/{name}", on(policies.one_policy)),
+                web.put(kind + vhost + "/{name}", on(policies.put_policy)),
+                web.delete(kind + vhost + "/{name}", on(policies.delete_policy)),
+            )
+        ),
         web.get("/api/exchanges", on(exchanges.exchanges)),
         web.get("/api/exchanges" + vhost, on(exchanges.exchanges)),
         web.get("/api/exchanges" + vhost + "/{exchange}", on(exchanges.one_exchange)),

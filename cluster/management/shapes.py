@@ -113,7 +113,9 @@ def queue_json(placement: Json, queue: QueueView) -> Json:
         "message_bytes_ready": queue.ready_bytes,
         "consumers": len(queue.consumers),
         "single_active_consumer_ctag": queue.active_consumer_tag,
-        "policy": None,
+        "policy": queue.policy,
+        "operator_policy": queue.operator_policy,
+        "effective_policy_definition": queue.policy_definition or {},
     }
 
 

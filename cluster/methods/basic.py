@@ -27,10 +27,18 @@ if typing.TYPE_CHECKING:
 
 
 def on_basic_publish(session: Session, channel: ChannelSession, event: ContentReceived) -> None:
-    method = event.method
+    method = typing.cast(commands.Basic.Publish, event.method)  # HANDLERS chose it by type
     if method.immediate:
         raise ChannelError(ReplyCode.NOT_IMPLEMENTED, "immediate=true")
     properties = event.properties
+    session.permit("write", "exchange", method.exchange)
+    # RabbitMQ's order: write permission, then the validated user-id, then the expiration
+    user_id = properties.text("user_id")
+    if user_id is not None and user_id != session.user:
+        raise ChannelError(
+            ReplyCode.PRECONDITION_FAILED,
+            f"user_id property set to '{user_id}' but authenticated user was '{session.user}'",
+        )
     expiration = properties.text("expiration")
     if expiration is not None:
         error = expiration_error(expiration)
@@ -38,7 +46,6 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
             raise ChannelError(
                 ReplyCode.PRECONDITION_FAILED, f"invalid expiration '{expiration}': {error}"
             )
-    session.permit("write", "exchange", method.exchange)
     counters = session.node.counters
     counters.received += 1
     confirm_tag = 0

@@ -76,6 +76,8 @@ def test_a_queue_counts_ready_unacked_and_ready_bytes() -> None:
         "consumers": 1,
         "single_active_consumer_ctag": None,
         "policy": None,
+        "operator_policy": None,
+        "effective_policy_definition": {},
     }
 
 

@@ -195,8 +195,13 @@ def test_definitions_import_in_dependency_order_and_refuse_unknown_hashes() -> N
 
 
 def test_an_import_names_the_sections_it_leaves_out() -> None:
-    exported = {"policies": [{"name": "ha"}], "parameters": [], "queues": [{"name": "q"}]}
-    assert ignored_sections(exported) == ["policies"]
+    exported = {
+        "policies": [{"name": "ha"}],
+        "parameters": [{"name": "shovel"}],
+        "topic_permissions": [],
+        "queues": [{"name": "q"}],
+    }
+    assert ignored_sections(exported) == ["parameters"]  # policies import now
 
 
 def test_the_two_reply_code_tables_agree() -> None:

@@ -227,7 +227,6 @@ def test_reject_publish_nacks_the_publisher_and_keeps_the_queue(channel) -> None
         ({"x-overflow": "drop-tail"}, "invalid_overflow"),
         ({"x-dead-letter-strategy": "twice"}, "invalid_dlx_strategy"),
         ({"x-single-active-consumer": "yes"}, "{unacceptable_type,longstr}"),
-        ({"x-max-priority": 256}, "{max_value_exceeded,256}"),
         ({"x-expires": 0}, "{value_zero,0}"),
         ({"x-dead-letter-routing-key": "k"}, "routing_key_but_no_dlx_defined"),
     ],

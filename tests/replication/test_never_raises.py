@@ -175,6 +175,13 @@ ARGUMENT_NAMES = (
     "CC",
     "BCC",
     "k",
+    # policy definition keys
+    "max-length",
+    "overflow",
+    "delivery-limit",
+    "dead-letter-exchange",
+    "dead-letter-routing-key",
+    "message-ttl",
 )
 nasty_arguments = st.dictionaries(st.sampled_from(ARGUMENT_NAMES), nasty_values, max_size=4)
 # Mostly live ones, so that commands get past the liveness check; and often the management
@@ -197,6 +204,8 @@ def nasty_field(name: str, hint: object) -> st.SearchStrategy[typing.Any]:
         return st.booleans()
     if hint is int:
         return nasty_numbers | st.integers(0, 8)
+    if hint == int | None:
+        return st.none() | nasty_numbers | st.integers(0, 8)
     if hint is str:
         pools = {
             "queue": QUEUES,
@@ -209,6 +218,8 @@ def nasty_field(name: str, hint: object) -> st.SearchStrategy[typing.Any]:
             "type": ("direct", "fanout", "topic", "headers", "x-delayed-message", "bogus"),
             "consumer_tag": ("c1", "c2", ""),
             "resource": ("memory", "disk"),
+            "pattern": ("^q", ".*", "(", "(a+)+", "q|x"),
+            "apply_to": ("queues", "exchanges", "all", "quorum_queues", "bogus"),
         }
         pool = st.sampled_from(pools.get(name, ("u", "guest", "")))
         return pool if name in ("vhost", "node") else pool | st.text(max_size=4)

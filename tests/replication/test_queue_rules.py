@@ -9,7 +9,7 @@ import dataclasses
 import typing
 
 from warrenmq.replication import commands as c
-from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Routed
+from warrenmq.replication.replies import Deliver, GetEmpty, GetOk, Refused, Routed
 
 from .harness import VHOST, Harness, channel_ref, publish_command
 
@@ -75,15 +75,15 @@ def test_a_quorum_queue_drops_a_message_after_20_returns_by_default() -> None:
     assert ready(harness, "q") == 0
 
 
-def test_a_classic_queue_counts_no_deliveries() -> None:
+def test_a_classic_queue_refuses_the_delivery_limit() -> None:
+    """RabbitMQ 4.x: x-delivery-limit is not among a classic queue's arguments."""
     harness = Harness()
-    harness.declare_queue(REF, "q", arguments={"x-delivery-limit": 1})
-    publish(harness, "q", b"m")
-    for _ in range(3):
-        reply = get(harness, "q")
-        assert isinstance(reply, GetOk) and reply.annotations is None
-        reject(harness, reply.delivery_tag, requeue=True)
-    assert ready(harness, "q") == 1
+    reply = harness.declare_queue(REF, "q", arguments={"x-delivery-limit": 1}).reply
+    assert isinstance(reply, Refused) and reply.reply_code == 406
+    assert reply.reply_text == (
+        "invalid arg 'x-delivery-limit' for queue 'q' in vhost '/' of queue type "
+        "rabbit_classic_queue"
+    )
 
 
 # --- dead-lettering ---------------------------------------------------------------------------

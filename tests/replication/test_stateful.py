@@ -298,6 +298,9 @@ class BrokerMachine(RuleBasedStateMachine):
         ref = self.ref(channel)
         if tag in self.consumers.get(ref, {}):
             return  # a reused tag is a connection error, covered by its own tests
+        channel_state = self.harness.broker.state.channels.get(ref)
+        if channel_state is not None and channel_state.global_prefetch_count:
+            return  # quorum queues refuse it (540), covered by the conformance scenarios
         if not self.ignored(ref):
             self.consumers.setdefault(ref, {})[tag] = (QUEUES[queue], no_ack)
         self.run(

@@ -1,0 +1,45 @@
+"""SetPolicy and ClearPolicy: a vhost's policies change, and with them, at once, what applies
+to each of its queues and exchanges (replication/policies.py has the rules)."""
+
+from __future__ import annotations
+
+from warrenmq.replication import commands as c
+from warrenmq.replication import exchanges, policies, queues
+from warrenmq.replication.replies import Ok, Reply
+from warrenmq.replication.state import Policy, Vhost
+from warrenmq.replication.step import ReplyCode, Step, refusal
+
+__all__ = ["apply_clear_policy", "apply_set_policy"]
+
+
+def apply_set_policy(step: Step, command: c.SetPolicy) -> Reply:
+    vhost = step.vhost(command.vhost)
+    # the proposer checked these; a log written otherwise must still not stop the machine
+    reason = (
+        policies.check_pattern(command.pattern)
+        or policies.check_definition(command.definition, command.operator)
+        or (None if command.apply_to in policies.APPLY_TO else "invalid apply-to")
+    )
+    if reason is not None:
+        raise refusal(ReplyCode.PRECONDITION_FAILED, reason)
+    table = vhost.operator_policies if command.operator else vhost.policies
+    table[command.name] = Policy(
+        command.name, command.pattern, command.apply_to, command.priority, command.definition
+    )
+    _refresh(step, vhost)
+    return Ok()
+
+
+def apply_clear_policy(step: Step, command: c.ClearPolicy) -> Reply:
+    vhost = step.vhost(command.vhost)
+    table = vhost.operator_policies if command.operator else vhost.policies
+    if table.pop(command.name, None) is not None:
+        _refresh(step, vhost)
+    return Ok()
+
+
+def _refresh(step: Step, vhost: Vhost) -> None:
+    for queue in list(vhost.queues.values()):
+        queues.apply_policies(step, vhost, queue)
+    for exchange in vhost.exchanges.values():
+        exchanges.apply_policy(vhost, exchange)
