@@ -5,6 +5,7 @@ and finds its own entry by node_id. A node with no members list forms a cluster 
 
     node_id = "warren-1"
     cluster_secret = "…"
+    deprecated_features.permit.global_qos = false
     [[members]]
     node_id = "warren-1"
     host = "127.0.0.1"
@@ -78,6 +79,10 @@ class NodeConfig:
     tx_bytes_max: int = 64 * 1024 * 1024  # per channel: what a transaction may hold uncommitted
     node_down_after_s: float = 3.0  # the leader declares a silent member lost after this
     minority_close_after_s: float = 3.0  # cut off from the majority this long: close clients
+    # RabbitMQ's deprecated_features.permit.<name> (4.2's defaults: permitted; Amazon MQ's 4.3
+    # brokers deny both): transient (non-durable) queues that are not exclusive, global QoS
+    permit_transient_nonexcl_queues: bool = True
+    permit_global_qos: bool = True
     # tests only: the node follows the file `fault` in its data dir ("isolate": a partition)
     fault_injection: bool = False
 
@@ -159,6 +164,12 @@ def load_config(
     if path is not None:
         with open(path, "rb") as config_file:
             values.update(tomllib.load(config_file))
+    # RabbitMQ's `deprecated_features.permit.NAME = false`, a TOML table here
+    deprecated = values.pop("deprecated_features", {})
+    for name, permitted in (
+        deprecated.get("permit", {}) if isinstance(deprecated, dict) else {}
+    ).items():
+        values[f"permit_{name}"] = permitted
     environment = os.environ if environment is None else environment
     for variable, name in _ENVIRONMENT.items():
         if variable in environment:

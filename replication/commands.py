@@ -304,6 +304,9 @@ class DeclareQueue:
     exclusive: bool
     auto_delete: bool
     arguments: Arguments
+    # the proposer's deprecated_features.permit.transient_nonexcl_queues (RabbitMQ 4.2's
+    # default: permitted); denied, a new queue neither durable nor exclusive is refused
+    permit_transient: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,9 +34,9 @@ def enqueue(step: Step, queue: Queue, message: Message, now_ms: int) -> bool:
     entry = queue.append(message, now_ms)
     trim(step, queue)
     dispatch(step, queue)
-    if entry.expires_at_ms == now_ms and queue.head() is entry:
-        # a TTL of 0: RabbitMQ docs, TTL: such a message expires at once unless a consumer
-        # takes it at once (the clock need not move for that)
+    if not queue.limits.quorum and entry.expires_at_ms == now_ms and queue.head() is entry:
+        # a TTL of 0 in a classic queue: RabbitMQ docs, TTL: such a message expires at once
+        # unless a consumer takes it at once (quorum queues expire it by the clock only)
         dead_letter.dead_letter(step, queue, queue.take().message, "expired")
     return True
 

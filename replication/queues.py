@@ -31,6 +31,20 @@ from warrenmq.replication.step import (
 )
 
 QUEUE_TYPES = ("classic", "quorum")
+# RabbitMQ's words when a deprecated feature is denied by configuration (its phase in 4.2:
+# permitted by default), for transient non-exclusive queues
+TRANSIENT_NONEXCL_DENIED = (
+    "Feature `transient_nonexcl_queues` is deprecated.\n"
+    "Its use is not permitted per the configuration (overriding the default, which is "
+    "permitted):\n"
+    '    "deprecated_features.permit.transient_nonexcl_queues = false"\n'
+    "Its use will not be permitted by default in a future minor RabbitMQ version and the "
+    "feature will be removed from a future major RabbitMQ version; actual versions to be "
+    "determined.\n"
+    "To continue using this feature when it is not permitted by default, set the following "
+    "parameter in your configuration:\n"
+    '    "deprecated_features.permit.transient_nonexcl_queues = true"'
+)
 # RabbitMQ 4.x: a quorum queue dead-letters (or drops) a message returned more than 20 times
 QUORUM_DELIVERY_LIMIT = 20
 CONSUMER_TIMEOUT_MS = 30 * 60 * 1000  # RabbitMQ's default consumer_timeout
@@ -84,6 +98,8 @@ def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
     queue_type = _check_queue_type(command)
     limits = _limits(command, queue_type)
     _check_for_queue_type(command, queue_type)
+    if not (command.durable or command.exclusive or command.permit_transient):
+        raise refusal(ReplyCode.INTERNAL_ERROR, TRANSIENT_NONEXCL_DENIED)
     vhost.queues[command.queue] = Queue(
         command.vhost,
         command.queue,

@@ -101,9 +101,10 @@ def on_basic_publish(session: Session, channel: ChannelSession, event: ContentRe
 def on_basic_qos(session: Session, channel: ChannelSession, method: commands.Basic.Qos) -> None:
     if method.prefetch_size:
         raise ChannelError(ReplyCode.NOT_IMPLEMENTED, f"prefetch_size!=0 ({method.prefetch_size})")
-    command = broker.Qos(
-        channel=channel.ref, prefetch_count=method.prefetch_count, global_=method.global_
-    )
+    # global QoS denied (deprecated_features.permit.global_qos = false): RabbitMQ takes the
+    # prefetch as per consumer
+    global_ = method.global_ and session.node.config.permit_global_qos
+    command = broker.Qos(channel=channel.ref, prefetch_count=method.prefetch_count, global_=global_)
     ok = session.reply_ok(channel, method, commands.Basic.QosOk())
     session.propose(channel, command, method, ok)
 

@@ -37,6 +37,7 @@ def on_queue_declare(
         exclusive=method.exclusive,
         auto_delete=method.auto_delete,
         arguments=plain_table(method.arguments),
+        permit_transient=session.node.config.permit_transient_nonexcl_queues,
     )
 
     def on_reply(result: Reply) -> None:

@@ -69,6 +69,21 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
         load_config(config_file, environment={})
 
 
+def test_deprecated_features_are_permitted_unless_the_config_denies_them(tmp_path: Path) -> None:
+    """RabbitMQ 4.2's defaults; `deprecated_features.permit.NAME = false` as in rabbitmq.conf."""
+    assert load_config(None, environment={}).permit_transient_nonexcl_queues
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(
+        "deprecated_features.permit.transient_nonexcl_queues = false\n"
+        "deprecated_features.permit.global_qos = false\n"
+    )
+    config = load_config(config_file, environment={})
+    assert not config.permit_transient_nonexcl_queues and not config.permit_global_qos
+    config_file.write_text("deprecated_features.permit.classic_mirroring = false\n")
+    with pytest.raises(ValueError, match="permit_classic_mirroring"):
+        load_config(config_file, environment={})
+
+
 def test_password_hashes_are_salted_and_verify() -> None:
     first, second = hash_password("secret"), hash_password("secret")
     assert first != second and "secret" not in first

@@ -215,3 +215,18 @@ def test_basic_qos_changes_the_prefetch_of_live_consumers() -> None:
     assert delivered(harness, *(b"m%d" % n for n in range(5))) == [("ctag", b"m0")]
     applied = harness.apply(c.Qos(channel=consumer, prefetch_count=3, global_=False))
     assert [e.body for e in applied.effects if isinstance(e, Deliver)] == [b"m1", b"m2"]
+
+
+def test_a_denied_transient_queue_is_refused_but_an_existing_one_is_not() -> None:
+    """deprecated_features.permit.transient_nonexcl_queues = false: RabbitMQ refuses a new
+    queue that is neither durable nor exclusive with 541 and its deprecation text."""
+    harness = Harness()
+    denied = {"durable": False, "permit_transient": False}
+    reply = harness.declare_queue(REF, "q", **denied).reply
+    assert isinstance(reply, Refused) and reply.reply_code == 541
+    assert reply.reply_text.startswith("Feature `transient_nonexcl_queues` is deprecated.")
+    for name, flags in (("durable", {"durable": True}), ("exclusive", {"exclusive": True})):
+        allowed = harness.declare_queue(REF, name, **{**denied, **flags}).reply
+        assert not isinstance(allowed, Refused)
+    harness.declare_queue(REF, "old", durable=False)  # declared while permitted
+    assert not isinstance(harness.declare_queue(REF, "old", **denied).reply, Refused)
