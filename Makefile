@@ -8,7 +8,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run test bench
+.PHONY: install run test bench conformance-record
 install: $(STAMP)
 
 run: $(STAMP)
@@ -19,3 +19,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	bash bench/compare.sh
+
+# what a real RabbitMQ does in every conformance scenario: tests/conformance/expected/rabbitmq.txt
+conformance-record: $(STAMP)
+	bash bench/conformance.sh

@@ -8,23 +8,18 @@ data dirs under a scratch folder.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from rabbit import RabbitCluster  # bench/rabbit.py: this script runs from bench/
 
 from warrenmq.cluster.local import LocalCluster, members_from
 
-RABBIT_AMQP_PORT = 55672  # RabbitMQ nodes: AMQP 55672-55674, distribution 55772-55774
 WARREN_AMQP_PORT = 56672  # Warren nodes: AMQP 56672-56674, Raft +1000, management +2000
 DURATION_S = 10
-STARTUP_TIMEOUT_S = 90.0
 
 WORKLOADS = [  # (label, bench arguments)
     ("16 B", ["--size", "16"]),
@@ -44,106 +39,6 @@ COMMON = [
     str(DURATION_S),
     "--json",
 ]
-
-
-class RabbitCluster:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.nodes = [f"warrenbench{index}@localhost" for index in (1, 2, 3)]
-        self.started_epmd = False  # whether start() brought up Erlang's port mapper
-        # Debian's rabbitmq-server and rabbitmqctl run as the rabbitmq user (its own home and
-        # Erlang cookie): the data dirs must be theirs
-        self.environment = dict(os.environ)
-
-    def _node_environment(self, index: int) -> dict[str, str]:
-        base = self.directory / f"rabbit{index}"
-        (base / "config").mkdir(parents=True, exist_ok=True)
-        (base / "enabled_plugins").write_text("[].\n")
-        for path in (self.directory, base, base / "config", base / "enabled_plugins"):
-            shutil.chown(path, "rabbitmq", "rabbitmq")
-        return {
-            **self.environment,
-            "RABBITMQ_NODENAME": self.nodes[index - 1],
-            "RABBITMQ_NODE_PORT": str(RABBIT_AMQP_PORT + index - 1),
-            "RABBITMQ_DIST_PORT": str(RABBIT_AMQP_PORT + 100 + index - 1),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_PID_FILE": str(base / "pid"),
-            "RABBITMQ_GENERATED_CONFIG_DIR": str(base / "config"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
-        }
-
-    def ctl(self, node: str, *arguments: str) -> None:
-        # join_cluster logs errors about tables of the joining node even when it succeeds:
-        # rabbitmqctl's output is shown only when the command fails
-        done = subprocess.run(
-            ["rabbitmqctl", "-n", node, *arguments],
-            env=self.environment,
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {done.stderr.decode()}")
-
-    def start(self) -> None:
-        # RabbitMQ's start spawns Erlang's port mapper if none runs: then it is ours to end
-        self.started_epmd = (
-            subprocess.run(["epmd", "-names"], capture_output=True, check=False).returncode != 0
-        )
-        for index in range(1, len(self.nodes) + 1):
-            subprocess.run(
-                ["rabbitmq-server", "-detached"],
-                env=self._node_environment(index),
-                check=True,
-                timeout=60,
-            )
-        for node in self.nodes:
-            self._await_startup(node)
-        for node in self.nodes[1:]:
-            self.ctl(node, "stop_app")
-            self.ctl(node, "join_cluster", self.nodes[0])
-            self.ctl(node, "start_app")
-
-    def _await_startup(self, node: str) -> None:
-        """-detached returns before the node registers; await_startup fails until it has."""
-        deadline_s = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            done = subprocess.run(
-                ["rabbitmqctl", "-n", node, "await_startup"],
-                env=self.environment,
-                capture_output=True,
-                check=False,
-                timeout=120,
-            )
-            if done.returncode == 0:
-                return
-            if time.monotonic() > deadline_s:
-                raise RuntimeError(f"{node} did not start: {done.stderr.decode()[-500:]}")
-            time.sleep(1.0)
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            subprocess.run(
-                ["rabbitmqctl", "-n", node, "stop"],
-                env=self.environment,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=120,
-            )
-        # a node still booting ignores rabbitmqctl: end what is left by the pid it wrote
-        for index in range(1, len(self.nodes) + 1):
-            pid_file = self.directory / f"rabbit{index}" / "pid"
-            if pid_file.exists() and pid_file.read_text().strip().isdigit():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        if self.started_epmd:
-            time.sleep(1.0)
-            subprocess.run(["epmd", "-kill"], capture_output=True, check=False, timeout=30)
-
-    def urls(self) -> list[str]:
-        return [f"amqp://guest:guest@127.0.0.1:{RABBIT_AMQP_PORT + i}/" for i in range(3)]
 
 
 def bench(urls: list[str], arguments: list[str]) -> dict:

@@ -3,10 +3,7 @@
 # runs the same workloads on a three-node cluster of each, prints Warren/RabbitMQ ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v rabbitmq-server >/dev/null 2>&1; then
-    echo "installing rabbitmq-server from Debian's packages"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+bash bench/install-rabbitmq.sh
 make install >/dev/null
 # run from bench/ so the checkout's amqp/ folder never shadows a package
 cd bench && exec ../.venv/bin/python compare.py

@@ -1,6 +1,7 @@
-"""The test tiers: tests/e2e and tests/docker start processes and containers on ports, so every
-test there is marked `ports`, as are the Raft tests on a real pysyncobj. `-m 'not ports'` runs
-the fast tiers (tests/amqp, tests/replication, tests/cluster): no sockets, no sleeps."""
+"""The test tiers: tests/e2e, tests/conformance and tests/docker start processes and containers
+on ports, so every test there is marked `ports`, as are the Raft tests on a real pysyncobj.
+`-m 'not ports'` runs the fast tiers (tests/amqp, tests/replication, tests/cluster): no
+sockets, no sleeps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PORT_TIERS = tuple(Path(__file__).parent / tier for tier in ("e2e", "docker"))
+PORT_TIERS = tuple(Path(__file__).parent / tier for tier in ("e2e", "conformance", "docker"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
