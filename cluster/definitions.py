@@ -90,12 +90,22 @@ def export(broker: Queries, version: str) -> dict[str, Json]:
             for (user, vhost), permission in broker.query_permissions().items()
         ],
         "topic_permissions": [],
-        "parameters": [],
+        # RabbitMQ exports operator policies as runtime parameters of this component
+        "parameters": [
+            {
+                "value": {
+                    key: value
+                    for key, value in policy_definition(each).items()
+                    if key not in ("vhost", "name")
+                },
+                "vhost": each.vhost,
+                "component": OPERATOR_POLICY,
+                "name": each.name,
+            }
+            for each in broker.query_policies(operator=True)
+        ],
         "global_parameters": [],
         "policies": [policy_definition(each) for each in broker.query_policies()],
-        "operator_policies": [
-            policy_definition(each) for each in broker.query_policies(operator=True)
-        ],
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -270,13 +280,24 @@ def bind_command(
     )
 
 
+OPERATOR_POLICY = "operator_policy"  # the runtime parameter component of operator policies
 # sections of RabbitMQ's definitions that Warren does not have (yet): an import skips them
 _UNSUPPORTED = ("parameters", "global_parameters", "topic_permissions")
 
 
+def _operator_policies(definitions: dict[str, Json]) -> list[Json]:
+    return [
+        entry
+        for entry in definitions.get("parameters", [])
+        if isinstance(entry, dict) and entry.get("component") == OPERATOR_POLICY
+    ]
+
+
 def ignored_sections(definitions: dict[str, Json]) -> list[str]:
-    """The non-empty sections an import leaves out, to say so rather than drop them quietly."""
-    return [name for name in _UNSUPPORTED if definitions.get(name)]
+    """The non-empty sections an import leaves out, to say so rather than drop them quietly
+    (parameters other than operator policies)."""
+    kept = {"parameters": len(_operator_policies(definitions))}
+    return [name for name in _UNSUPPORTED if len(definitions.get(name) or ()) > kept.get(name, 0)]
 
 
 def import_commands(
@@ -292,11 +313,14 @@ def import_commands(
         set_permissions_command(str(entry["user"]), str(entry["vhost"]), entry)
         for entry in definitions.get("permissions", [])
     ]
-    for section, operator in (("policies", False), ("operator_policies", True)):
-        commands += [
-            set_policy_command(str(entry["vhost"]), str(entry["name"]), entry, operator)
-            for entry in definitions.get(section, [])
-        ]
+    commands += [
+        set_policy_command(str(entry["vhost"]), str(entry["name"]), entry)
+        for entry in definitions.get("policies", [])
+    ]
+    commands += [
+        set_policy_command(str(entry["vhost"]), str(entry["name"]), entry["value"], True)
+        for entry in _operator_policies(definitions)
+    ]
     commands += [
         declare_exchange_command(next_channel(), str(exchange["vhost"]), exchange)
         for exchange in definitions.get("exchanges", [])

@@ -367,6 +367,42 @@ def test_definitions_exported_by_rabbitmq_import(tmp_path: Path) -> None:
         bob.close()
 
 
+def test_policies_exported_by_rabbitmq_take_effect_on_existing_queues(tmp_path: Path) -> None:
+    """A RabbitMQ 3.10.8 export with a queue policy (max-length 2, drop-head), an exchange
+    policy (alternate-exchange) and an operator policy (a runtime parameter in its file),
+    imported into a cluster whose queue already holds five messages."""
+    definitions = json.loads(
+        (Path(__file__).parent / "data" / "rabbitmq-3.10.8-policies.json").read_text()
+    )
+    with running_cluster(tmp_path / "policies", nodes=1) as fresh:
+        member = fresh.members[0]
+        connection = pika_connection(member)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.queue_declare("orders.eu", durable=True)
+        for number in range(5):
+            channel.basic_publish("", "orders.eu", b"%d" % number)
+        assert api(member).request("POST", "/api/definitions", definitions)[0] == 204
+        assert channel.queue_declare("orders.eu", passive=True).method.message_count == 2
+        queue = api(member).get("/api/queues/%2F/orders.eu")
+        assert (queue["policy"], queue["operator_policy"]) == ("orders-limit", "ttl-cap")
+        assert queue["effective_policy_definition"] == {
+            "max-length": 2,
+            "overflow": "drop-head",
+            "message-ttl": 3600000,
+        }
+        channel.basic_publish("orders.x", "nowhere", b"to the alternate exchange")
+        assert channel.basic_get("unrouted.q", auto_ack=True)[2] == b"to the alternate exchange"
+        exported = api(member).get("/api/definitions")
+        by_name = sorted(definitions["policies"], key=lambda policy: policy["name"])
+        assert exported["policies"] == by_name
+        assert exported["parameters"] == [
+            {key: entry[key] for key in ("value", "vhost", "component", "name")}
+            for entry in definitions["parameters"]
+        ]
+        connection.close()
+
+
 def test_publish_get_and_close_through_the_api(cluster: LocalCluster) -> None:
     """What rabbitmqadmin and the management UI do: publish, get with an ackmode, and close a
     connection held by another node."""
