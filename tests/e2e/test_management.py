@@ -322,6 +322,33 @@ def test_ctl(cluster: LocalCluster, traffic: object, tmp_path: Path) -> None:
     assert QUEUE in {queue["name"] for queue in json.loads(exported.read_text())["queues"]}
 
 
+def test_ctl_sets_lists_and_clears_policies(cluster: LocalCluster) -> None:
+    """rabbitmqctl's set_policy, list_policies, clear_policy (and the operator ones)."""
+    made = ctl(
+        cluster,
+        "set_policy",
+        "ctl-limit",
+        "^ctl\\.",
+        '{"max-length": 3}',
+        "--priority",
+        "2",
+        "--apply-to",
+        "queues",
+    )
+    assert made.returncode == 0, made.stderr
+    capped = ctl(cluster, "set_operator_policy", "ctl-cap", ".*", '{"message-ttl": 60000}')
+    assert capped.returncode == 0, capped.stderr
+    listed = ctl(cluster, "list_policies", "name", "pattern", "apply-to", "priority", node=1)
+    assert "ctl-limit\t^ctl\\.\tqueues\t2" in listed.stdout.splitlines()
+    assert "ctl-cap" in ctl(cluster, "list_operator_policies", node=2).stdout
+    bad = ctl(cluster, "set_policy", "ctl-bad", ".*", '{"max-length": "many"}')
+    assert bad.returncode == 65 and "is not a valid maximum length" in bad.stderr
+    assert ctl(cluster, "set_policy", "ctl-bad", ".*", "{not json").returncode == 64
+    assert ctl(cluster, "clear_policy", "ctl-limit").returncode == 0
+    assert ctl(cluster, "clear_operator_policy", "ctl-cap").returncode == 0
+    assert "ctl-limit" not in ctl(cluster, "list_policies").stdout
+
+
 def topology(client: ApiClient) -> dict[str, object]:
     """What a definitions export says, less the version fields that name the product."""
     definitions = client.get("/api/definitions")
