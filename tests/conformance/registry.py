@@ -32,6 +32,15 @@ def queue_declare(connection: Connection, queue: str, channel: int = 1, **fields
     return connection.call(channel, commands.Queue.Declare(queue=queue, **fields))
 
 
+def filled(connection: Connection, queue: str, *bodies: bytes, **fields) -> None:
+    """An exclusive queue (unless `fields` say otherwise) holding `bodies` (one b"m" if none)."""
+    fields.setdefault("exclusive", True)
+    queue_declare(connection, queue, **fields)
+    for body in bodies or (b"m",):
+        connection.publish(1, "", queue, body)
+    connection.sync()
+
+
 def quorum(**arguments) -> dict:
     return {"x-queue-type": "quorum", **arguments}
 

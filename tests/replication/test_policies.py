@@ -9,7 +9,7 @@ from warrenmq.replication import commands as c
 from warrenmq.replication import policies
 from warrenmq.replication.replies import GetEmpty, GetOk, Ok, Refused
 
-from .harness import VHOST, Harness
+from .harness import VHOST, Harness, declare_exchange_command
 from .test_queue_rules import QUORUM, REF, get, publish, ready, reject
 
 
@@ -120,19 +120,7 @@ def test_apply_to_picks_the_kind_and_queue_type() -> None:
 def test_an_exchange_policy_gives_an_alternate_exchange_its_argument_overrides() -> None:
     harness = Harness()
     for name in ("ae", "own"):
-        harness.apply(
-            c.DeclareExchange(
-                channel=REF,
-                vhost=VHOST,
-                exchange=name,
-                type="fanout",
-                passive=False,
-                durable=True,
-                auto_delete=False,
-                internal=False,
-                arguments={},
-            )
-        )
+        harness.apply(declare_exchange_command(REF, name, "fanout"))
         harness.declare_queue(REF, f"q-{name}")
         harness.apply(
             c.BindQueue(
@@ -146,19 +134,7 @@ def test_an_exchange_policy_gives_an_alternate_exchange_its_argument_overrides()
         )
     set_policy(harness, "x", {"alternate-exchange": "ae"}, pattern="^x", apply_to="exchanges")
     for name, arguments in (("x1", {}), ("x2", {"alternate-exchange": "own"})):
-        harness.apply(
-            c.DeclareExchange(
-                channel=REF,
-                vhost=VHOST,
-                exchange=name,
-                type="direct",
-                passive=False,
-                durable=True,
-                auto_delete=False,
-                internal=False,
-                arguments=arguments,
-            )
-        )
+        harness.apply(declare_exchange_command(REF, name, "direct", arguments=arguments))
         harness.publish(REF, "unbound", b"m", exchange=name)
     assert (ready(harness, "q-ae"), ready(harness, "q-own")) == (1, 1)
 

@@ -7,7 +7,7 @@ import datetime
 from pamqp import commands, header
 
 from ..probe import CLOSE_CHANNEL, Broker
-from ..registry import confirm, confirmed, consume, get, queue_declare, scenario
+from ..registry import confirm, confirmed, consume, filled, get, queue_declare, scenario
 
 
 @scenario
@@ -163,10 +163,7 @@ def get_missing_queue(broker: Broker, name: str) -> list[str]:
 @scenario
 def get_message_count(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for body in (b"1", b"2", b"3"):
-        connection.publish(1, "", name, body)
-    connection.sync()
+    filled(connection, name, b"1", b"2", b"3")
     return get(connection, name) + get(connection, name, no_ack=False)
 
 
@@ -216,10 +213,7 @@ def consume_server_tag(broker: Broker, name: str) -> list[str]:
 @scenario
 def consume_delivers_in_order(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for body in (b"1", b"2", b"3"):
-        connection.publish(1, "", name, body)
-    connection.sync()
+    filled(connection, name, b"1", b"2", b"3")
     return consume(connection, name, no_ack=True) + connection.expect(3)
 
 
@@ -262,9 +256,7 @@ def cancel_unknown(broker: Broker, name: str) -> list[str]:
 @scenario
 def cancel_requeues_nothing_unacked(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     consume(connection, name)
     lines = connection.expect(1)
     lines += connection.call(1, commands.Basic.Cancel(consumer_tag="ctag"))
@@ -283,9 +275,7 @@ def ack_unknown_tag(broker: Broker, name: str) -> list[str]:
 @scenario
 def ack_twice(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     get(connection, name, no_ack=False)
     connection.send(1, commands.Basic.Ack(delivery_tag=1))
     connection.send(1, commands.Basic.Ack(delivery_tag=1))
@@ -309,10 +299,7 @@ def ack_zero_not_multiple(broker: Broker, name: str) -> list[str]:
 @scenario
 def ack_multiple_zero_all(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for _ in range(2):
-        connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name, b"m", b"m")
     get(connection, name, no_ack=False)
     get(connection, name, no_ack=False)
     connection.send(1, commands.Basic.Ack(delivery_tag=0, multiple=True))
@@ -324,9 +311,7 @@ def ack_multiple_zero_all(broker: Broker, name: str) -> list[str]:
 @scenario
 def ack_on_other_channel(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     get(connection, name, no_ack=False)
     connection.call(2, commands.Channel.Open())
     connection.send(2, commands.Basic.Ack(delivery_tag=1))
@@ -336,9 +321,7 @@ def ack_on_other_channel(broker: Broker, name: str) -> list[str]:
 @scenario
 def reject_requeue_redelivered(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     get(connection, name, no_ack=False)
     connection.send(1, commands.Basic.Reject(delivery_tag=1, requeue=True))
     return connection.sync() + get(connection, name)
@@ -354,10 +337,7 @@ def reject_unknown_tag(broker: Broker, name: str) -> list[str]:
 @scenario
 def nack_multiple_requeue_order(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for body in (b"1", b"2", b"3"):
-        connection.publish(1, "", name, body)
-    connection.sync()
+    filled(connection, name, b"1", b"2", b"3")
     for _ in range(3):
         get(connection, name, no_ack=False)
     connection.send(1, commands.Basic.Nack(delivery_tag=2, multiple=True, requeue=True))
@@ -375,9 +355,7 @@ def nack_unknown_tag(broker: Broker, name: str) -> list[str]:
 @scenario
 def recover_requeue(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     get(connection, name, no_ack=False)
     return connection.call(1, commands.Basic.Recover(requeue=True)) + get(connection, name)
 
@@ -407,9 +385,7 @@ def qos_global(broker: Broker, name: str) -> list[str]:
 @scenario
 def closed_channel_requeues(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     get(connection, name, no_ack=False)
     connection.call(1, CLOSE_CHANNEL)
     connection.call(2, commands.Channel.Open())
@@ -473,9 +449,7 @@ def tx_mandatory_return_then_commit(broker: Broker, name: str) -> list[str]:
 @scenario
 def tx_ack_rollback(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     connection.call(1, commands.Tx.Select())
     get(connection, name, no_ack=False)
     connection.send(1, commands.Basic.Ack(delivery_tag=1))

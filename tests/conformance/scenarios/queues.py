@@ -5,7 +5,17 @@ from __future__ import annotations
 from pamqp import commands
 
 from ..probe import CLOSE_CHANNEL, CLOSE_CONNECTION, Broker
-from ..registry import bind, confirmed, consume, get, queue_declare, quorum, register, scenario
+from ..registry import (
+    bind,
+    confirmed,
+    consume,
+    filled,
+    get,
+    queue_declare,
+    quorum,
+    register,
+    scenario,
+)
 
 
 @scenario
@@ -16,10 +26,7 @@ def queue_declare_server_named(broker: Broker, name: str) -> list[str]:
 @scenario
 def queue_declare_counts(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for _ in range(3):
-        connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name, b"m", b"m", b"m")
     consume(connection, name, channel=1, no_ack=False)
     connection.expect(3)
     return queue_declare(connection, name, exclusive=True)
@@ -33,9 +40,7 @@ def queue_declare_passive_missing(broker: Broker, name: str) -> list[str]:
 @scenario
 def queue_declare_passive_counts(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     return queue_declare(connection, name, passive=True)
 
 
@@ -249,20 +254,14 @@ def auto_delete_after_channel_close(broker: Broker, name: str) -> list[str]:
 @scenario
 def queue_purge_count(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for _ in range(4):
-        connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name, b"m", b"m", b"m", b"m")
     return connection.call(1, commands.Queue.Purge(queue=name))
 
 
 @scenario
 def queue_purge_keeps_unacked(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    for _ in range(2):
-        connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name, b"m", b"m")
     get(connection, name, no_ack=False)
     lines = connection.call(1, commands.Queue.Purge(queue=name))
     connection.call(1, commands.Basic.Recover(requeue=True))
@@ -292,9 +291,7 @@ def queue_delete_count(broker: Broker, name: str) -> list[str]:
 @scenario
 def queue_delete_if_empty(broker: Broker, name: str) -> list[str]:
     connection = broker.connect()
-    queue_declare(connection, name, exclusive=True)
-    connection.publish(1, "", name)
-    connection.sync()
+    filled(connection, name)
     return connection.call(1, commands.Queue.Delete(queue=name, if_empty=True))
 
 
