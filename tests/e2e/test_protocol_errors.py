@@ -305,7 +305,7 @@ def test_delete_if_empty_and_if_unused_are_406(pika_channel) -> None:
     queue = channel.queue_declare(unique("q")).method.queue
     channel.basic_publish("", queue, b"x")
     code, text = channel_error(lambda: channel.queue_delete(queue, if_empty=True))
-    assert (code, text) == (406, f"PRECONDITION_FAILED - queue '{queue}' in vhost '/' is not empty")
+    assert (code, text) == (406, f"PRECONDITION_FAILED - queue '{queue}' in vhost '/' not empty")
     channel = connection.channel()
     channel.basic_consume(queue, lambda *args: None)
     code, _ = channel_error(lambda: connection.channel().queue_delete(queue, if_unused=True))
