@@ -53,7 +53,6 @@ DIFFERENCES: dict[str, str] = {
             "quorum_redelivery_counts",
             "quorum_delivery_limit_drops",
             "quorum_delivery_limit_dead_letters",
-            "quorum_message_ttl",
         ),
         FIRST_DELIVERY_COUNT,
     ),
