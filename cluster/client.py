@@ -89,6 +89,9 @@ class Conversation:
 
     def reply_arrived(self) -> None:
         self.answered += 1
+        if not self.open:  # the reply ended it (a refusal): what waited behind it is void
+            self.deferred.clear()
+            return
         while self.deferred and self.deferred[0][0] <= self.answered:
             self.deferred.popleft()[1]()
 

@@ -174,3 +174,14 @@ def test_a_local_answer_waits_for_the_replies_before_it() -> None:
         assert client.sent() == []  # nothing overtakes the publish's reply
         client.node.log.commit()
         assert [name for name, _ in client.sent()] == ["Basic.Return", answer]
+
+
+def test_a_held_back_answer_is_dropped_when_the_channel_fails_before_it() -> None:
+    """A publish to a missing exchange closes the channel (404): the confirm.select-ok held
+    back behind it must not follow the channel.close (AMQP 0-9-1: nothing but close-ok then)."""
+    client = opened()
+    client.send_method(1, commands.Basic.Publish(exchange="missing", routing_key="k"))
+    client.send(frame.marshal(content_header.ContentHeader(body_size=0), 1))
+    client.send_method(1, commands.Confirm.Select())
+    client.node.log.commit()
+    assert [name for name, _ in client.sent()] == ["Channel.Close"]
