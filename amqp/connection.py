@@ -530,8 +530,11 @@ class Connection:
 
     def send_content(self, number: int, method: base.Frame, properties: bytes, body: bytes) -> None:
         channel = self._channels.get(number)
-        if self.is_channel_open(number) or (
-            channel is not None and channel.state is ChannelState.CLOSE_RECEIVED
+        # a channel the client is closing still gets the content of replies owed before it
+        if (
+            self.state is ConnectionState.OPEN
+            and channel is not None
+            and channel.state is not ChannelState.CLOSING
         ):
             self._outgoing.append(
                 encode_content(number, method, properties, body, self.frame_max_bytes)

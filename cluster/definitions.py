@@ -136,18 +136,7 @@ def set_policy_command(
     priority = body.get("priority", 0)
     if isinstance(priority, str) and priority.lstrip("-").isdigit():
         priority = int(priority)  # rabbitmqadmin and older UIs send it as text
-    reason = (
-        policies.check_pattern(pattern)
-        or policies.check_definition(definition, operator)
-        or (
-            None if apply_to in policies.APPLY_TO else f"'{apply_to}' is not a valid apply-to value"
-        )
-        or (
-            None
-            if isinstance(priority, int) and not isinstance(priority, bool)
-            else "priority must be an integer"
-        )
-    )
+    reason = policies.check_policy(pattern, definition, apply_to, priority, operator)
     if reason is not None:
         raise ValueError(reason)
     return c.SetPolicy(

@@ -153,9 +153,7 @@ X_MATCH_VALUES = ("all", "any", "all-with-x", "any-with-x")
 
 def _check_x_match(source: Exchange, arguments: c.Arguments) -> None:
     """RabbitMQ's headers exchange validates a binding's x-match before it binds."""
-    if source.type != "headers" and source.arguments.get("x-delayed-type") != "headers":
-        return
-    if "x-match" not in arguments:
+    if source.routing_type != "headers" or "x-match" not in arguments:
         return
     x_match = arguments["x-match"]
     if not isinstance(x_match, str):

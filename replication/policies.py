@@ -30,8 +30,10 @@ __all__ = [
     "APPLY_TO",
     "check_definition",
     "check_pattern",
+    "check_policy",
     "effective_arguments",
     "exchange_policy",
+    "merged_definition",
     "queue_policies",
 ]
 
@@ -192,6 +194,20 @@ def check_pattern(pattern: object) -> str | None:
     if _NESTED_REPEAT.search(pattern) or _ALTERNATION_REPEAT.search(pattern):
         return f"pattern {pattern!r} repeats a repeated group: refused, it could take too long"
     return None
+
+
+def check_policy(
+    pattern: object, definition: object, apply_to: object, priority: object, operator: bool
+) -> str | None:
+    """Why a policy cannot be set (RabbitMQ's 400 reasons, and Warren's pattern rule), or
+    None: what the API checks before proposing, and `apply` again for a log written otherwise."""
+    whole_number = isinstance(priority, int) and not isinstance(priority, bool)
+    return (
+        check_pattern(pattern)
+        or check_definition(definition, operator)
+        or (None if apply_to in APPLY_TO else f"'{apply_to}' is not a valid apply-to value")
+        or (None if whole_number else "priority must be an integer")
+    )
 
 
 @functools.lru_cache(maxsize=4096)

@@ -14,11 +14,9 @@ __all__ = ["apply_clear_policy", "apply_set_policy"]
 
 def apply_set_policy(step: Step, command: c.SetPolicy) -> Reply:
     vhost = step.vhost(command.vhost)
-    # the proposer checked these; a log written otherwise must still not stop the machine
-    reason = (
-        policies.check_pattern(command.pattern)
-        or policies.check_definition(command.definition, command.operator)
-        or (None if command.apply_to in policies.APPLY_TO else "invalid apply-to")
+    # the proposer checked it; a log written otherwise must still not stop the machine
+    reason = policies.check_policy(
+        command.pattern, command.definition, command.apply_to, command.priority, command.operator
     )
     if reason is not None:
         raise refusal(ReplyCode.PRECONDITION_FAILED, reason)

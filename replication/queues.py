@@ -96,7 +96,7 @@ def apply_declare_queue(step: Step, command: c.DeclareQueue) -> Reply:
     if not command.server_named:
         check_reserved_name("queue", command.queue)
     queue_type = _check_queue_type(command)
-    limits = _limits(command, queue_type)
+    limits = limits_of(command.arguments, command.queue, command.vhost, queue_type)
     _check_for_queue_type(command, queue_type)
     if not (command.durable or command.exclusive or command.permit_transient):
         raise refusal(ReplyCode.INTERNAL_ERROR, TRANSIENT_NONEXCL_DENIED)
@@ -123,6 +123,8 @@ def apply_policies(step: Step, vhost: Vhost, queue: Queue) -> None:
     queue.policy = policy.name if policy is not None else None
     queue.operator_policy = operator.name if operator is not None else None
     definition = policies.merged_definition(policy, operator)
+    if definition == queue.policy_definition:
+        return  # what applies is what applied (a new queue without policies: its arguments)
     queue.policy_definition = definition
     effective = policies.effective_arguments(queue.arguments, queue.queue_type, definition)
     try:
@@ -202,10 +204,6 @@ def _check_equivalence(existing: Queue, command: c.DeclareQueue) -> None:
         received_arguments,
         current_arguments,
     )
-
-
-def _limits(command: c.DeclareQueue, queue_type: str) -> Limits:
-    return limits_of(command.arguments, command.queue, command.vhost, queue_type)
 
 
 def limits_of(arguments: c.Arguments, queue: str, vhost: str, queue_type: str) -> Limits:

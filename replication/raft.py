@@ -65,7 +65,7 @@ from warrenmq.replication.raft_wire import (
     transport_of,
     tune_pysyncobj,
 )
-from warrenmq.replication.replies import CancelConsumer, Effect, MessageCount, Refused, Reply
+from warrenmq.replication.replies import CancelConsumer, Effect, Refused, Reply
 
 __all__ = [
     "DurableJournal",
@@ -360,12 +360,12 @@ class RaftLog:
         for position, command in enumerate(commands):
             applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
             on_reply = callbacks[position] if position < len(callbacks) else None
-            # a deleted queue's consumers hear of it before the deleter's delete-ok, as from
-            # RabbitMQ; every other effect follows its command's reply (consume-ok precedes
-            # the first delivery)
+            # the consumers of a removed queue hear of it before the command's reply (as from
+            # RabbitMQ: basic.cancel, then delete-ok); every other effect follows the reply
+            # (consume-ok precedes the first delivery)
             effects = applied.effects
-            if isinstance(applied.reply, MessageCount) and effects:  # a queue.delete's
-                cancels: list[Effect] = [e for e in effects if isinstance(e, CancelConsumer)]
+            cancels: list[Effect] = [e for e in effects if isinstance(e, CancelConsumer)]
+            if cancels:
                 self._outbox.append((None, cancels))
                 effects = [e for e in effects if not isinstance(e, CancelConsumer)]
             if on_reply is not None:
