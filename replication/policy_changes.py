@@ -9,7 +9,9 @@ from warrenmq.replication.replies import Ok, Reply
 from warrenmq.replication.state import Policy, Vhost
 from warrenmq.replication.step import ReplyCode, Step, refusal
 
-__all__ = ["apply_clear_policy", "apply_set_policy"]
+__all__ = ["POLICIES_MAX", "apply_clear_policy", "apply_set_policy"]
+
+POLICIES_MAX = 1_000  # policies (and, apart, operator policies) per vhost
 
 
 def apply_set_policy(step: Step, command: c.SetPolicy) -> Reply:
@@ -21,6 +23,12 @@ def apply_set_policy(step: Step, command: c.SetPolicy) -> Reply:
     if reason is not None:
         raise refusal(ReplyCode.PRECONDITION_FAILED, reason)
     table = vhost.operator_policies if command.operator else vhost.policies
+    if command.name not in table and len(table) >= POLICIES_MAX:
+        # every queue declared is matched against each: a limit, where RabbitMQ has none
+        raise refusal(
+            ReplyCode.PRECONDITION_FAILED,
+            f"vhost '{command.vhost}' has {POLICIES_MAX} policies of this kind, the most it holds",
+        )
     table[command.name] = Policy(
         command.name, command.pattern, command.apply_to, command.priority, command.definition
     )

@@ -198,3 +198,22 @@ def test_methods_pipelined_after_a_connection_error_are_not_passed_up() -> None:
     )
     assert not any(isinstance(event, MethodReceived) for event in events)
     assert connection_close(connection).reply_code == 504
+
+
+@pytest.mark.parametrize("secret", ["wrong", "", "g" * 100_000, "\x00guest"])
+def test_update_secret_that_does_not_log_the_user_in_is_530(secret: str) -> None:
+    """connection.update-secret (RabbitMQ: OAuth token refresh) must authenticate the same
+    user; anything else closes the connection as RabbitMQ's reader does."""
+    connection = opened()
+    update = commands.Connection.UpdateSecret(new_secret=secret, reason="refresh")
+    assert closed_with(connection, client_frame(0, update)) == (530, 10, 70)
+
+
+def test_update_secret_that_logs_the_user_in_is_answered() -> None:
+    connection = opened()
+    connection.receive_data(
+        client_frame(0, commands.Connection.UpdateSecret(new_secret="guest", reason="refresh"))
+    )
+    ((channel, answer),) = frames_out(connection)
+    assert channel == 0 and isinstance(answer, commands.Connection.UpdateSecretOk)
+    assert connection.state is ConnectionState.OPEN

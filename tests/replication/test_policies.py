@@ -7,6 +7,7 @@ import pytest
 
 from warrenmq.replication import commands as c
 from warrenmq.replication import policies
+from warrenmq.replication.policy_changes import POLICIES_MAX
 from warrenmq.replication.replies import GetEmpty, GetOk, Ok, Refused
 
 from .harness import VHOST, Harness, declare_exchange_command
@@ -179,3 +180,32 @@ def test_a_ttl_of_zero_by_policy_drops_what_no_consumer_takes() -> None:
     set_policy(harness, "p", {"message-ttl": 0})
     filled(harness, "q", 1)
     assert get(harness, "q") == GetEmpty()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "definition", "apply_to", "priority", "reason"),
+    [
+        ("x" * 256, {"max-length": 1}, "all", 0, "pattern is longer than 255 bytes"),
+        (7, {"max-length": 1}, "all", 0, "pattern must be a string"),
+        ("^q", [["max-length", 1]], "all", 0, "definition must be a table"),
+        ("^q", {"max-length": {"nested": [1]}}, "all", 0, "{'nested': [1]} is not a valid"),
+        ("^q", {"max-length": 1}, None, 0, "'None' is not a valid apply-to value"),
+        ("^q", {"max-length": 1}, "all", True, "priority must be an integer"),
+        ("^q", {"max-length": 1}, "all", "high", "priority must be an integer"),
+    ],
+)
+def test_worst_values_of_a_policy_are_refused(
+    pattern: object, definition: object, apply_to: object, priority: object, reason: str
+) -> None:
+    found = policies.check_policy(pattern, definition, apply_to, priority, operator=False)
+    assert found is not None and found.startswith(reason)
+
+
+def test_a_vhost_holds_a_bounded_number_of_policies() -> None:
+    harness = Harness()
+    for number in range(POLICIES_MAX):
+        assert set_policy(harness, f"p{number}", {"max-length": 5}, pattern="^never") == Ok()
+    refused = set_policy(harness, "one-more", {"max-length": 5})
+    assert isinstance(refused, Refused) and "1000 policies" in refused.reply_text
+    assert set_policy(harness, "p0", {"max-length": 6}) == Ok()  # replacing one is fine
+    assert set_policy(harness, "op", {"max-length": 5}, operator=True) == Ok()  # a table apart
