@@ -84,7 +84,7 @@ def publish_command(
 
 
 def message_json(reply: GetOk, encoding: str, truncate: int | None) -> dict[str, Json]:
-    properties, body = as_0_9_1(reply.properties, reply.body)
+    properties, body = as_0_9_1(reply.properties, reply.body.read())
     present = parse_properties(annotated(properties, reply.annotations)).values()
     shown = {name: plain_value(present[name]) for name in NAMES if name in present}
     content = body if truncate is None else body[:truncate]

@@ -42,6 +42,7 @@ from warrenmq.cluster.passwords import hash_password
 from warrenmq.cluster.resources import ResourceMonitor, total_memory_bytes
 from warrenmq.cluster.session import Session
 from warrenmq.replication import commands as c
+from warrenmq.replication.body_store import BodyStore
 from warrenmq.replication.machine import Broker
 from warrenmq.replication.raft import RaftLog, RaftSettings
 from warrenmq.replication.replies import Deliver, Effect, Reply
@@ -165,6 +166,7 @@ class Node:
         directory = self.config.node_data_dir
         directory.mkdir(parents=True, exist_ok=True)
         self.incarnation = _next_incarnation(directory)
+        self.broker.bodies = BodyStore(directory / "bodies")
         config = self.config
         self.resources = ResourceMonitor(
             directory,

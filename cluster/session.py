@@ -252,7 +252,7 @@ class Session(ClientSession):
         counters = self.node.counters
         counters.delivered += 1
         counters.redelivered += message.redelivered
-        properties, body = as_0_9_1(message.properties, message.body)
+        properties, body = as_0_9_1(message.properties, message.body.read())
         properties = annotated(properties, message.annotations)
         self.connection.send_content(channel.number, method, properties, body)
 

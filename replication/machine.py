@@ -56,6 +56,7 @@ from warrenmq.replication import (
     settle,
 )
 from warrenmq.replication import commands as c
+from warrenmq.replication.body import Keeper, bodies_of
 from warrenmq.replication.delivery import DELIVERY_CREDIT_BYTES, DELIVERY_CREDIT_MESSAGES
 from warrenmq.replication.exchanges import EXCHANGE_TYPES
 from warrenmq.replication.queries import Queries
@@ -78,6 +79,7 @@ from warrenmq.replication.state import (
     Unacked,
     User,
     Vhost,
+    messages_of,
     upgrade_state,
 )
 from warrenmq.replication.step import INTERNAL_ERROR, Refusal, ReplyCode, Step
@@ -153,8 +155,15 @@ HANDLERS: dict[type, Handler] = {
 
 
 class Broker(Queries):
-    def __init__(self, state: BrokerState | None = None) -> None:
+    def __init__(self, state: BrokerState | None = None, bodies: Keeper | None = None) -> None:
         self.state = state or BrokerState()
+        self.bodies = bodies  # the node's body store (body_store.py); None keeps them in memory
+
+    def install(self, state: BrokerState) -> None:
+        """Take a whole state (a snapshot); the body store learns which bodies it holds."""
+        self.state = state
+        if self.bodies is not None:
+            self.bodies.adopt(bodies_of(messages_of(state)))
 
     def apply(self, meta: Meta, command: c.Command) -> Applied:
         """The one entry point: apply `command`, the log's entry `meta.index`."""
@@ -176,7 +185,7 @@ class Broker(Queries):
             )
         ):
             return Applied(Ignored())
-        step = Step(state)
+        step = Step(state, self.bodies)
         try:
             reply = HANDLERS[type(command)](step, command)
         except Refusal as refusal:

@@ -8,6 +8,7 @@ import heapq
 from warrenmq.replication import commands as c
 from warrenmq.replication import delivery
 from warrenmq.replication.arguments import is_integer
+from warrenmq.replication.body import Body
 from warrenmq.replication.replies import Deliver, Reply, Routed
 from warrenmq.replication.routing import route, sender_keys
 from warrenmq.replication.state import Exchange, Message
@@ -38,7 +39,7 @@ def apply_publish(step: Step, command: c.Publish) -> Reply:
         command.exchange,
         command.routing_key,
         command.properties,
-        command.body,
+        Body(state.last_index, command.body),  # the id: this command's Meta.index
         command.headers,
         expiration=command.expiration,
         priority=command.priority,
@@ -52,6 +53,7 @@ def apply_publish(step: Step, command: c.Publish) -> Reply:
         exchange.delayed_count += 1
         exchange.delayed_bytes += len(message.body)
         heapq.heappush(exchange.delayed, (now_ms + delay_ms, exchange.delayed_count, message))
+        step.keep(message.body)
         return Routed(1)  # held by the exchange; like the plugin, no mandatory return
     queues = route(
         state.vhosts[command.vhost],
@@ -60,6 +62,8 @@ def apply_publish(step: Step, command: c.Publish) -> Reply:
         command.headers,
     )
     rejected = [queue for queue in queues if not delivery.enqueue(step, queue, message, now_ms)]
+    if queues:  # held by a queue, or by a dead-letter target of one that refused it
+        step.keep(message.body)
     return Routed(len(queues), bool(rejected))
 
 
@@ -92,7 +96,7 @@ def _reply(step: Step, command: c.Publish) -> int:
             "",
             command.routing_key,
             command.properties,
-            command.body,
+            Body(0, command.body),
         )
     )
     return 1

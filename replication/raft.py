@@ -44,6 +44,7 @@ from pathlib import Path
 
 import pysyncobj
 
+from warrenmq.replication.body_store import BodyStore
 from warrenmq.replication.commands import Command, decode_entry
 from warrenmq.replication.machine import Broker, BrokerState, Meta, upgrade_state
 from warrenmq.replication.proposer import (
@@ -55,6 +56,7 @@ from warrenmq.replication.proposer import (
     ReplyCallback,
 )
 from warrenmq.replication.raft_journal import DurableJournal, align_journal_with_snapshot
+from warrenmq.replication.raft_snapshot import BodySerializer
 from warrenmq.replication.raft_wire import (
     DurableTransport,
     PeerCipher,
@@ -64,6 +66,7 @@ from warrenmq.replication.raft_wire import (
     send_append_entries_now,
     transport_of,
     tune_pysyncobj,
+    use_serializer,
 )
 from warrenmq.replication.replies import CancelConsumer, Effect, Refused, Reply
 
@@ -99,7 +102,7 @@ class _Replica(pysyncobj.SyncObjConsumer):
         return self._raft_log.broker.state
 
     def _deserialize(self, data: BrokerState) -> None:
-        self._raft_log.broker.state = upgrade_state(data)
+        self._raft_log.broker.install(upgrade_state(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,10 @@ class RaftLog:
         self._leader_progress = (0, 0)  # log size and commit index the followers last heard
         self._replica = _Replica(self)
         directory.mkdir(parents=True, exist_ok=True)
+        bodies = broker.bodies
+        if isinstance(bodies, BodyStore):
+            # nothing is live until a snapshot says so or the journal's publishes keep it again
+            bodies.adopt(())
         tune_pysyncobj()
         settings = self.settings
         conf = pysyncobj.SyncObjConf(
@@ -193,7 +200,12 @@ class RaftLog:
             consumers=[self._replica],
             transportClass=DurableTransport,
         )
-        align_journal_with_snapshot(journal_of(self._syncobj), conf.fullDumpFile)
+        journal = journal_of(self._syncobj)
+        align_journal_with_snapshot(journal, conf.fullDumpFile)
+        self._bodies = bodies if isinstance(bodies, BodyStore) else None
+        if self._bodies is not None:
+            journal.sync_with(self._bodies.sync)  # one group commit for entries and bodies
+            use_serializer(self._syncobj, BodySerializer(conf, self._bodies))
 
     # --- the log interface ------------------------------------------------------------
 
@@ -236,6 +248,10 @@ class RaftLog:
             journal.sync()
         syncobj.doTick(0.0)
         self._run_outbox()
+        if self._bodies is not None and self._bodies.reclaimable:
+            # what a crash keeps of the journal must let go of a body before it goes
+            journal.sync()
+            self._bodies.compact_step()
         if syncobj._isLeader():
             # pysyncobj's batch mode sends only every append_entries_period_s. A leader whose
             # log grew or whose commit index moved tells the followers now: new entries start
@@ -279,6 +295,8 @@ class RaftLog:
 
     def close(self) -> None:
         self._syncobj.destroy()
+        if self._bodies is not None:
+            self._bodies.close()
 
     # --- status (local views: "there could be multiple leaders at the same time") -----
 

@@ -42,13 +42,20 @@ class DurableJournal(pysyncobj.journal.FileJournal):
         self._path = journal_file
         self._dirty = False
         self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
+        self._sync_also: list[typing.Callable[[], None]] = []  # synced in the same group
         self.size_bytes = sum(len(entry[0]) for entry in super().__getitem__(slice(None)))
 
     # --- group commit ---------------------------------------------------------------
 
+    def sync_with(self, sync: typing.Callable[[], None]) -> None:
+        """Call `sync` whenever the journal syncs (the body store's writes)."""
+        self._sync_also.append(sync)
+
     def sync(self) -> None:
         """Make every entry written so far durable (msync of the journal's mmap)."""
         self._settle_truncation()
+        for sync in self._sync_also:
+            sync()
         if self._dirty:
             self.flush()
             self._dirty = False

@@ -183,6 +183,12 @@ class PeerCipher:
         return self._open(token)
 
 
+def use_serializer(syncobj: typing.Any, serializer: typing.Any) -> None:
+    """Snapshots are written, sent and taken by `serializer` from now on. pysyncobj makes its
+    own in its constructor (and loads the local snapshot with it), and has no hook for it."""
+    syncobj._SyncObj__serializer = serializer
+
+
 def tune_pysyncobj() -> None:
     logging.getLogger("pysyncobj.syncobj").addFilter(_STALE_APPEND_FILTER)
     pysyncobj.syncobj.getEncryptor = PeerCipher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from warrenmq.replication.body import Body
 from warrenmq.replication.commands import ChannelRef
 
 __all__ = [
@@ -102,7 +103,7 @@ class GetOk:
     routing_key: str
     message_count: int
     properties: bytes
-    body: bytes
+    body: Body  # read() gives the bytes
     annotations: Annotations | None = None
 
 
@@ -125,7 +126,7 @@ class Deliver:
     exchange: str
     routing_key: str
     properties: bytes
-    body: bytes
+    body: Body  # read() gives the bytes
     annotations: Annotations | None = None
 
 

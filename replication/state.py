@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from warrenmq.replication import commands as c
+from warrenmq.replication.body import Body
 from warrenmq.replication.queue import Entry, Queue, QueueRef
 from warrenmq.replication.replies import Death
 
@@ -33,6 +35,7 @@ __all__ = [
     "Unacked",
     "User",
     "Vhost",
+    "messages_of",
     "upgrade_state",
 ]
 
@@ -73,7 +76,7 @@ class Message:
     exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
     routing_key: str  # routing key the publisher gave (or the dead-letter routing key)
     properties: bytes  # encoded content properties, delivered as received
-    body: bytes
+    body: Body  # the bytes are in the node's body store (body.py)
     headers: c.Arguments | None = None  # the headers table, plain, for headers-exchange routing
     deaths: tuple[Death, ...] = ()  # x-death, most recent first
     first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
@@ -215,6 +218,19 @@ def new_id(state: BrokerState) -> int:
     return state.next_id - 1
 
 
+def messages_of(state: BrokerState) -> Iterator[Message]:
+    """Every message the state holds: ready, unacked, dead letters waiting, delayed."""
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
+            yield from (entry.message for entry in queue.ready)
+            yield from (entry.message for _, entry in queue.returned)
+            yield from (pending.message for pending in queue.dead_letters)
+        for exchange in vhost.exchanges.values():
+            yield from (held[2] for held in exchange.delayed)
+    for channel in state.channels.values():
+        yield from (unacked.entry.message for unacked in channel.unacked.values())
+
+
 def upgrade_state(state: BrokerState) -> BrokerState:
     """A snapshot written before a BrokerState field existed lacks it: give it its default.
 
@@ -229,6 +245,7 @@ def upgrade_state(state: BrokerState) -> BrokerState:
         }
     if "next_id" in missing:
         _number_queues_and_consumers(state)
+    _bodies_by_reference(state)
     for vhost in state.vhosts.values():
         _fill_missing_fields(vhost)
         for exchange in vhost.exchanges.values():
@@ -238,6 +255,20 @@ def upgrade_state(state: BrokerState) -> BrokerState:
             if "dead_letter_bytes" in _fill_missing_fields(queue):
                 queue.dead_letter_bytes = sum(len(p.message.body) for p in queue.dead_letters)
     return state
+
+
+def _bodies_by_reference(state: BrokerState) -> None:
+    """Snapshots before the body store held the bytes in each message. They become bodies in
+    memory, numbered below zero in the state's order (alike on every node), which the store
+    writes when it adopts the state; copies of one message shared one bytes object."""
+    bodies: dict[int, Body] = {}
+    for message in messages_of(state):
+        if isinstance(message.body, bytes):
+            data: bytes = message.body
+            body = bodies.get(id(data))
+            if body is None:
+                body = bodies[id(data)] = Body(-1 - len(bodies), data)
+            message.body = body
 
 
 def _number_queues_and_consumers(state: BrokerState) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from warrenmq.replication import commands as c
+from warrenmq.replication.body import Body, Keeper
 from warrenmq.replication.queue import Queue
 from warrenmq.replication.replies import Effect, Refused
 from warrenmq.replication.state import BrokerState, Channel, Exchange, Vhost
@@ -71,9 +72,15 @@ def check_exclusive_access(channel: c.ChannelRef, queue: Queue) -> None:
 class Step:
     """One command being applied: the state it changes and the effects it has emitted."""
 
-    def __init__(self, state: BrokerState) -> None:
+    def __init__(self, state: BrokerState, bodies: Keeper | None = None) -> None:
         self.state = state
         self.effects: list[Effect] = []
+        self._bodies = bodies  # the node's body store; without one, bodies stay in memory
+
+    def keep(self, body: Body) -> None:
+        """The state holds a message with this body: the store writes it down."""
+        if self._bodies is not None:
+            self._bodies.keep(body)
 
     def vhost(self, name: str) -> Vhost:
         vhost = self.state.vhosts.get(name)

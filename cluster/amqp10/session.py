@@ -563,7 +563,7 @@ def consumer_message(effect: Deliver) -> bytes:
     message mapped, with RabbitMQ's header and annotations (x-exchange, x-routing-key, deaths)."""
     annotations: dict[str, object] = {}
     if effect.properties == broker.AMQP_1_0_PROPERTIES:
-        sections = parse_message(effect.body)
+        sections = parse_message(effect.body.read())
         durable, priority, bare = sections.durable, sections.priority, sections.bare
         annotations.update(
             (name, value)
@@ -575,7 +575,7 @@ def consumer_message(effect: Deliver) -> bytes:
             properties = parse_properties(effect.properties)
         except PropertyError:
             properties = parse_properties(b"\x00\x00")
-        durable, priority, mapped, bare = from_0_9_1(properties, effect.body)
+        durable, priority, mapped, bare = from_0_9_1(properties, effect.body.read())
         annotations.update(mapped)
     annotations["x-exchange"] = effect.exchange
     annotations["x-routing-key"] = effect.routing_key

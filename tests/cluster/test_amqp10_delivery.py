@@ -10,13 +10,14 @@ from warrenmq.amqp.codec import encode_properties
 from warrenmq.amqp.v1.message import parse_message
 from warrenmq.cluster.amqp10.session import consumer_message
 from warrenmq.replication import commands as c
+from warrenmq.replication.body import Body
 from warrenmq.replication.replies import Annotations, Death, Deliver
 
 OWNER = c.ChannelRef("warren-1", 1, 1, c.LINK_CHANNEL_BASE + 1)
 
 
 def deliver(properties: bytes, body: bytes, annotations: Annotations | None = None) -> Deliver:
-    return Deliver(OWNER, "tag", 7, True, "ex", "rk", properties, body, annotations)
+    return Deliver(OWNER, "tag", 7, True, "ex", "rk", properties, Body(0, body), annotations)
 
 
 def test_a_1_0_message_keeps_its_bare_message_and_gets_rabbitmqs_annotations() -> None:

@@ -34,7 +34,7 @@ from .harness import (
 
 
 def delivered_bodies(applied) -> list[bytes]:
-    return [effect.body for effect in applied.effects if isinstance(effect, Deliver)]
+    return [effect.body.read() for effect in applied.effects if isinstance(effect, Deliver)]
 
 
 def test_deliveries_name_their_owner_and_count_tags_per_channel() -> None:
@@ -64,7 +64,9 @@ def test_node_up_releases_what_older_incarnations_held() -> None:
     applied = harness.apply(c.NodeUp(node="n1", incarnation=2, pid=101))
     assert applied.reply == Ok()
     # the unacked message goes back and straight on to the surviving consumer on n2
-    assert [(d.owner, d.body, d.redelivered) for d in applied.effects] == [(other_node, b"m", True)]
+    assert [(d.owner, d.body.read(), d.redelivered) for d in applied.effects] == [
+        (other_node, b"m", True)
+    ]
     assert "private" not in harness.broker.state.vhosts[VHOST].queues
     assert old not in harness.broker.state.channels
 
@@ -239,7 +241,7 @@ def test_regression_release_never_hands_messages_to_a_dying_sibling_channel() ->
     harness.consume(second, "q", "a")
     harness.consume(survivor, "q", "s")
     applied = harness.apply(c.SessionClosed(node="n1", incarnation=1, connection=1))
-    assert [(effect.owner, effect.body) for effect in applied.effects] == [(survivor, b"m")]
+    assert [(effect.owner, effect.body.read()) for effect in applied.effects] == [(survivor, b"m")]
     (unacked,) = harness.broker.state.channels[survivor].unacked.values()
     assert unacked.entry.delivery_count == 1
 

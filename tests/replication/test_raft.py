@@ -4,6 +4,7 @@ in test_raft_journal.py."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import typing
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from warrenmq.cluster.local import free_port
 from warrenmq.replication import commands as c
+from warrenmq.replication.body_store import BodyStore
 from warrenmq.replication.machine import Broker, BrokerState
 from warrenmq.replication.raft import (
     RaftLog,
@@ -19,6 +21,7 @@ from warrenmq.replication.raft import (
 )
 from warrenmq.replication.raft_wire import journal_of, transport_of
 from warrenmq.replication.replies import QueueDeclared, Routed
+from warrenmq.replication.state import messages_of
 
 from .harness import VHOST, channel_ref, declare_queue_command, publish_command
 
@@ -84,19 +87,26 @@ def test_a_kept_stale_suffix_is_not_committed_past_what_the_leader_matched(
 
 
 class Driver:
-    """Runs a RaftLog of one node with a fake loop: scheduled calls run on `turn()`."""
+    """Runs a RaftLog with a fake loop: scheduled calls run on `turn()`. Its bodies are on
+    disk in the directory's body store, as a node's are."""
 
-    def __init__(self, directory: Path, port: int, **settings: typing.Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        partner_ports: tuple[int, ...] = (),
+        **settings: typing.Any,
+    ) -> None:
         self.scheduled: list[typing.Callable[[], None]] = []
         self.effects: list = []
         self.log = RaftLog(
-            node_id="n1",
+            node_id=f"n{port}",
             incarnation=1,
             raft_address=f"127.0.0.1:{port}",
             bind_address=f"127.0.0.1:{port}",
-            partner_addresses=[],
+            partner_addresses=[f"127.0.0.1:{partner}" for partner in partner_ports],
             directory=directory,
-            broker=Broker(),
+            broker=Broker(bodies=BodyStore(directory / "bodies")),
             dispatch=self.effects.extend,
             schedule=self.scheduled.append,
             password=None,
@@ -125,13 +135,19 @@ class Driver:
         return replies
 
 
-def restarted(directory: Path, port: int, state: BrokerState) -> Driver:
-    """A new log on the same directory, once it has replayed to `state`, which it must equal."""
+def restarted(directory: Path, port: int, state: BrokerState, bodies: dict[int, bytes]) -> Driver:
+    """A new log on the same directory, once it has replayed to `state`, which it must equal,
+    and its `bodies` (read before the first log closed)."""
     driver = Driver(directory, port)
     last_index = state.last_index
     driver.until(lambda: driver.log.is_ready and driver.log.broker.state.last_index >= last_index)
     assert driver.log.broker.state == state
+    assert body_bytes(driver.log.broker.state) == bodies
     return driver
+
+
+def body_bytes(state: BrokerState) -> dict[int, bytes]:
+    return {message.body.id: message.body.read() for message in messages_of(state)}
 
 
 def setup_commands(count: int) -> list[c.Command]:
@@ -211,8 +227,9 @@ def test_restart_replays_and_snapshots_restore_the_exact_state(tmp_path: Path) -
     first.until(lambda: (tmp_path / "raft.snapshot").exists())
     first.run([c.Get(channel=REF, vhost=VHOST, queue="q", no_ack=True)])
     state = first.log.broker.state
+    bodies = body_bytes(state)
     first.log.close()
-    second = restarted(tmp_path, port, state)
+    second = restarted(tmp_path, port, state, bodies)
     assert second.log.broker.query_queue(VHOST, "q").ready == 79
     assert second.effects == []  # replaying sends nothing: those sessions are gone
     second.log.close()
@@ -229,7 +246,62 @@ def test_journal_bytes_force_a_snapshot_and_stay_bounded(tmp_path: Path) -> None
     driver.until(lambda: (tmp_path / "raft.snapshot").exists() and journal.size_bytes < 64 * 1024)
     assert journal.size_bytes == sum(len(entry[0]) for entry in journal[:])  # kept exact
     state = driver.log.broker.state
+    bodies = body_bytes(state)
     driver.log.close()
-    again = restarted(tmp_path, port, state)
+    again = restarted(tmp_path, port, state, bodies)
     assert again.log.broker.query_queue(VHOST, "q").ready == 60
     again.log.close()
+
+
+def test_a_wiped_follower_gets_the_snapshot_and_every_live_body_it_names(tmp_path: Path) -> None:
+    """Raft §7: a follower behind the leader's compacted log gets its snapshot. The snapshot
+    names bodies by id only; the transfer carries them, so the follower can deliver them."""
+    ports = (free_port(), free_port(), free_port())
+
+    def node(number: int) -> Driver:
+        others = tuple(port for port in ports if port != ports[number])
+        return Driver(tmp_path / f"n{number}", ports[number], others, compaction_min_entries=20)
+
+    drivers = [node(0), node(1), node(2)]
+
+    def turn_until(condition: typing.Callable[[], bool], timeout_s: float = 30.0) -> None:
+        deadline_s = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline_s, "timed out"
+            for driver in drivers:
+                driver.turn()
+            time.sleep(0.001)
+
+    def run(commands: list[c.Command]) -> None:
+        leader = next(driver for driver in drivers if driver.log.is_leader)
+        replies: list = []
+        for command in commands:
+            leader.log.propose(command, replies.append)
+            turn_until(lambda: bool(replies))
+            replies.clear()
+
+    try:
+        turn_until(
+            lambda: any(d.log.is_leader for d in drivers) and all(d.log.is_ready for d in drivers)
+        )
+        run(setup_commands(30))
+        drivers[2].log.close()
+        drivers = drivers[:2]
+        run([publish_command(REF, "q", b"later-%d" % n) for n in range(30)])
+        run([c.Get(channel=REF, vhost=VHOST, queue="q", no_ack=True) for _ in range(25)])
+        turn_until(lambda: all((tmp_path / f"n{n}" / "raft.snapshot").exists() for n in (0, 1)))
+        run([publish_command(REF, "q", b"after the snapshot")])
+        leader_state = next(d for d in drivers if d.log.is_leader).log.broker.state
+        expected = body_bytes(leader_state)
+        assert len(expected) == 36
+        shutil.rmtree(tmp_path / "n2")  # the disk was wiped
+        drivers.append(node(2))
+        wiped = drivers[2]
+        turn_until(lambda: wiped.log.broker.state.last_index == leader_state.last_index)
+        assert wiped.log.broker.state == leader_state
+        assert body_bytes(wiped.log.broker.state) == expected
+        store = wiped.log.broker.bodies
+        assert isinstance(store, BodyStore) and store.live_count == 36
+    finally:
+        for driver in drivers:
+            driver.log.close()

@@ -234,7 +234,7 @@ class BrokerMachine(RuleBasedStateMachine):
     def deliver(self, effects: list[Deliver]) -> None:
         for effect in effects:
             queue, no_ack = self.consumers[effect.owner][effect.consumer_tag]
-            message = self.key_of(queue, effect.body, effect.annotations)
+            message = self.key_of(queue, effect.body.read(), effect.annotations)
             assert message in self.alive[queue], "delivered a message that is not alive"
             if not effect.redelivered:
                 key = (effect.owner, effect.consumer_tag)
@@ -348,7 +348,7 @@ class BrokerMachine(RuleBasedStateMachine):
             assert applied.reply == Ignored()
         name = QUEUES[queue]
         if isinstance(applied.reply, GetOk):
-            key = self.key_of(name, applied.reply.body, applied.reply.annotations)
+            key = self.key_of(name, applied.reply.body.read(), applied.reply.annotations)
             assert key in self.alive[name]
             self.take(ref, applied.reply.delivery_tag, name, key, no_ack)
         self.learn_expiries()  # the get looked at the head first
@@ -578,7 +578,7 @@ def held_key(entry: Entry) -> Key:
 def held_key_of(message: Message) -> Key:
     deaths = message.deaths
     origin = f"{deaths[0].queue}:{deaths[0].reason}" if deaths else ""
-    return (int(message.body), origin)
+    return (int(message.body.read()), origin)
 
 
 BrokerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)

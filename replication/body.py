@@ -1,0 +1,117 @@
+"""A message body by reference: what the replicated state holds instead of the bytes.
+
+Theory of operation
+-------------------
+A publish arrives with its body inside the log entry. Applying it makes a `Body` that still
+holds the bytes; once a queue keeps the message, `Step.keep` hands it to the node's body store
+(`body_store.py`), which writes the bytes to disk and leaves the `Body` holding only its id and
+size. The id is the publish command's `Meta.index`, so every node names the same body alike.
+
+Liveness is Python's own reference count: a `Body` is shared by every queue entry, unacked
+delivery, dead letter and pending effect of its message, and when the last of them lets go,
+`__del__` tells the store, which may then reclaim the bytes. Nothing can release a body twice
+or forget one the state still holds, and a delivery effect waiting in the outbox keeps its
+body readable until it is sent. When a node installs a whole new state (a snapshot), the store
+is given a new `Holder`: bodies of the replaced state fall silent as they die, and the store
+learns the live set from the new state (`BodyStore.adopt`).
+
+Snapshots pickle a stored body as its id and size; a body not (yet) in a store pickles with
+its bytes, so a state without a store (the pure tests) round-trips whole.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable, Iterator
+
+__all__ = ["Body", "Holder", "Keeper", "bodies_of"]
+
+
+class Keeper(typing.Protocol):
+    """What the state machine needs of a body store."""
+
+    def keep(self, body: Body) -> None: ...
+
+    def read(self, body_id: int) -> bytes: ...
+
+    def release(self, body_id: int) -> None: ...
+
+    def adopt(self, bodies: Iterable[Body]) -> None: ...
+
+
+class Holder:
+    """A store's current generation: bodies attached to a retired one release nothing."""
+
+    __slots__ = ("live", "store")
+
+    def __init__(self, store: Keeper) -> None:
+        self.store = store
+        self.live = True  # False once the store adopted another state
+
+
+class Body:
+    __slots__ = ("_data", "_holder", "id", "size")
+
+    def __init__(self, body_id: int, data: bytes) -> None:
+        self.id = body_id  # the Meta.index of the publish that brought it; 0: never stored
+        self.size = len(data)  # bytes
+        self._data: bytes | None = data  # the bytes, until a store keeps them
+        self._holder: Holder | None = None  # the store that keeps them
+
+    @classmethod
+    def stored(cls, body_id: int, size: int) -> Body:
+        """A body a snapshot named: its bytes are in the store that will adopt it."""
+        body = cls.__new__(cls)
+        body.id, body.size, body._data, body._holder = body_id, size, None, None
+        return body
+
+    def __len__(self) -> int:
+        return self.size
+
+    def read(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        holder = self._holder
+        if holder is None:
+            raise LookupError(f"body {self.id} is in no store")
+        return holder.store.read(self.id)
+
+    @property
+    def in_memory(self) -> bool:
+        return self._data is not None
+
+    def attach(self, holder: Holder) -> None:
+        """The store `holder` names keeps the bytes now."""
+        self._data = None
+        self._holder = holder
+
+    def __del__(self) -> None:
+        holder = self._holder
+        if holder is not None and holder.live:
+            holder.store.release(self.id)
+
+    def __reduce__(self) -> tuple[typing.Any, ...]:
+        if self._data is not None:
+            return (Body, (self.id, self._data))
+        return (Body.stored, (self.id, self.size))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Body):
+            return NotImplemented
+        return self.id == other.id and self.size == other.size
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.size))
+
+    def __repr__(self) -> str:
+        return f"Body({self.id}, {self.size} bytes)"
+
+
+def bodies_of(messages: Iterable[typing.Any]) -> Iterator[Body]:
+    """The distinct bodies of `messages` (a dead-lettered copy shares its original's)."""
+    seen: set[int] = set()
+    for message in messages:
+        body = message.body
+        if id(body) not in seen:
+            seen.add(id(body))
+            yield body

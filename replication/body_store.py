@@ -1,0 +1,428 @@
+"""Message bodies on disk, outside the replicated state: one store per node.
+
+Theory of operation
+-------------------
+Every node writes the body of every message a queue keeps as it applies the publish
+(`keep`), so the store holds the same bodies on every node without asking another for them.
+Bodies go to append-only segment files, each record `<id u64, size u32, crc32 u32, bytes>`.
+Memory holds per body only its id, its offset and a live flag, in arrays per segment (13 bytes
+a body), never the bytes. Writes are buffered and reach the disk in `sync`, which the journal
+calls in the same group commit as its own entries (raft_journal.py): a confirm still means
+"on disk on a majority", first in the journal and, once the journal is compacted, here.
+
+A body dies when the state lets go of it (`Body.__del__` calls `release`). `compact_step`
+reclaims in bounded steps: a sealed segment with no live body is deleted, one whose live bytes
+fell under half of its size is rewritten with its live records only, a few MiB per loop turn,
+into a temporary file that replaces it once complete and synced. One old unacked message thus
+pins its own bytes and the few around it that are still live, never the segment's dead ones.
+
+Crash safety. A sealed segment has an index file beside it, written once it is complete and
+synced; the active one is read record by record on start, and a torn record at its end (a
+crash mid-write) is cut off. A temporary compaction file that never replaced its segment is
+removed. A body can only be lost from here after the entry that let go of it has been applied;
+a restart replays that entry again from the journal before anything can ask for the body.
+After a restart or an installed snapshot, `adopt` learns which bodies the state holds: the rest
+is garbage, and a body written again by a replayed publish is found, not stored twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import struct
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from warrenmq.replication.body import Body, Holder
+
+__all__ = ["BodyStore"]
+
+log = logging.getLogger(__name__)
+
+RECORD = struct.Struct("<QII")  # body id, size in bytes, crc32 of the bytes
+SEGMENT_BYTES = 64 * 1024 * 1024  # a segment is sealed past this size
+WRITE_BUFFER_BYTES = 1024 * 1024  # buffered writes reach the file past this, or at sync
+COMPACT_STEP_BYTES = 4 * 1024 * 1024  # what one compaction step copies at most
+COMPACT_LIVE_RATIO = 0.5  # a sealed segment below this share of live bytes is rewritten
+_SUFFIX = ".seg"
+_INDEX_SUFFIX = ".idx"
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class _Segment:
+    """One segment file and the index of its records, in id order."""
+
+    def __init__(self, path: Path, number: int) -> None:
+        self.path = path
+        self.number = number
+        self.descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.ids = array("q")  # body ids, ascending
+        self.offsets = array("I")  # where each record starts in the file
+        self.sizes = array("I")  # each body's size in bytes
+        self.live = bytearray()  # 1 while the state holds the body
+        self.live_count = 0
+        self.live_bytes = 0
+        self.file_bytes = 0  # written, whether flushed or still buffered
+        self.buffer = bytearray()  # records not yet written to the file
+        self.sealed = False
+
+    @property
+    def first_id(self) -> int:
+        return self.ids[0]
+
+    def position(self, body_id: int) -> int | None:
+        ids = self.ids
+        if not ids or body_id < ids[0] or body_id > ids[-1]:
+            return None
+        position = bisect.bisect_left(ids, body_id)
+        return position if ids[position] == body_id else None
+
+    def append(self, body_id: int, data: bytes) -> None:
+        self.ids.append(body_id)
+        self.offsets.append(self.file_bytes)
+        self.sizes.append(len(data))
+        self.live.append(1)
+        self.live_count += 1
+        self.live_bytes += len(data)
+        record = RECORD.pack(body_id, len(data), zlib.crc32(data))
+        self.buffer += record
+        self.buffer += data
+        self.file_bytes += RECORD.size + len(data)
+        if len(self.buffer) >= WRITE_BUFFER_BYTES:
+            self.flush()
+
+    def read(self, position: int) -> bytes:
+        start = self.offsets[position] + RECORD.size
+        size = self.sizes[position]
+        buffered_from = self.file_bytes - len(self.buffer)
+        if start >= buffered_from:
+            return bytes(self.buffer[start - buffered_from : start - buffered_from + size])
+        data = os.pread(self.descriptor, size, start)
+        if len(data) != size:
+            raise OSError(f"{self.path}: short read of body {self.ids[position]}")
+        return data
+
+    def set_live(self, position: int, live: bool) -> None:
+        if bool(self.live[position]) == live:
+            return
+        self.live[position] = live
+        sign = 1 if live else -1
+        self.live_count += sign
+        self.live_bytes += sign * self.sizes[position]
+
+    def flush(self) -> None:
+        if self.buffer:
+            os.pwrite(self.descriptor, self.buffer, self.file_bytes - len(self.buffer))
+            self.buffer.clear()
+
+    def seal(self) -> None:
+        """Complete: synced, and its index written beside it for a fast start."""
+        self.flush()
+        os.fsync(self.descriptor)
+        self.sealed = True
+        index_path = self.path.with_suffix(_INDEX_SUFFIX)
+        temporary = index_path.with_name(index_path.name + _TEMPORARY_SUFFIX)
+        with open(temporary, "wb") as index:
+            index.write(struct.pack("<QQ", len(self.ids), self.file_bytes))
+            self.ids.tofile(index)
+            self.offsets.tofile(index)
+            self.sizes.tofile(index)
+            index.flush()
+            os.fsync(index.fileno())
+        os.replace(temporary, index_path)
+
+    def load(self) -> None:
+        """Rebuild the index: from the index file of a sealed segment, else by reading."""
+        self.file_bytes = os.fstat(self.descriptor).st_size
+        if self._load_index():
+            self.sealed = True
+        else:
+            self._scan()
+        count = len(self.ids)
+        self.live = bytearray(b"\x01") * count
+        self.live_count = count
+        self.live_bytes = sum(self.sizes)
+
+    def _load_index(self) -> bool:
+        index_path = self.path.with_suffix(_INDEX_SUFFIX)
+        try:
+            with open(index_path, "rb") as index:
+                count, file_bytes = struct.unpack("<QQ", index.read(16))
+                if file_bytes != self.file_bytes:
+                    return False
+                self.ids.fromfile(index, count)
+                self.offsets.fromfile(index, count)
+                self.sizes.fromfile(index, count)
+        except (OSError, EOFError, struct.error):
+            self.ids, self.offsets, self.sizes = array("q"), array("I"), array("I")
+            return False
+        return True
+
+    def _scan(self) -> None:
+        offset = 0
+        with open(self.path, "rb") as segment:
+            while True:
+                header = segment.read(RECORD.size)
+                if len(header) < RECORD.size:
+                    break
+                body_id, size, checksum = RECORD.unpack(header)
+                data = segment.read(size)
+                if len(data) < size or zlib.crc32(data) != checksum:
+                    break
+                if self.ids and body_id <= self.ids[-1]:
+                    break  # never written so: what follows is not ours
+                self.ids.append(body_id)
+                self.offsets.append(offset)
+                self.sizes.append(size)
+                offset += RECORD.size + size
+        if offset < self.file_bytes:
+            log.warning("%s: a torn record at offset %d was cut off", self.path, offset)
+            os.ftruncate(self.descriptor, offset)
+        self.file_bytes = offset
+
+    def close(self) -> None:
+        self.flush()
+        os.close(self.descriptor)
+
+    def remove(self) -> None:
+        os.close(self.descriptor)
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(_INDEX_SUFFIX).unlink(missing_ok=True)
+
+
+class _Compaction:
+    """A sealed segment being rewritten with its live records only."""
+
+    def __init__(self, source: _Segment, target: _Segment) -> None:
+        self.source = source
+        self.target = target
+        self.cursor = 0  # the next of source's records to consider
+
+
+class BodyStore:
+    """The node's message bodies: `keep`, `read`, `release`, and reclaiming in steps."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        directory.mkdir(parents=True, exist_ok=True)
+        self._holder = Holder(self)
+        self._segments: list[_Segment] = []  # by number
+        self._compaction: _Compaction | None = None
+        self._dirty = False  # written since the last sync
+        self.reclaimable = False  # a body died since compaction last found nothing to do
+        # what a crash left of a compaction or an index file being written
+        for pattern in (f"*{_TEMPORARY_SUFFIX}", f"*{_SUFFIX}{_INDEX_SUFFIX}"):
+            for leftover in directory.glob(pattern):
+                leftover.unlink()
+        for path in sorted(directory.glob(f"*{_SUFFIX}")):
+            segment = _Segment(path, int(path.stem))
+            segment.load()
+            if not segment.ids:
+                segment.remove()
+                continue
+            if not segment.sealed:
+                segment.seal()  # the segment that was active when the node stopped
+            self._segments.append(segment)
+        self._active = self._new_segment()
+
+    # --- what the state machine calls -------------------------------------------------
+
+    def keep(self, body: Body) -> None:
+        """Store a body a queue keeps (the bytes leave memory), unless it is here already."""
+        if not body.in_memory:
+            return
+        found = self._find(body.id)
+        if found is None:
+            self._write(body.id, body.read())
+        elif found[0].live[found[1]]:
+            # another Body holds this id already; two that release it could free it early
+            log.error("body %d is kept twice: the second copy stays in memory", body.id)
+            return
+        elif self._compaction is not None and found[0] is self._compaction.source:
+            self._write(body.id, body.read())  # compaction may have passed it by already
+        else:
+            found[0].set_live(found[1], True)  # a replayed publish finds its body again
+        body.attach(self._holder)
+
+    def read(self, body_id: int) -> bytes:
+        found = self._find(body_id)
+        if found is None:
+            raise LookupError(f"body {body_id} is not in the store")
+        return found[0].read(found[1])
+
+    def release(self, body_id: int) -> None:
+        found = self._find(body_id)
+        if found is None:
+            return
+        found[0].set_live(found[1], False)
+        self.reclaimable = True
+        compaction = self._compaction
+        if compaction is not None and found[0] is compaction.source:
+            copied = compaction.target.position(body_id)
+            if copied is not None:
+                compaction.target.set_live(copied, False)
+
+    # --- what the node calls ----------------------------------------------------------
+
+    def adopt(self, bodies: Iterable[Body]) -> None:
+        """A new state was installed: these bodies are its, every other one is garbage."""
+        self._holder.live = False
+        self._holder = Holder(self)
+        for segment in self._segments:
+            segment.live = bytearray(len(segment.ids))
+            segment.live_count = segment.live_bytes = 0
+        if self._compaction is not None:
+            self._compaction.target.remove()
+            self._compaction = None
+        self.reclaimable = True
+        for body in bodies:
+            if body.in_memory:
+                self.keep(body)
+                continue
+            found = self._find(body.id)
+            if found is None:
+                log.error("body %d of the installed state is missing from the store", body.id)
+            else:
+                found[0].set_live(found[1], True)
+            body.attach(self._holder)
+
+    def receive(self, body_id: int, data: bytes) -> None:
+        """A body from the leader's snapshot transfer, for the state about to be installed."""
+        found = self._find(body_id)
+        if found is None:
+            self._write(body_id, data)
+
+    def sync(self) -> None:
+        """Make every body kept so far durable."""
+        if self._dirty:
+            self._active.flush()
+            os.fdatasync(self._active.descriptor)
+            self._dirty = False
+
+    def compact_step(self, budget_bytes: int = COMPACT_STEP_BYTES) -> bool:
+        """One bounded step of reclaiming dead bodies; False when there is nothing to do."""
+        if self._compaction is None:
+            self.reclaimable = self._start_compaction()
+            return self.reclaimable
+        compaction = self._compaction
+        source, target = compaction.source, compaction.target
+        copied = 0
+        while compaction.cursor < len(source.ids) and copied < budget_bytes:
+            position = compaction.cursor
+            compaction.cursor += 1
+            if source.live[position]:
+                target.append(source.ids[position], source.read(position))
+                copied += source.sizes[position]
+        if compaction.cursor == len(source.ids):
+            self._finish_compaction(compaction)
+        return True
+
+    def live_ids(self) -> array[int]:
+        """The ids of the live bodies, now (a snapshot transfer sends them one by one)."""
+        ids = array("q")
+        for segment in self._segments:
+            ids.extend(
+                body_id for body_id, live in zip(segment.ids, segment.live, strict=True) if live
+            )
+        return ids
+
+    def records(self, ids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+        """The bodies of `ids` that are still live, read as they are asked for."""
+        for body_id in ids:
+            found = self._find(body_id)
+            if found is not None and found[0].live[found[1]]:
+                yield body_id, found[0].read(found[1])
+
+    @property
+    def live_bytes(self) -> int:
+        return sum(segment.live_bytes for segment in self._segments)
+
+    @property
+    def live_count(self) -> int:
+        return sum(segment.live_count for segment in self._segments)
+
+    @property
+    def disk_bytes(self) -> int:
+        total = sum(segment.file_bytes for segment in self._segments)
+        if self._compaction is not None:
+            total += self._compaction.target.file_bytes
+        return total
+
+    def close(self) -> None:
+        self._holder.live = False
+        if self._compaction is not None:
+            self._compaction.target.remove()
+            self._compaction = None
+        for segment in self._segments:
+            segment.close()
+
+    # --- inside ---------------------------------------------------------------------------
+
+    def _find(self, body_id: int) -> tuple[_Segment, int] | None:
+        for segment in reversed(self._segments):
+            position = segment.position(body_id)
+            if position is not None:
+                return segment, position
+        return None
+
+    def _write(self, body_id: int, data: bytes) -> None:
+        active = self._active
+        out_of_order = bool(active.ids) and body_id <= active.ids[-1]
+        if out_of_order or active.file_bytes >= self.segment_bytes:
+            if active.ids:
+                active.seal()
+            else:
+                self._segments.remove(active)
+                active.remove()
+            active = self._active = self._new_segment()
+        active.append(body_id, data)
+        self._dirty = True
+
+    def _new_segment(self) -> _Segment:
+        number = self._segments[-1].number + 1 if self._segments else 1
+        segment = _Segment(self.directory / f"{number:08d}{_SUFFIX}", number)
+        self._segments.append(segment)
+        return segment
+
+    def _start_compaction(self) -> bool:
+        for segment in list(self._segments):
+            if not segment.sealed:
+                continue
+            if segment.live_count == 0:
+                self._segments.remove(segment)
+                segment.remove()
+                return True
+            if segment.live_bytes < COMPACT_LIVE_RATIO * (segment.file_bytes - RECORD.size):
+                path = segment.path.with_name(segment.path.name + _TEMPORARY_SUFFIX)
+                self._compaction = _Compaction(segment, _Segment(path, segment.number))
+                return True
+        return False
+
+    def _finish_compaction(self, compaction: _Compaction) -> None:
+        source, target = compaction.source, compaction.target
+        target.seal()  # synced, with an index under the target's temporary name
+        os.replace(target.path.with_suffix(_INDEX_SUFFIX), source.path.with_suffix(_INDEX_SUFFIX))
+        os.replace(target.path, source.path)
+        _fsync_directory(self.directory)
+        target.path = source.path
+        os.close(source.descriptor)
+        self._segments[self._segments.index(source)] = target
+        self._compaction = None
+        log.debug(
+            "segment %d compacted: %d live bodies, %d bytes",
+            target.number,
+            target.live_count,
+            target.file_bytes,
+        )

@@ -1,0 +1,291 @@
+"""The body store on disk: keep, read, release, reclaim in steps, restart and crashes.
+
+A Hypothesis machine runs keeps, releases, compaction steps, restarts and torn writes against
+a model of which bodies are live, and checks after every step that each live body reads back
+exactly and that the disk holds no more than the live bytes allow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from warrenmq.replication import body_store
+from warrenmq.replication.body import Body
+from warrenmq.replication.body_store import RECORD, BodyStore
+
+
+def kept(store: BodyStore, body_id: int, data: bytes) -> Body:
+    body = Body(body_id, data)
+    store.keep(body)
+    return body
+
+
+def compact_all(store: BodyStore) -> None:
+    for _ in range(10_000):
+        if not store.compact_step():
+            return
+    raise AssertionError("compaction never ends")
+
+
+def test_a_kept_body_leaves_memory_and_reads_back(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    body = kept(store, 7, b"hello")
+    assert not body.in_memory and len(body) == 5
+    assert body.read() == b"hello"
+    store.sync()  # the buffer reaches the file
+    assert body.read() == b"hello"
+    assert store.live_count == 1 and store.live_bytes == 5
+
+
+def test_a_body_dies_with_the_last_message_that_holds_it(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    body = kept(store, 1, b"x" * 10)
+    copy = body  # a dead-lettered copy shares the Body
+    del body
+    assert store.live_count == 1
+    del copy
+    assert store.live_count == 0 and store.reclaimable
+
+
+def test_one_old_live_body_pins_only_its_own_bytes(tmp_path: Path) -> None:
+    """rabbitmq-server#12141: one old unacked message must not pin everything after it."""
+    store = BodyStore(tmp_path, segment_bytes=64 * 1024)
+    old = kept(store, 1, b"old" * 100)
+    for body_id in range(2, 2002):  # 2 MiB through, released as they go
+        kept(store, body_id, bytes(1024))
+        compact_all(store)
+    store.sync()
+    compact_all(store)
+    assert old.read() == b"old" * 100
+    # the old body's segment was rewritten down to it; what remains is the active segment
+    assert store.disk_bytes < 2 * 64 * 1024 + 2 * 1024
+
+
+def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path, segment_bytes=4096)
+    live = {n: kept(store, n, b"%04d" % n * 100) for n in range(1, 60)}
+    for n in range(1, 60, 2):
+        del live[n]
+    compact_all(store)
+    store.close()
+    again = BodyStore(tmp_path, segment_bytes=4096)
+    held = [Body.stored(n, 400) for n in live]  # the restored state's
+    again.adopt(held)
+    assert all(again.read(n) == b"%04d" % n * 100 for n in live)
+    assert again.live_count == len(live)
+
+
+def test_a_torn_record_at_the_end_is_cut_off_on_start(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    kept(store, 1, b"whole")
+    kept(store, 2, b"torn body")
+    store.sync()
+    store.close()
+    (segment,) = tmp_path.glob("*.seg")
+    with open(segment, "r+b") as file:
+        file.truncate(os.path.getsize(segment) - 3)  # a crash in the middle of writing 2
+    again = BodyStore(tmp_path)
+    assert again.read(1) == b"whole"
+    with pytest.raises(LookupError):
+        again.read(2)
+    assert os.path.getsize(segment) == RECORD.size + len(b"whole")
+
+
+def test_a_corrupt_record_is_not_believed(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    kept(store, 1, b"first")
+    kept(store, 2, b"second")
+    store.sync()
+    store.close()
+    (segment,) = tmp_path.glob("*.seg")
+    with open(segment, "r+b") as file:
+        file.seek(-1, os.SEEK_END)
+        file.write(b"X")  # the checksum no longer matches
+    again = BodyStore(tmp_path)
+    assert again.read(1) == b"first"
+    with pytest.raises(LookupError):
+        again.read(2)
+
+
+def test_a_compaction_cut_short_by_a_crash_leaves_the_old_segment(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path, segment_bytes=2048)
+    live = [kept(store, n, bytes([n]) * 300) for n in range(1, 20)]
+    del live[::2]
+    store.sync()  # what was confirmed
+    store.compact_step(budget_bytes=300)  # starts one
+    store.compact_step(budget_bytes=300)  # copies a little into the temporary file
+    assert list(tmp_path.glob("*.tmp"))
+    # SIGKILL now: the store is not closed; a new one starts from what is on disk
+    again = BodyStore(tmp_path, segment_bytes=2048)
+    assert not list(tmp_path.glob("*.tmp"))
+    held = [Body.stored(body.id, body.size) for body in live]
+    again.adopt(held)
+    assert all(again.read(body.id) == bytes([body.id]) * 300 for body in live)
+
+
+def test_a_replayed_publish_finds_its_body_and_does_not_store_it_twice(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    first = kept(store, 5, b"payload")
+    store.sync()
+    disk_bytes = store.disk_bytes
+    store.close()
+    del first
+    again = BodyStore(tmp_path)
+    again.adopt(())  # a restart without a snapshot: nothing is live until replayed
+    replayed = kept(again, 5, b"payload")
+    assert replayed.read() == b"payload" and again.disk_bytes == disk_bytes
+
+
+def test_a_body_kept_while_its_dead_copy_is_being_compacted_is_written_again(
+    tmp_path: Path,
+) -> None:
+    store = BodyStore(tmp_path, segment_bytes=2000)
+    bodies = {n: kept(store, n, bytes([n]) * 200) for n in range(1, 12)}  # 1-10 fill one
+    for n in (2, 3, 4, 6, 7, 8):
+        del bodies[n]  # the first segment falls under half live
+    store.compact_step(budget_bytes=1)  # starts rewriting it
+    store.compact_step(budget_bytes=1)  # copies 1
+    store.compact_step(budget_bytes=1)  # passes 2, 3 and 4 by, copies 5
+    bodies[2] = kept(store, 2, bytes([2]) * 200)  # a replayed publish keeps 2 again
+    compact_all(store)
+    assert all(body.read() == bytes([n]) * 200 for n, body in bodies.items())
+
+
+def test_a_body_kept_twice_stays_in_memory_rather_than_being_freed_early(
+    tmp_path: Path,
+) -> None:
+    store = BodyStore(tmp_path)
+    first = kept(store, 3, b"one")
+    second = Body(3, b"one")
+    store.keep(second)
+    assert second.in_memory
+    del second
+    assert first.read() == b"one" and store.live_count == 1
+
+
+def test_bodies_of_a_retired_state_release_nothing(tmp_path: Path) -> None:
+    store = BodyStore(tmp_path)
+    old = kept(store, 1, b"shared")
+    new = [Body.stored(1, 6)]  # the new state holds body 1 as well
+    store.adopt(new)
+    del old
+    assert store.live_count == 1 and store.read(1) == b"shared"
+
+
+# --- a model-checked machine ---------------------------------------------------------------
+
+
+class BodyStoreMachine(RuleBasedStateMachine):
+    """Keeps, releases, compaction steps, clean restarts and crashes with a torn tail."""
+
+    @initialize()
+    def start(self) -> None:
+        self.directory = Path(self._tmp())
+        self.segment_bytes = 600  # a few bodies a segment: sealing and compaction are common
+        self.store = BodyStore(self.directory, segment_bytes=self.segment_bytes)
+        self.live: dict[int, Body] = {}
+        self.data: dict[int, bytes] = {}
+        self.synced: set[int] = set()  # kept before the last sync: a crash keeps them
+        self.synced_at: tuple[Path, int] | None = None  # the active segment and its synced size
+        self.next_id = 1
+
+    def _tmp(self) -> str:
+        import tempfile
+
+        return tempfile.mkdtemp(prefix="bodies-")
+
+    @rule(size=st.integers(0, 300), fill=st.integers(0, 255))
+    def keep(self, size: int, fill: int) -> None:
+        body_id, self.next_id = self.next_id, self.next_id + 1
+        data = bytes([fill]) * size + body_id.to_bytes(4, "little")
+        self.live[body_id] = kept(self.store, body_id, data)
+        self.data[body_id] = data
+
+    @precondition(lambda self: self.live)
+    @rule(pick=st.integers(0, 10_000))
+    def release(self, pick: int) -> None:
+        body_id = sorted(self.live)[pick % len(self.live)]
+        del self.live[body_id]
+        self.synced.discard(body_id)
+
+    @precondition(lambda self: len(self.data) > len(self.live))
+    @rule(pick=st.integers(0, 10_000))
+    def replay(self, pick: int) -> None:
+        """A publish the journal replays after a restart keeps a body that had died."""
+        dead = sorted(set(self.data) - set(self.live))
+        body_id = dead[pick % len(dead)]
+        self.live[body_id] = kept(self.store, body_id, self.data[body_id])
+
+    @rule(budget=st.integers(1, 400), steps=st.integers(1, 2))
+    def compact(self, budget: int, steps: int) -> None:
+        for _ in range(steps):
+            self.store.compact_step(budget_bytes=budget)
+
+    @rule()
+    def sync(self) -> None:
+        self.store.sync()
+        self.synced = set(self.live)
+        active = self.store._active
+        self.synced_at = (active.path, active.file_bytes)
+
+    @rule()
+    def restart(self) -> None:
+        self.store.sync()
+        self.store.close()
+        self._reopen(set(self.live))
+
+    @rule(cut=st.integers(0, 10_000))
+    def crash_mid_write(self, cut: int) -> None:
+        """A crash: what was written since the last sync may be cut anywhere (a torn record);
+        the journal replays those publishes."""
+        active = self.store._active
+        active.flush()
+        synced_bytes = 0
+        if self.synced_at is not None and self.synced_at[0] == active.path:
+            synced_bytes = self.synced_at[1]
+        if active.file_bytes > synced_bytes:
+            with open(active.path, "r+b") as file:
+                file.truncate(synced_bytes + cut % (active.file_bytes - synced_bytes))
+        self.synced_at = None
+        self._reopen(self.synced)
+        for body_id in set(self.live) - self.synced:  # the journal replays the publish
+            self.live[body_id] = kept(self.store, body_id, self.data[body_id])
+
+    def _reopen(self, survivors: set[int]) -> None:
+        self.store._holder.live = False  # the process is gone: its objects release nothing
+        self.store = BodyStore(self.directory, segment_bytes=self.segment_bytes)
+        stored = {n: Body.stored(n, len(self.data[n])) for n in self.live if n in survivors}
+        self.store.adopt(stored.values())
+        self.live = {n: body for n, body in self.live.items() if n not in survivors} | stored
+
+    @invariant()
+    def every_live_body_reads_back(self) -> None:
+        for body_id, body in self.live.items():
+            assert body.read() == self.data[body_id]
+
+    @invariant()
+    def the_store_counts_what_is_live(self) -> None:
+        assert self.store.live_count == sum(not b.in_memory for b in self.live.values())
+
+    @invariant()
+    def dead_bytes_are_reclaimed_once_compaction_is_done(self) -> None:
+        store = self.store
+        if store._compaction is None and not store.reclaimable:
+            sealed = [s for s in store._segments if s.sealed]
+            for segment in sealed:
+                threshold = body_store.COMPACT_LIVE_RATIO * (segment.file_bytes - RECORD.size)
+                assert segment.live_count and segment.live_bytes >= threshold
+
+
+TestBodyStoreMachine = BodyStoreMachine.TestCase
+TestBodyStoreMachine.settings = settings(
+    max_examples=80,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
