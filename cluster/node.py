@@ -458,11 +458,6 @@ class Node:
                 self.log.propose(
                     c.SetAlarm(node=self.config.node_id, resource=resource, active=active)
                 )
-            if changed.get("memory"):
-                # the journal keeps every entry in memory until a compaction: one as the alarm
-                # begins frees what it held (publishers are blocked, so little comes after);
-                # forcing one every check would fork and pickle the whole state each second
-                self.log.compact()
         alarms = sorted(resource for _, resource in self.broker.query_alarms())
         reason = ALARM_REASONS[alarms[0]] if alarms else None
         if reason != self.blocked_reason:

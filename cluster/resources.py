@@ -1,8 +1,9 @@
 """What a node reads of its own process and disk: memory in use, free disk, file descriptors.
 
 The memory and disk alarms (RabbitMQ docs: memory and disk alarms) compare these with the
-node's limits. Memory in use is the process's anonymous resident memory, what its objects and
-message bodies occupy. The mapped journal file is not counted: the kernel can drop those pages.
+node's limits. Memory in use is the process's anonymous resident memory, what its objects
+occupy: message bodies are in the body store on disk, the journal's entries in its file, and
+the page cache that holds them is the kernel's to drop.
 A reading over the limit is taken again after freed heap memory is handed back to the kernel
 (malloc_trim), so the figure falls once consumers drain queues and an alarm can clear, as
 RabbitMQ's does; below the limit the heap is left alone.

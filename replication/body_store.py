@@ -194,9 +194,11 @@ class _Segment:
     def close(self) -> None:
         self.flush()
         os.close(self.descriptor)
+        self.descriptor = -1
 
     def remove(self) -> None:
         os.close(self.descriptor)
+        self.descriptor = -1
         self.path.unlink(missing_ok=True)
         self.path.with_suffix(_INDEX_SUFFIX).unlink(missing_ok=True)
 
@@ -383,6 +385,8 @@ class BodyStore:
         if out_of_order or active.file_bytes >= self.segment_bytes:
             if active.ids:
                 active.seal()
+                # its dead bodies became reclaimable now: compaction leaves the active alone
+                self.reclaimable |= active.live_count < len(active.ids)
             else:
                 self._segments.remove(active)
                 active.remove()
@@ -418,6 +422,7 @@ class BodyStore:
         _fsync_directory(self.directory)
         target.path = source.path
         os.close(source.descriptor)
+        source.descriptor = -1
         self._segments[self._segments.index(source)] = target
         self._compaction = None
         log.debug(

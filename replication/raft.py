@@ -11,12 +11,16 @@ entries by sequence number; each command's reply for its caller and the entry's 
 the dispatcher are collected, and run after pysyncobj's tick returns, in log order (reply
 first, then effects), so nothing they do re-enters pysyncobj while it applies.
 
-What pysyncobj does not promise, raft_journal.py and raft_wire.py add (RAFT-NOTES.md):
-- Durability. `DurableJournal` writes through pysyncobj's mmap journal and syncs it (msync) once
-  before any message leaves the node (`DurableTransport.send`): a follower's acknowledgement and
-  a leader's append-entries imply the entries are on disk — group commit, one sync per round.
-  A group of one sends nothing, so it syncs before each tick commits. The current term and vote
-  are fsynced before a vote can be sent.
+What pysyncobj does not promise, raft_journal.py, raft_snapshot.py and raft_wire.py add
+(RAFT-NOTES.md):
+- Durability. `DurableJournal` keeps the entries in a file (an index in memory, not the entries)
+  and syncs it, and the body store with it, once before any message leaves the node
+  (`DurableTransport.send`): a follower's acknowledgement and a leader's append-entries imply the
+  entries are on disk — group commit, one sync per round. A group of one sends nothing, so it
+  syncs before each tick commits. The current term and vote are fsynced before a vote is sent.
+- Bodies outside the state. The broker keeps message bodies in the node's body store
+  (body_store.py); snapshots name them by id, and a snapshot sent to a follower carries the live
+  ones (`BodySerializer`).
 - Raft §5.3, "if an existing entry conflicts with a new one … delete the existing entry and all
   that follow it": pysyncobj truncates on any append-entries whose prevLogIdx is below its log
   end, even a stale duplicate, so a follower could drop entries it already acknowledged.
@@ -120,8 +124,8 @@ class RaftSettings:
     message_size_max_bytes: int = 16 * 1024 * 1024
     compaction_min_entries: int = 50_000
     compaction_min_time_s: float = 600.0
-    # pysyncobj keeps the whole journal in memory and compacts only by entry count or time;
-    # past this many journal bytes a snapshot is forced, which bounds memory and disk
+    # pysyncobj compacts only by entry count or time; past this many journal bytes a snapshot
+    # is forced, which bounds the journal's disk and what a restart replays
     compaction_bytes: int = 256 * 1024 * 1024
 
 
@@ -287,11 +291,6 @@ class RaftLog:
     def isolate(self, isolated: bool) -> None:
         """Fault injection: drop all peer traffic (True) or carry it again (False)."""
         transport_of(self._syncobj).isolated = isolated
-
-    def compact(self) -> None:
-        """Snapshot the state and drop the journal entries before it, now (pysyncobj ignores
-        the request while a compaction runs): the journal holds every entry in memory."""
-        self._syncobj.forceLogCompaction()
 
     def close(self) -> None:
         self._syncobj.destroy()

@@ -1,9 +1,21 @@
-"""The Raft journal on disk: pysyncobj's file journal made durable and Raft-correct.
+"""The Raft journal on disk: entries in a file with an index in memory, synced in groups.
 
-pysyncobj's FileJournal writes through an mmap and never syncs, and truncates on any
-append-entries whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` syncs in
-groups (`DurableTransport.send`, in raft_wire.py, calls `sync` before any message leaves) and
-truncates only from the first entry that conflicts (Raft §5.3).
+pysyncobj's FileJournal keeps every entry in a Python list as well as in its mmap, so memory
+grows with the log until a compaction; it never syncs; and it truncates on any append-entries
+whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` replaces it:
+
+- Entries live in one file, each record `<size u32, index u64, term u64, crc32 u32>` and the
+  command. Memory holds per entry its offset, size, index and term (28 bytes), and the first and
+  last entries, which pysyncobj reads all the time; any other entry is read back from the file
+  (the page cache, in practice) when a follower needs it or when it is applied. A slice is a
+  lazy view: pysyncobj asks for "everything from here" and stops at a batch's size.
+- Group commit: `sync` (called by `DurableTransport.send`, in raft_wire.py, before any message
+  leaves, and with it the body store's sync) makes every entry written so far durable.
+- Raft §5.3: truncate only from the first entry that conflicts, never on a stale duplicate.
+- Compaction drops a prefix: the file's header says where the live entries start, and the file
+  is rewritten without the dead prefix once that is the larger part.
+- A crash mid-write leaves a torn or corrupt record at the end: reopening cuts it off.
+- A journal pysyncobj's FileJournal wrote (before this one existed) is read once and rewritten.
 """
 
 from __future__ import annotations
@@ -11,7 +23,11 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import struct
 import typing
+import zlib
+from array import array
+from collections.abc import Iterator
 
 import pysyncobj.journal
 import pysyncobj.pickle
@@ -19,6 +35,13 @@ import pysyncobj.pickle
 __all__ = ["DurableJournal", "align_journal_with_snapshot", "create_journal"]
 
 log = logging.getLogger(__name__)
+
+MAGIC = b"WARRENJ1"
+HEADER = struct.Struct("<8sQ")  # magic, offset of the first live record
+RECORD = struct.Struct("<IQQI")  # command size, Raft index, term, crc32 of the command
+REWRITE_DEAD_BYTES_MIN = 16 * 1024 * 1024  # a dead prefix smaller than this stays in the file
+
+Entry = tuple[bytes, int, int]  # pysyncobj's (command, index, term)
 
 
 def create_journal(journal_file: str | None = None) -> pysyncobj.journal.Journal:
@@ -34,16 +57,71 @@ def _fsync_path(path: str) -> None:
         os.close(descriptor)
 
 
-class DurableJournal(pysyncobj.journal.FileJournal):
-    """pysyncobj's file journal, synced in groups and truncated only on conflicts."""
+class _Entries:
+    """Entries `start` to `stop` of a journal, read as they are asked for."""
+
+    def __init__(self, journal: DurableJournal, start: int, stop: int) -> None:
+        self._journal = journal
+        self._start = start
+        self._stop = max(start, stop)
+        self._read: list[Entry] = []  # the ones read so far, from start
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __bool__(self) -> bool:
+        return self._stop > self._start
+
+    def __iter__(self) -> Iterator[Entry]:
+        for position in range(len(self)):
+            yield self[position]
+
+    @typing.overload
+    def __getitem__(self, item: int) -> Entry: ...
+
+    @typing.overload
+    def __getitem__(self, item: slice) -> list[Entry]: ...
+
+    def __getitem__(self, item: int | slice) -> Entry | list[Entry]:
+        if isinstance(item, slice):
+            return [self[position] for position in range(*item.indices(len(self)))]
+        position = item + len(self) if item < 0 else item
+        if not 0 <= position < len(self):
+            raise IndexError(item)
+        if position < len(self._read):
+            return self._read[position]
+        entry = self._journal._entry(self._start + position)
+        if position == len(self._read):
+            self._read.append(entry)  # read in order: kept for the slice pysyncobj takes next
+        return entry
+
+
+class DurableJournal(pysyncobj.journal.Journal):
+    """pysyncobj's journal interface over a file, synced in groups, truncated only on
+    conflicts, holding in memory only an index of its entries."""
 
     def __init__(self, journal_file: str) -> None:
-        super().__init__(journal_file)
         self._path = journal_file
+        self._meta = pysyncobj.journal.MetaStorer(journal_file + ".meta")
+        self._meta_values: dict[str, typing.Any] = self._meta.getMeta()
+        self._meta_saved = True
+        self._offsets = array("Q")  # where each entry's record starts in the file
+        self._sizes = array("I")  # each command's size
+        self._indexes = array("Q")  # each entry's Raft index
+        self._terms = array("Q")  # each entry's term
+        self._first: Entry | None = None
+        self._last: Entry | None = None
+        self._end = HEADER.size  # where the next record goes
         self._dirty = False
         self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
         self._sync_also: list[typing.Callable[[], None]] = []  # synced in the same group
-        self.size_bytes = sum(len(entry[0]) for entry in super().__getitem__(slice(None)))
+        self.size_bytes = 0  # the commands' bytes (compaction is forced past a limit)
+        entries = _entries_of_pysyncobj_journal(journal_file)
+        self._descriptor = os.open(journal_file, os.O_RDWR | os.O_CREAT, 0o644)
+        if entries is not None:
+            self._rewrite(entries)
+        else:
+            self._load()
 
     # --- group commit ---------------------------------------------------------------
 
@@ -52,19 +130,16 @@ class DurableJournal(pysyncobj.journal.FileJournal):
         self._sync_also.append(sync)
 
     def sync(self) -> None:
-        """Make every entry written so far durable (msync of the journal's mmap)."""
+        """Make every entry written so far durable."""
         self._settle_truncation()
         for sync in self._sync_also:
             sync()
         if self._dirty:
-            self.flush()
+            os.fdatasync(self._descriptor)
             self._dirty = False
 
-    def setCurrentTerm(self, term: int, votedForNodeId: typing.Any) -> None:  # noqa: N802, N803
-        super().setCurrentTerm(term, votedForNodeId)
-        meta_path = self._path + ".meta"
-        _fsync_path(meta_path)  # Raft §5.2: persist currentTerm and votedFor before answering
-        _fsync_path(os.path.dirname(os.path.abspath(meta_path)))
+    def flush(self) -> None:
+        self.sync()
 
     # --- Raft §5.3: delete only from the first conflicting entry -------------------------
 
@@ -75,51 +150,214 @@ class DurableJournal(pysyncobj.journal.FileJournal):
     def add(self, command: bytes, idx: int, term: int) -> None:
         position = self._truncate_at
         if position is not None:
-            if position < super().__len__():
-                existing = super().__getitem__(position)
-                if existing[1] == idx and existing[2] == term:
+            if position < len(self._offsets):
+                if self._indexes[position] == idx and self._terms[position] == term:
                     self._truncate_at = position + 1  # the same entry: keep it
                     return
                 log.warning(
                     "entry %d of term %d conflicts with the leader's of term %d: "
                     "truncating from there (Raft 5.3)",
                     idx,
-                    existing[2],
+                    self._terms[position],
                     term,
                 )
-                self.size_bytes -= sum(
-                    len(super(DurableJournal, self).__getitem__(index)[0])
-                    for index in range(position, super().__len__())
-                )
-                super().deleteEntriesFrom(position)
+                self._cut(position)
             self._truncate_at = None
-        super().add(command, idx, term)
-        self.size_bytes += len(command)
+        command = bytes(command)
+        record = RECORD.pack(len(command), idx, term, zlib.crc32(command))
+        os.pwritev(self._descriptor, (record, command), self._end)
+        self._remember(self._end, command, idx, term)
+        self._end += RECORD.size + len(command)
         self._dirty = True
 
     def _settle_truncation(self) -> None:
         # Whatever the leader sent matched what we hold: nothing conflicts, nothing goes.
         self._truncate_at = None
 
+    # --- reading ----------------------------------------------------------------------------
+
     def __getitem__(self, item: typing.Any) -> typing.Any:
         self._settle_truncation()
-        return super().__getitem__(item)
+        count = len(self._offsets)
+        if isinstance(item, slice):
+            start, stop, step = item.indices(count)
+            assert step == 1, "pysyncobj takes contiguous slices"
+            return _Entries(self, start, stop)
+        position = item + count if item < 0 else item
+        if not 0 <= position < count:
+            raise IndexError(item)
+        return self._entry(position)
 
     def __len__(self) -> int:
         self._settle_truncation()
-        length: int = super().__len__()
-        return length
+        return len(self._offsets)
+
+    def _entry(self, position: int) -> Entry:
+        if position == 0 and self._first is not None:
+            return self._first
+        if position == len(self._offsets) - 1 and self._last is not None:
+            return self._last
+        size = self._sizes[position]
+        command = os.pread(self._descriptor, size, self._offsets[position] + RECORD.size)
+        if len(command) != size:
+            raise OSError(f"{self._path}: short read of entry {self._indexes[position]}")
+        return command, self._indexes[position], self._terms[position]
+
+    # --- removing -----------------------------------------------------------------------
 
     def clear(self) -> None:
         self._settle_truncation()
-        super().clear()
-        self.size_bytes = 0
-        self._dirty = True
+        self._cut(0)
 
     def deleteEntriesTo(self, entryTo: int) -> None:  # noqa: N802, N803
+        """Drop the entries before position `entryTo` (they are in a snapshot now)."""
         self._settle_truncation()
-        super().deleteEntriesTo(entryTo)
+        if entryTo <= 0:
+            return
+        if entryTo >= len(self._offsets):
+            self._cut(0)
+            return
+        self.size_bytes -= sum(self._sizes[:entryTo])
+        for column in (self._offsets, self._sizes, self._indexes, self._terms):
+            del column[:entryTo]
+        self._first = None
+        self._first = self._entry(0)
+        start = self._offsets[0]
+        os.pwrite(self._descriptor, HEADER.pack(MAGIC, start), 0)
         self._dirty = True
+        if start - HEADER.size > max(REWRITE_DEAD_BYTES_MIN, self._end - start):
+            self._rewrite(list(self[:]))
+
+    def _cut(self, position: int) -> None:
+        """Remove the entries from `position` on."""
+        self.size_bytes -= sum(self._sizes[position:])
+        self._end = self._offsets[position] if position < len(self._offsets) else self._end
+        if position == 0:
+            self._end = HEADER.size
+            os.pwrite(self._descriptor, HEADER.pack(MAGIC, HEADER.size), 0)
+        for column in (self._offsets, self._sizes, self._indexes, self._terms):
+            del column[position:]
+        os.ftruncate(self._descriptor, self._end)
+        self._first = self._last = None
+        if self._offsets:
+            self._first, self._last = self._entry(0), self._entry(len(self._offsets) - 1)
+        self._dirty = True
+
+    # --- the file -----------------------------------------------------------------------
+
+    def _remember(self, offset: int, command: bytes, idx: int, term: int) -> None:
+        self._offsets.append(offset)
+        self._sizes.append(len(command))
+        self._indexes.append(idx)
+        self._terms.append(term)
+        self.size_bytes += len(command)
+        self._last = (command, idx, term)
+        if len(self._offsets) == 1:
+            self._first = self._last
+
+    def _load(self) -> None:
+        file_bytes = os.fstat(self._descriptor).st_size
+        header = os.pread(self._descriptor, HEADER.size, 0)
+        if len(header) < HEADER.size:
+            os.pwrite(self._descriptor, HEADER.pack(MAGIC, HEADER.size), 0)
+            os.fsync(self._descriptor)
+            return
+        magic, offset = HEADER.unpack(header)
+        if magic != MAGIC:
+            raise OSError(f"{self._path} is not a Warren journal")
+        with open(self._path, "rb") as file:
+            file.seek(offset)
+            while True:
+                head = file.read(RECORD.size)
+                if len(head) < RECORD.size:
+                    break
+                size, idx, term, checksum = RECORD.unpack(head)
+                command = file.read(size)
+                if len(command) < size or zlib.crc32(command) != checksum:
+                    break
+                self._remember(offset, command, idx, term)
+                offset += RECORD.size + size
+        self._end = offset
+        if offset < file_bytes:
+            log.warning("%s: a torn entry at offset %d was cut off", self._path, offset)
+            os.ftruncate(self._descriptor, offset)
+            os.fsync(self._descriptor)
+
+    def _rewrite(self, entries: list[Entry]) -> None:
+        """The file anew with just `entries`, replacing the old one once it is synced."""
+        temporary = self._path + ".rewrite"
+        with open(temporary, "wb") as file:
+            file.write(HEADER.pack(MAGIC, HEADER.size))
+            for command, idx, term in entries:
+                file.write(RECORD.pack(len(command), idx, term, zlib.crc32(command)))
+                file.write(command)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self._path)
+        _fsync_path(os.path.dirname(os.path.abspath(self._path)))
+        os.close(self._descriptor)
+        self._descriptor = os.open(self._path, os.O_RDWR)
+        for column in (self._offsets, self._sizes, self._indexes, self._terms):
+            del column[:]
+        self.size_bytes = 0
+        self._first = self._last = None
+        offset = HEADER.size
+        for command, idx, term in entries:
+            self._remember(offset, command, idx, term)
+            offset += RECORD.size + len(command)
+        self._end = offset
+
+    def _destroy(self) -> None:
+        self.sync()
+        if not self._meta_saved:
+            self._meta.storeMeta(self._meta_values)
+        os.close(self._descriptor)
+
+    # --- term, vote and commit index (pysyncobj's meta file) -------------------------------
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+        self._meta_values["raftCommitIndex"] = raftCommitIndex
+        self._meta_saved = False
+
+    def getRaftCommitIndex(self) -> int:  # noqa: N802
+        return int(self._meta_values.get("raftCommitIndex", 1))
+
+    def setCurrentTerm(self, term: int, votedForNodeId: typing.Any) -> None:  # noqa: N802, N803
+        self._meta_values["currentTerm"] = term
+        self._meta_values["votedForNodeId"] = votedForNodeId
+        self._meta.storeMeta(self._meta_values)
+        self._meta_saved = True
+        meta_path = self._meta.getPath()
+        _fsync_path(meta_path)  # Raft §5.2: persist currentTerm and votedFor before answering
+        _fsync_path(os.path.dirname(os.path.abspath(meta_path)))
+
+    def getCurrentTerm(self) -> int:  # noqa: N802
+        return int(self._meta_values.get("currentTerm", 0))
+
+    def getVotedForNodeId(self) -> typing.Any:  # noqa: N802
+        return self._meta_values.get("votedForNodeId")
+
+    def onOneSecondTimer(self) -> None:  # noqa: N802
+        if not self._meta_saved:
+            self._meta.storeMeta(self._meta_values)
+            self._meta_saved = True
+
+
+def _entries_of_pysyncobj_journal(path: str) -> list[Entry] | None:
+    """The entries of a journal in pysyncobj's own format (a node of an earlier version),
+    or None if `path` is not one."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(pysyncobj.journal.APP_NAME))
+    except FileNotFoundError:
+        return None
+    if start != pysyncobj.journal.APP_NAME:
+        return None
+    old = pysyncobj.journal.FileJournal(path)
+    entries: list[Entry] = [(bytes(e[0]), e[1], e[2]) for e in old[:]]
+    old._destroy()
+    log.info("%s: %d entries of pysyncobj's journal format rewritten", path, len(entries))
+    return entries
 
 
 def align_journal_with_snapshot(journal: DurableJournal, snapshot_path: str) -> None:
@@ -135,8 +373,10 @@ def align_journal_with_snapshot(journal: DurableJournal, snapshot_path: str) -> 
         return
     with open(snapshot_path, "rb") as snapshot, gzip.GzipFile(fileobj=snapshot) as unzipped:
         _, last_applied, before_last, _ = pysyncobj.pickle.load(unzipped)
-    for position in range(len(journal) - 1):
-        if journal[position] == before_last and journal[position + 1] == last_applied:
-            if position:
-                journal.deleteEntriesTo(position)
+    indexes = journal._indexes
+    for position in range(len(indexes) - 1):
+        if indexes[position] == before_last[1] and indexes[position + 1] == last_applied[1]:
+            if journal[position] == before_last and journal[position + 1] == last_applied:
+                if position:
+                    journal.deleteEntriesTo(position)
             return

@@ -7,6 +7,8 @@ exactly and that the disk holds no more than the live bytes allow."""
 from __future__ import annotations
 
 import os
+import shutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,34 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from warrenmq.replication import body_store
 from warrenmq.replication.body import Body
 from warrenmq.replication.body_store import RECORD, BodyStore
+
+
+@pytest.fixture(autouse=True)
+def _closing(monkeypatch: pytest.MonkeyPatch) -> typing.Iterator[None]:
+    """Every store a test opens is closed after it (its descriptors are raw fds)."""
+    opened: list[BodyStore] = []
+    original = BodyStore.__init__
+
+    def opening(self: BodyStore, *args: typing.Any, **kwargs: typing.Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(BodyStore, "__init__", opening)
+    yield
+    for store in opened:
+        abandon(store)
+
+
+def abandon(store: BodyStore) -> None:
+    """What SIGKILL does to a store: its objects release nothing, its buffers are lost."""
+    store._holder.live = False
+    segments = list(store._segments)
+    if store._compaction is not None:
+        segments.append(store._compaction.target)
+    for segment in segments:
+        if segment.descriptor >= 0:
+            os.close(segment.descriptor)
+            segment.descriptor = -1  # its number may be another file's next
 
 
 def kept(store: BodyStore, body_id: int, data: bytes) -> Body:
@@ -237,6 +267,7 @@ class BodyStoreMachine(RuleBasedStateMachine):
     def restart(self) -> None:
         self.store.sync()
         self.store.close()
+        self.store._segments.clear()  # closed: nothing for abandon() to close again
         self._reopen(set(self.live))
 
     @rule(cut=st.integers(0, 10_000))
@@ -257,11 +288,15 @@ class BodyStoreMachine(RuleBasedStateMachine):
             self.live[body_id] = kept(self.store, body_id, self.data[body_id])
 
     def _reopen(self, survivors: set[int]) -> None:
-        self.store._holder.live = False  # the process is gone: its objects release nothing
+        abandon(self.store)  # the process is gone
         self.store = BodyStore(self.directory, segment_bytes=self.segment_bytes)
         stored = {n: Body.stored(n, len(self.data[n])) for n in self.live if n in survivors}
         self.store.adopt(stored.values())
         self.live = {n: body for n, body in self.live.items() if n not in survivors} | stored
+
+    def teardown(self) -> None:
+        abandon(self.store)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     @invariant()
     def every_live_body_reads_back(self) -> None:

@@ -273,6 +273,7 @@ def test_a_wiped_follower_gets_the_snapshot_and_every_live_body_it_names(tmp_pat
             time.sleep(0.001)
 
     def run(commands: list[c.Command]) -> None:
+        turn_until(lambda: any(driver.log.is_leader for driver in drivers))
         leader = next(driver for driver in drivers if driver.log.is_leader)
         replies: list = []
         for command in commands:
@@ -285,18 +286,19 @@ def test_a_wiped_follower_gets_the_snapshot_and_every_live_body_it_names(tmp_pat
             lambda: any(d.log.is_leader for d in drivers) and all(d.log.is_ready for d in drivers)
         )
         run(setup_commands(30))
-        drivers[2].log.close()
-        drivers = drivers[:2]
+        wiped_number = next(n for n, driver in enumerate(drivers) if not driver.log.is_leader)
+        drivers.pop(wiped_number).log.close()
         run([publish_command(REF, "q", b"later-%d" % n) for n in range(30)])
         run([c.Get(channel=REF, vhost=VHOST, queue="q", no_ack=True) for _ in range(25)])
-        turn_until(lambda: all((tmp_path / f"n{n}" / "raft.snapshot").exists() for n in (0, 1)))
+        others = [n for n in range(3) if n != wiped_number]
+        turn_until(lambda: all((tmp_path / f"n{n}" / "raft.snapshot").exists() for n in others))
         run([publish_command(REF, "q", b"after the snapshot")])
         leader_state = next(d for d in drivers if d.log.is_leader).log.broker.state
         expected = body_bytes(leader_state)
         assert len(expected) == 36
-        shutil.rmtree(tmp_path / "n2")  # the disk was wiped
-        drivers.append(node(2))
-        wiped = drivers[2]
+        shutil.rmtree(tmp_path / f"n{wiped_number}")  # the disk was wiped
+        wiped = node(wiped_number)
+        drivers.append(wiped)
         turn_until(lambda: wiped.log.broker.state.last_index == leader_state.last_index)
         assert wiped.log.broker.state == leader_state
         assert body_bytes(wiped.log.broker.state) == expected

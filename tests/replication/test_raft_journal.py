@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
+import pysyncobj.journal
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from warrenmq.replication import raft_journal
 from warrenmq.replication.raft import DurableJournal, PeerCipher, clamp_commit_index
 from warrenmq.replication.raft_wire import tune_pysyncobj
 
@@ -106,3 +112,167 @@ def test_peer_cipher_round_trips_and_rejects_every_tampering() -> None:
         PeerCipher("another secret").extract_timestamp(token)
     with pytest.raises(ValueError, match="too short"):
         cipher.decrypt(token[:40])
+
+
+# --- the file: entries on disk, an index in memory ------------------------------------------
+
+
+def entries(journal: DurableJournal) -> list[tuple[bytes, int, int]]:
+    return list(journal[:])
+
+
+def test_entries_are_read_back_from_the_file_not_kept_in_memory(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path / "journal", [1] * 50)
+    held = [value for value in vars(journal).values() if isinstance(value, list)]
+    assert held == [[]]  # only the (empty) list of companions to sync: no list of entries
+    assert journal[17] == (b"entry-18", 18, 1)
+    view = journal[10:]
+    assert len(view) == 40 and view[-1] == (b"entry-50", 50, 1)
+    assert view[:2] == [(b"entry-11", 11, 1), (b"entry-12", 12, 1)]
+
+
+def test_a_torn_entry_at_the_end_is_cut_off_on_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    journal = journal_with(path, [1, 1, 1])
+    journal.sync()
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) - 2)  # a crash while entry 3 was being written
+    reopened = DurableJournal(str(path))
+    assert entries(reopened) == [(b"entry-1", 1, 1), (b"entry-2", 2, 1)]
+    reopened.add(b"entry-3 again", 3, 2)
+    assert entries(DurableJournal(str(path)))[-1] == (b"entry-3 again", 3, 2)
+
+
+def test_a_compacted_prefix_stays_gone_after_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    journal = journal_with(path, [1] * 10)
+    journal.deleteEntriesTo(7)
+    assert [entry[1] for entry in entries(journal)] == [8, 9, 10]
+    assert journal.size_bytes == sum(len(entry[0]) for entry in entries(journal))
+    assert [entry[1] for entry in entries(DurableJournal(str(path)))] == [8, 9, 10]
+
+
+def test_the_file_is_rewritten_once_the_dead_prefix_is_the_larger_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(raft_journal, "REWRITE_DEAD_BYTES_MIN", 1000)
+    path = tmp_path / "journal"
+    journal = DurableJournal(str(path))
+    for index in range(1, 101):
+        journal.add(bytes(100), index, 1)
+    journal.deleteEntriesTo(98)
+    assert os.path.getsize(path) < 3 * (100 + raft_journal.RECORD.size) + 100
+    assert [entry[1] for entry in entries(DurableJournal(str(path)))] == [99, 100]
+
+
+def test_a_journal_of_pysyncobjs_format_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "journal"
+    old = pysyncobj.journal.FileJournal(str(path))
+    for index in range(1, 4):
+        old.add(b"old-%d" % index, index, 2)
+    old.setCurrentTerm(2, "127.0.0.1:1")
+    old._destroy()
+    journal = DurableJournal(str(path))
+    assert entries(journal) == [(b"old-1", 1, 2), (b"old-2", 2, 2), (b"old-3", 3, 2)]
+    assert journal.getCurrentTerm() == 2
+    assert open(path, "rb").read(len(raft_journal.MAGIC)) == raft_journal.MAGIC
+
+
+class JournalMachine(RuleBasedStateMachine):
+    """The journal against a list: appends, §5.3 truncations, compactions, reopens, crashes."""
+
+    @initialize()
+    def start(self) -> None:
+        import tempfile
+
+        self.path = str(Path(tempfile.mkdtemp(prefix="journal-")) / "journal")
+        self.journal = DurableJournal(self.path)
+        self.model: list[tuple[bytes, int, int]] = []
+        self.synced = 0  # entries the last sync made durable
+
+    def _next_index(self) -> int:
+        return self.model[-1][1] + 1 if self.model else 1
+
+    @rule(size=st.integers(0, 300), term=st.integers(1, 3))
+    def add(self, size: int, term: int) -> None:
+        index = self._next_index()
+        entry = (bytes([index % 256]) * size, index, term)
+        self.journal.add(*entry)
+        self.model.append(entry)
+
+    @precondition(lambda self: self.model)
+    @rule(back=st.integers(1, 5), conflict=st.booleans())
+    def leader_sends_again(self, back: int, conflict: bool) -> None:
+        """pysyncobj's deleteEntriesFrom then add: kept if it matches, cut if it conflicts."""
+        position = max(0, len(self.model) - back)
+        self.journal.deleteEntriesFrom(position)
+        command, index, term = self.model[position]
+        if conflict:  # shorter: what the cut removed must not come back after it
+            entry = (command[: len(command) // 2], index, term + 10)
+            self.model[position:] = [entry]
+            self.synced = min(self.synced, position)
+        else:
+            entry = (command, index, term)
+        self.journal.add(*entry)
+
+    @precondition(lambda self: len(self.model) > 1)
+    @rule(keep=st.integers(1, 10))
+    def compact(self, keep: int) -> None:
+        drop = max(0, len(self.model) - keep)
+        self.journal.deleteEntriesTo(drop)
+        del self.model[:drop]
+        self.synced = max(0, self.synced - drop)
+
+    @rule()
+    def clear(self) -> None:
+        """A snapshot installed: pysyncobj clears the log before adding the snapshot's two."""
+        self.journal.clear()
+        self.model.clear()
+        self.synced = 0
+
+    @rule()
+    def sync(self) -> None:
+        self.journal.sync()
+        self.synced = len(self.model)
+
+    @rule()
+    def reopen(self) -> None:
+        self.journal._destroy()
+        self.journal = DurableJournal(self.path)
+
+    @rule(cut=st.integers(0, 10_000))
+    def crash(self, cut: int) -> None:
+        """Bytes after the last synced entry may be torn anywhere."""
+        self.journal.sync()  # for the model: what is cut below is all that is lost
+        synced_end = self.journal._offsets[self.synced] if self.synced < len(self.model) else None
+        os.close(self.journal._descriptor)
+        size = os.path.getsize(self.path)
+        if synced_end is not None and size > synced_end:
+            with open(self.path, "r+b") as file:
+                file.truncate(synced_end + cut % (size - synced_end))
+        self.journal = DurableJournal(self.path)
+        survivors = len(self.journal)
+        assert self.synced <= survivors <= len(self.model)
+        del self.model[survivors:]
+        self.synced = survivors
+
+    def teardown(self) -> None:
+        self.journal._destroy()
+        shutil.rmtree(Path(self.path).parent, ignore_errors=True)
+
+    @invariant()
+    def the_journal_is_the_model(self) -> None:
+        assert list(self.journal[:]) == self.model
+        assert len(self.journal) == len(self.model)
+        assert self.journal.size_bytes == sum(len(entry[0]) for entry in self.model)
+        if self.model:
+            assert self.journal[-1] == self.model[-1] and self.journal[0] == self.model[0]
+
+
+TestJournalMachine = JournalMachine.TestCase
+TestJournalMachine.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

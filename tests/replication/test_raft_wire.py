@@ -36,9 +36,13 @@ def test_the_patched_module_global_still_exists(module: object, name: str) -> No
 
 
 def test_the_overridden_methods_still_exist() -> None:
-    """What DurableJournal and DurableTransport override must be what pysyncobj calls."""
-    for name in ("add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm"):
-        assert name in vars(pysyncobj.journal.FileJournal), name
+    """DurableJournal implements all of pysyncobj's journal interface, and what
+    DurableTransport overrides is what pysyncobj calls."""
+    interface = [name for name in vars(pysyncobj.journal.Journal) if not name.startswith("__")]
+    assert {"add", "clear", "deleteEntriesFrom", "deleteEntriesTo", "setCurrentTerm"} <= set(
+        interface
+    )
+    for name in [*interface, "__getitem__", "__len__"]:
         assert name in vars(DurableJournal), name
     transport = pysyncobj.transport.TCPTransport
     assert {"send", "_onMessageReceived"} <= set(dir(transport))
