@@ -8,7 +8,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run test bench conformance-record
+.PHONY: install run test bench bench-backlog conformance-record
 install: $(STAMP)
 
 run: $(STAMP)
@@ -19,6 +19,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	bash bench/compare.sh
+
+# a backlog bigger than memory: RSS, disk, publish, restart and drain against RabbitMQ
+bench-backlog: $(STAMP)
+	bash bench/backlog.sh
 
 # what a real RabbitMQ does in every conformance scenario: tests/conformance/expected/rabbitmq.txt
 conformance-record: $(STAMP)

@@ -72,9 +72,10 @@ class RabbitCluster:
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {done.stderr.decode()}")
 
-    def start(self) -> None:
+    def start(self, join: bool = True) -> None:
+        """Start every node; the first time (`join`), cluster them with the first."""
         # RabbitMQ's start spawns Erlang's port mapper if none runs: then it is ours to end
-        self.started_epmd = (
+        self.started_epmd |= (
             subprocess.run(["epmd", "-names"], capture_output=True, check=False).returncode != 0
         )
         for index in range(1, len(self.nodes) + 1):
@@ -86,6 +87,8 @@ class RabbitCluster:
             )
         for node in self.nodes:
             self._await_startup(node)
+        if not join:
+            return
         for node in self.nodes[1:]:
             self.ctl(node, "stop_app")
             self.ctl(node, "join_cluster", self.nodes[0])
@@ -108,7 +111,9 @@ class RabbitCluster:
                 raise RuntimeError(f"{node} did not start: {done.stderr.decode()[-500:]}")
             time.sleep(1.0)
 
-    def stop(self) -> None:
+    def stop(self, restarting: bool = False) -> None:
+        """Stop every node; Erlang's port mapper too if start() brought it up, unless the
+        nodes are `restarting`."""
         for node in self.nodes:
             subprocess.run(
                 ["rabbitmqctl", "-n", node, "stop"],
@@ -123,9 +128,16 @@ class RabbitCluster:
             if pid_file.exists() and pid_file.read_text().strip().isdigit():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        if self.started_epmd:
+        if self.started_epmd and not restarting:
             time.sleep(1.0)
             subprocess.run(["epmd", "-kill"], capture_output=True, check=False, timeout=30)
+
+    def pids(self) -> list[int]:
+        """The nodes' Erlang VM processes (the pid files RabbitMQ wrote)."""
+        return [
+            int((self.directory / f"rabbit{index}" / "pid").read_text().strip())
+            for index in range(1, len(self.nodes) + 1)
+        ]
 
     def version(self) -> str:
         done = subprocess.run(
