@@ -34,7 +34,7 @@ __all__ = [
     "members_from",
 ]
 
-STOP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 75.0  # a stopping node may take up to SNAPSHOT_AT_STOP_S for its snapshot
 
 
 _HANDED_OUT: set[int] = set()  # ports free_port gave this process: never twice

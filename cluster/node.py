@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
+SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
 TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
@@ -334,6 +335,7 @@ class Node:
         for session in list(self.sessions.values()):
             session.protocol.abort()
         await asyncio.sleep(0.05)  # let the SessionClosed proposals go out
+        await self._snapshot_for_restart()
         for task in self._tasks:
             task.cancel()
         self.log.flush()
@@ -342,6 +344,20 @@ class Node:
         for runner in self._web:
             await runner.cleanup()
         log.info("node %s stopped", self.config.node_id)
+
+    async def _snapshot_for_restart(self) -> None:
+        """A snapshot of the state as it stops, so the node restarts from it in a moment
+        instead of replaying its journal; past SNAPSHOT_AT_STOP_S it replays after all."""
+        self.log.snapshot()
+        deadline_s = asyncio.get_running_loop().time() + SNAPSHOT_AT_STOP_S
+        while self.log.snapshot_pending:
+            if asyncio.get_running_loop().time() > deadline_s:
+                log.warning(
+                    "no snapshot within %.0f s: the restart replays the journal",
+                    SNAPSHOT_AT_STOP_S,
+                )
+                return
+            await asyncio.sleep(0.02)  # the tick task carries the writing on
 
     # --- the loop's regular work ----------------------------------------------------------
 

@@ -4,6 +4,7 @@ straight to a direct reply-to consumer."""
 from __future__ import annotations
 
 import heapq
+import sys
 
 from warrenmq.replication import commands as c
 from warrenmq.replication import delivery
@@ -36,9 +37,9 @@ def apply_publish(step: Step, command: c.Publish) -> Reply:
     if command.exchange == "" and command.routing_key.startswith(c.REPLY_TO):
         return Routed(_reply(step, command))
     message = Message(
-        command.exchange,
-        command.routing_key,
-        command.properties,
+        sys.intern(command.exchange),  # a backlog holds few distinct names: one copy of each
+        sys.intern(command.routing_key),
+        _shared(command.properties),
         Body(state.last_index, command.body),  # the id: this command's Meta.index
         command.headers,
         expiration=command.expiration,
@@ -65,6 +66,24 @@ def apply_publish(step: Step, command: c.Publish) -> Reply:
     if queues:  # held by a queue, or by a dead-letter target of one that refused it
         step.keep(message.body)
     return Routed(len(queues), bool(rejected))
+
+
+# One bytes object for each of the last distinct properties seen: messages of one publisher
+# mostly carry the same few (delivery mode, content type), and a queue holds millions of them.
+_PROPERTIES: dict[bytes, bytes] = {}
+_PROPERTIES_MAX = 4096
+_PROPERTIES_SHARED_BYTES_MAX = 128
+
+
+def _shared(properties: bytes) -> bytes:
+    if len(properties) > _PROPERTIES_SHARED_BYTES_MAX:
+        return properties
+    shared = _PROPERTIES.get(properties)
+    if shared is None:
+        if len(_PROPERTIES) >= _PROPERTIES_MAX:
+            _PROPERTIES.clear()
+        shared = _PROPERTIES[properties] = properties
+    return shared
 
 
 def release_delayed(step: Step, now_ms: int) -> None:

@@ -68,6 +68,7 @@ from warrenmq.replication.raft_wire import (
     journal_of,
     last_response_times,
     send_append_entries_now,
+    snapshot_progress,
     transport_of,
     tune_pysyncobj,
     use_serializer,
@@ -167,6 +168,7 @@ class RaftLog:
         self.commit_latencies_s: deque[float] = deque(maxlen=COMMIT_LATENCY_SAMPLES)
         self._leader_logged: str | None = None  # the leader the log last reported
         self._leader_progress = (0, 0)  # log size and commit index the followers last heard
+        self._snapshot_wanted = 0  # the applied index a snapshot was asked for at
         self._replica = _Replica(self)
         directory.mkdir(parents=True, exist_ok=True)
         bodies = broker.bodies
@@ -291,6 +293,19 @@ class RaftLog:
     def isolate(self, isolated: bool) -> None:
         """Fault injection: drop all peer traffic (True) or carry it again (False)."""
         transport_of(self._syncobj).isolated = isolated
+
+    def snapshot(self) -> None:
+        """Write a snapshot of what is applied now (a node about to stop: it then restarts
+        from the snapshot, not by replaying its journal). See `snapshot_written`."""
+        self._snapshot_wanted = self.last_applied_index
+        self._syncobj.forceLogCompaction()
+
+    @property
+    def snapshot_pending(self) -> bool:
+        """The snapshot `snapshot` asked for is still being written (ticks carry it on);
+        False once it is on disk, or once pysyncobj gave up on it (it logs why)."""
+        written, busy = snapshot_progress(self._syncobj)
+        return busy and written + 1 < self._snapshot_wanted  # the mark is the entry before
 
     def close(self) -> None:
         self._syncobj.destroy()

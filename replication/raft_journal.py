@@ -20,7 +20,6 @@ whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` replaces it:
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import struct
@@ -30,7 +29,8 @@ from array import array
 from collections.abc import Iterator
 
 import pysyncobj.journal
-import pysyncobj.pickle
+
+from warrenmq.replication.raft_snapshot import last_entries
 
 __all__ = ["DurableJournal", "align_journal_with_snapshot", "create_journal"]
 
@@ -371,8 +371,7 @@ def align_journal_with_snapshot(journal: DurableJournal, snapshot_path: str) -> 
     """
     if not os.path.exists(snapshot_path):
         return
-    with open(snapshot_path, "rb") as snapshot, gzip.GzipFile(fileobj=snapshot) as unzipped:
-        _, last_applied, before_last, _ = pysyncobj.pickle.load(unzipped)
+    last_applied, before_last = last_entries(snapshot_path)
     indexes = journal._indexes
     for position in range(len(indexes) - 1):
         if indexes[position] == before_last[1] and indexes[position + 1] == last_applied[1]:

@@ -15,32 +15,69 @@ go of it there too before anything could ask for it.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import struct
 import typing
 from collections.abc import Iterator
 
+import pysyncobj.pickle
 import pysyncobj.serializer
 from pysyncobj.config import SERIALIZER_STATE
 
 from warrenmq.replication.body_store import BodyStore
 
-__all__ = ["BodySerializer"]
+__all__ = ["BodySerializer", "last_entries"]
 
 log = logging.getLogger(__name__)
 
+# A snapshot file: this header, the last two entries it holds (pickled: what a restart checks the
+# journal against, read without the state), then the whole snapshot, pickled and gzipped.
+# Snapshots of earlier versions are the gzipped pickle alone.
+SNAPSHOT_MAGIC = b"WARRENS1"
+SNAPSHOT_HEADER = struct.Struct("<8sI")
 PART = struct.Struct("<BQI")
 SNAPSHOT_PART = 1
 BODY_PART = 2
 
 
+def skip_snapshot_header(file: typing.BinaryIO) -> typing.Any:
+    """Past the header, to the gzipped snapshot; the last two entries, if it had a header."""
+    header = file.read(SNAPSHOT_HEADER.size)
+    if len(header) == SNAPSHOT_HEADER.size and header[: len(SNAPSHOT_MAGIC)] == SNAPSHOT_MAGIC:
+        _, length = SNAPSHOT_HEADER.unpack(header)
+        return pysyncobj.pickle.loads(file.read(length))
+    file.seek(0)  # an earlier version's: gzip from the start
+    return None
+
+
+def last_entries(path: str) -> typing.Any:
+    """The snapshot's (last applied, before last) entries, read cheaply when it has a header."""
+    with open(path, "rb") as file:
+        entries = skip_snapshot_header(file)
+        if entries is not None:
+            return entries
+        with gzip.GzipFile(fileobj=file) as unzipped:
+            _, last_applied, before_last, _ = pysyncobj.pickle.load(unzipped)
+    return last_applied, before_last
+
+
 class BodySerializer(pysyncobj.serializer.Serializer):
     """pysyncobj's serializer, with the bodies streamed after the snapshot file."""
 
+    # pysyncobj's own (name-mangled): the writing child's pid, 0 when none writes
+    _Serializer__pid: int
+    _Serializer__currentID: int
+
     def __init__(self, conf: typing.Any, bodies: BodyStore) -> None:
         super().__init__(
-            conf.fullDumpFile, conf.logCompactionBatchSize, conf.useFork, None, None, None
+            conf.fullDumpFile,
+            conf.logCompactionBatchSize,
+            True,
+            None,
+            None,
+            None,  # always forked
         )
         self._path: str = conf.fullDumpFile
         self._chunk_bytes: int = conf.logCompactionBatchSize
@@ -49,10 +86,41 @@ class BodySerializer(pysyncobj.serializer.Serializer):
         self._incoming: typing.BinaryIO | None = None
 
     def serialize(self, data: typing.Any, id: int) -> None:  # noqa: A002 - pysyncobj's name
+        """As pysyncobj's: a forked child writes the file, the tick goes on. It compresses at
+        gzip's level 1, not 9: the metadata of a million messages takes seconds at 9."""
+        if self._Serializer__pid != 0:
+            return  # one is being written
         # pysyncobj cuts the journal at the snapshot once it is written: the bodies that the
         # cut entries brought must be on disk here by then
         self._bodies.sync()
-        super().serialize(data, id)
+        self._Serializer__currentID = id
+        pid = os.fork()
+        if pid:
+            self._Serializer__pid = pid
+            return
+        status = 1
+        try:
+            temporary = self._path + ".tmp"
+            with open(temporary, "wb") as file:
+                _, last_applied, before_last, _ = data
+                entries = pysyncobj.pickle.dumps((last_applied, before_last))
+                file.write(SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, len(entries)) + entries)
+                with gzip.GzipFile(fileobj=file, mode="wb", compresslevel=1) as zipped:
+                    pysyncobj.pickle.dump(data, zipped)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self._path)
+            status = 0
+        except BaseException:
+            log.exception("writing the snapshot failed")
+        finally:
+            os._exit(status)  # the child never returns into pysyncobj
+
+    def deserialize(self) -> typing.Any:
+        with open(self._path, "rb") as file:
+            skip_snapshot_header(file)
+            with gzip.GzipFile(fileobj=file) as unzipped:
+                return pysyncobj.pickle.load(unzipped)
 
     def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802
         state, snapshot_id = super().checkSerializing()

@@ -28,6 +28,7 @@ from warrenmq.replication.raft_journal import DurableJournal, create_journal
 
 __all__ = [
     "PATCHED_GLOBALS",
+    "SERIALIZER_PRIVATE_ATTRIBUTES",
     "SYNCOBJ_PRIVATE_ATTRIBUTES",
     "DurableTransport",
     "PeerCipher",
@@ -35,6 +36,7 @@ __all__ = [
     "journal_of",
     "last_response_times",
     "send_append_entries_now",
+    "snapshot_progress",
     "transport_of",
     "tune_pysyncobj",
 ]
@@ -50,7 +52,12 @@ SYNCOBJ_PRIVATE_ATTRIBUTES = (
     "_isLeader",
     "_getLeader",
     "_getRaftLogSize",
+    "_SyncObj__serializer",
+    "_SyncObj__lastSerializedEntry",
+    "_SyncObj__forceLogCompaction",
 )
+# pysyncobj's Serializer's, which BodySerializer (raft_snapshot.py) reads and sets
+SERIALIZER_PRIVATE_ATTRIBUTES = ("_Serializer__pid", "_Serializer__currentID")
 # module globals tune_pysyncobj replaces
 PATCHED_GLOBALS = (
     (pysyncobj.syncobj, "getEncryptor"),
@@ -181,6 +188,15 @@ class PeerCipher:
 
     def decrypt(self, token: bytes) -> bytes:
         return self._open(token)
+
+
+def snapshot_progress(syncobj: typing.Any) -> tuple[int, bool]:
+    """The entry before the last one the newest snapshot holds (pysyncobj's mark), and whether
+    a snapshot is asked for or being written."""
+    written = syncobj._SyncObj__lastSerializedEntry or 0
+    serializer = syncobj._SyncObj__serializer
+    busy = bool(syncobj._SyncObj__forceLogCompaction) or serializer._Serializer__pid != 0
+    return int(written), busy
 
 
 def use_serializer(syncobj: typing.Any, serializer: typing.Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 
 import pysyncobj.journal
+import pysyncobj.serializer
 import pysyncobj.syncobj
 import pysyncobj.transport
 import pytest
@@ -47,6 +48,11 @@ def test_the_overridden_methods_still_exist() -> None:
     transport = pysyncobj.transport.TCPTransport
     assert {"send", "_onMessageReceived"} <= set(dir(transport))
     assert "self._syncObj =" in inspect.getsource(transport)
+
+
+@pytest.mark.parametrize("attribute", raft_wire.SERIALIZER_PRIVATE_ATTRIBUTES)
+def test_serializer_still_has(attribute: str) -> None:
+    assert _assigned_in(pysyncobj.serializer.Serializer, attribute), attribute
 
 
 def test_the_check_fails_for_a_name_pysyncobj_does_not_have() -> None:
