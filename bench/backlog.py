@@ -4,9 +4,9 @@ For each backlog size N: one quorum queue; N persistent messages published with 
 lean producers on nodes 1 and 2, 1,000 unconfirmed each) and no consumer; a full restart of
 every node; then one consumer drains the queue (prefetch 1,000, an ack for every 100), checking
 that each message arrives exactly once. Printed per broker: RSS per node idle, with the
-backlog and after the restart; disk used; publish rate; time from the restart until the queue
-answers with all N; drain rate; the clients' CPU seconds (they must not be the limit); for
-Warren the snapshot's size and how long writing and reading it take.
+backlog and after the restart; disk used; publish rate; time from the restart until every
+node answers for the queue with all N; drain rate; the clients' CPU seconds (they must not be
+the limit); for Warren the snapshot's size and how long writing and reading it take.
 
 Run through bench/backlog.sh (`make bench-backlog`; it installs RabbitMQ if missing). Every
 process started here is stopped here: RabbitMQ nodes by rabbitmqctl, Warren nodes by pid.
@@ -201,7 +201,8 @@ def run(broker: Broker, count: int) -> dict[str, typing.Any]:
         if isinstance(broker, Warren):
             figures["snapshot"] = snapshot_figures(broker.data_dirs()[0])
         started_s = broker.restart()
-        wait_available(broker.ports()[0], count)
+        for port in broker.ports():  # every node serves the queue again
+            wait_available(port, count)
         figures["restart_s"] = time.monotonic() - started_s
         figures["rss_restarted_mib"] = [rss_bytes(pid) / MIB for pid in broker.pids()]
         drained = lean.drain("127.0.0.1", broker.ports()[1], QUEUE, count)

@@ -90,6 +90,18 @@ def _node_arguments(parser: argparse.ArgumentParser) -> None:
         help="free bytes below which publishers are blocked (default 50 MB)",
     )
     parser.add_argument(
+        "--journal-compaction-bytes",
+        dest="journal_compaction_bytes",
+        type=int,
+        help="journal bytes past which a snapshot is taken (default 256 MiB)",
+    )
+    parser.add_argument(
+        "--body-segment-bytes",
+        dest="body_segment_bytes",
+        type=int,
+        help="size of the body store's segment files (default 64 MiB)",
+    )
+    parser.add_argument(
         "--member",
         dest="members",
         action="append",
@@ -161,6 +173,8 @@ _NODE_SETTINGS = (
     "memory_high_watermark",
     "memory_high_watermark_bytes",
     "disk_free_limit_bytes",
+    "journal_compaction_bytes",
+    "body_segment_bytes",
     "node_id",
     "host",
     "bind_host",

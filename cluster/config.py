@@ -73,6 +73,10 @@ class NodeConfig:
     memory_high_watermark: float = 0.6
     memory_high_watermark_bytes: int = 0  # when set, it replaces the relative watermark
     disk_free_limit_bytes: int = 50_000_000  # RabbitMQ's default disk_free_limit.absolute
+    # past this many journal bytes a snapshot is taken and the journal cut: it bounds the
+    # journal's disk and what a restart after a crash replays
+    journal_compaction_bytes: int = 256 * 1024 * 1024
+    body_segment_bytes: int = 64 * 1024 * 1024  # the body store's files are sealed past this
     proposals_in_flight_max: int = 2048  # per connection; past it the socket is not read
     # per connection: past this many unsent bytes its consumers get nothing until a quarter
     write_buffer_high_bytes: int = 4 * 1024 * 1024

@@ -17,6 +17,7 @@ While running, a watcher does three things the log cannot do by itself:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
 import logging
 import os
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
+DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
 TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
 WATCH_S = 0.1  # how often the watcher looks at membership
@@ -130,6 +132,31 @@ def _next_incarnation(directory: os.PathLike[str], after: int = 0) -> int:
     return incarnation
 
 
+async def _lock_data_dir(directory: os.PathLike[str]) -> None:
+    """Hold the data dir's lock for as long as this process lives (the lock goes with it).
+
+    One process at a time writes a data dir: not two nodes by mistake, and not a node with a
+    snapshot writer left from its previous life. The writer is a forked child that outlives a
+    SIGKILLed node; it inherits the lock, so a restarted node waits until it is done rather
+    than have it rename an old snapshot over a newer one.
+    """
+    descriptor = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    deadline_s = time.monotonic() + DATA_DIR_LOCK_WAIT_S
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return  # the descriptor stays open (and locked) until the process ends
+        except BlockingIOError:
+            if time.monotonic() > deadline_s:
+                os.close(descriptor)
+                raise RuntimeError(f"{directory} is in use by another process") from None
+            if not waiting:
+                log.info("waiting for %s: another process holds its lock", directory)
+                waiting = True
+            await asyncio.sleep(0.2)
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -164,11 +191,14 @@ class Node:
     # --- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        directory = self.config.node_data_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        self.incarnation = _next_incarnation(directory)
-        self.broker.bodies = BodyStore(directory / "bodies")
         config = self.config
+        directory = config.node_data_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        await _lock_data_dir(directory)
+        self.incarnation = _next_incarnation(directory)
+        self.broker.bodies = BodyStore(
+            directory / "bodies", segment_bytes=config.body_segment_bytes
+        )
         self.resources = ResourceMonitor(
             directory,
             config.memory_high_watermark_bytes
@@ -187,7 +217,10 @@ class Node:
             dispatch=self.dispatch,
             schedule=loop.call_soon,
             password=self.config.cluster_secret or None,
-            settings=RaftSettings(message_size_max_bytes=self.config.message_size_max_bytes),
+            settings=RaftSettings(
+                message_size_max_bytes=config.message_size_max_bytes,
+                compaction_bytes=config.journal_compaction_bytes,
+            ),
         )
         self._tasks.append(loop.create_task(self._tick_forever()))
         tls = self._tls_context()

@@ -289,16 +289,23 @@ class BodyStore:
             self._compaction.target.remove()
             self._compaction = None
         self.reclaimable = True
+        missing = 0
         for body in bodies:
             if body.in_memory:
                 self.keep(body)
                 continue
             found = self._find(body.id)
             if found is None:
-                log.error("body %d of the installed state is missing from the store", body.id)
+                missing += 1
             else:
                 found[0].set_live(found[1], True)
             body.attach(self._holder)
+        if missing:
+            # a snapshot from before they were settled: the journal's entries after it, which
+            # this node applies next, let go of them again (see "Crash safety" above)
+            log.info(
+                "%d bodies of the installed state were reclaimed since it was written", missing
+            )
 
     def receive(self, body_id: int, data: bytes) -> None:
         """A body from the leader's snapshot transfer, for the state about to be installed."""
@@ -425,8 +432,8 @@ class BodyStore:
         source.descriptor = -1
         self._segments[self._segments.index(source)] = target
         self._compaction = None
-        log.debug(
-            "segment %d compacted: %d live bodies, %d bytes",
+        log.info(
+            "body segment %d compacted: %d live bodies, %d bytes",
             target.number,
             target.live_count,
             target.file_bytes,
