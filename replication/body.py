@@ -21,10 +21,26 @@ its bytes, so a state without a store (the pure tests) round-trips whole.
 
 from __future__ import annotations
 
+import contextlib
 import typing
 from collections.abc import Iterable, Iterator
 
-__all__ = ["Body", "Holder", "Keeper", "bodies_of"]
+__all__ = ["Body", "Holder", "Keeper", "bodies_of", "loading"]
+
+# While a snapshot is loaded (`loading`): the bodies made so far by id, so that every reference
+# to one body in the snapshot gets the one object (two would each release it).
+_loaded: dict[int, Body] | None = None
+
+
+@contextlib.contextmanager
+def loading() -> Iterator[None]:
+    """Unpickle a snapshot inside: a body named many times becomes one object."""
+    global _loaded
+    _loaded = {}
+    try:
+        yield
+    finally:
+        _loaded = None
 
 
 class Keeper(typing.Protocol):
@@ -61,8 +77,12 @@ class Body:
     @classmethod
     def stored(cls, body_id: int, size: int) -> Body:
         """A body a snapshot named: its bytes are in the store that will adopt it."""
+        if _loaded is not None and (known := _loaded.get(body_id)) is not None:
+            return known
         body = cls.__new__(cls)
         body.id, body.size, body._data, body._holder = body_id, size, None, None
+        if _loaded is not None:
+            _loaded[body_id] = body
         return body
 
     def __len__(self) -> int:

@@ -78,8 +78,10 @@ class _Segment:
         self.sealed = False
 
     @property
-    def first_id(self) -> int:
-        return self.ids[0]
+    def live_share(self) -> float:
+        """The share of the file that live records (headers included) take."""
+        live_record_bytes = self.live_bytes + self.live_count * RECORD.size
+        return live_record_bytes / self.file_bytes if self.file_bytes else 1.0
 
     def position(self, body_id: int) -> int | None:
         ids = self.ids
@@ -415,7 +417,7 @@ class BodyStore:
                 self._segments.remove(segment)
                 segment.remove()
                 return True
-            if segment.live_bytes < COMPACT_LIVE_RATIO * (segment.file_bytes - RECORD.size):
+            if segment.live_share < COMPACT_LIVE_RATIO:
                 path = segment.path.with_name(segment.path.name + _TEMPORARY_SUFFIX)
                 self._compaction = _Compaction(segment, _Segment(path, segment.number))
                 return True

@@ -7,12 +7,14 @@ functions of `replication/machine.py`'s table change it.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import typing
 from collections import deque
 from dataclasses import dataclass, field
 
 from warrenmq.replication import commands as c
+from warrenmq.replication.body import Body
 
 if typing.TYPE_CHECKING:
     from warrenmq.replication.state import Consumer, DeadLetter, Message
@@ -175,6 +177,91 @@ class Queue:
     def hold_dead_letter(self, pending: DeadLetter) -> None:
         self.dead_letters.append(pending)
         self.dead_letter_bytes += len(pending.message.body)
+
+    # --- snapshots: a queue's entries as rows of plain values -------------------------------
+
+    def __getstate__(self) -> dict[str, typing.Any]:
+        """Pickled field by field, the entries as rows: a million messages pickle in about a
+        second and a half this way, against half a minute as objects (bench-backlog)."""
+        # a field an older snapshot lacked stays missing: upgrade_state fills it in
+        state = {name: getattr(self, name) for name in _QUEUE_FIELDS if hasattr(self, name)}
+        state["ready"] = _ENTRY_ROWS, [_row(entry) for entry in self.ready]
+        state["returned"] = _ENTRY_ROWS, [_row(entry) for _, entry in self.returned]
+        return state
+
+    def __setstate__(self, state: typing.Any) -> None:
+        if isinstance(state, tuple):  # pickled as objects, before rows
+            state = state[1]
+        for name, value in state.items():
+            setattr(self, name, value)
+        from warrenmq.replication.state import Message  # state.py imports this module
+
+        if _is_rows(self.ready):
+            rows = typing.cast(typing.Any, self.ready)[1]
+            self.ready = deque(_entry(row, Message) for row in rows)
+        if _is_rows(self.returned):
+            rows = typing.cast(typing.Any, self.returned)[1]
+            entries = [_entry(row, Message) for row in rows]
+            self.returned = [(entry.order, entry) for entry in entries]  # the heap's own order
+
+
+_QUEUE_FIELDS = tuple(field.name for field in dataclasses.fields(Queue))
+_ENTRY_ROWS = "entry rows v1"  # marks a list of rows; a deque of entries has none
+
+
+def _is_rows(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and value[0] == _ENTRY_ROWS
+
+
+def _row(entry: Entry) -> tuple[typing.Any, ...]:
+    message = entry.message
+    body = message.body
+    return (
+        entry.seq,
+        entry.redelivered,
+        entry.delivery_count,
+        entry.expires_at_ms,
+        entry.level,
+        message.exchange,
+        message.routing_key,
+        message.properties,
+        body if body.in_memory else body.id,  # one in memory keeps its bytes
+        body.size,
+        message.headers,
+        message.deaths,
+        message.first_death,
+        message.last_death,
+        message.expiration,
+        message.priority,
+    )
+
+
+def _entry(row: tuple[typing.Any, ...], message_class: type[Message]) -> Entry:
+    seq, redelivered, delivery_count, expires_at_ms, level, *message, priority = row
+    exchange, routing_key, properties, body, size, headers, deaths, first, last, expiration = (
+        message
+    )
+    if not isinstance(body, Body):
+        body = Body.stored(body, size)
+    return Entry(
+        seq,
+        message_class(
+            exchange,
+            routing_key,
+            properties,
+            body,
+            headers,
+            deaths,
+            first,
+            last,
+            expiration,
+            priority,
+        ),
+        redelivered,
+        delivery_count,
+        expires_at_ms,
+        level,
+    )
 
 
 def _expiration_ms(message: Message) -> int | None:

@@ -26,6 +26,7 @@ import pysyncobj.pickle
 import pysyncobj.serializer
 from pysyncobj.config import SERIALIZER_STATE
 
+from warrenmq.replication import body
 from warrenmq.replication.body_store import BodyStore
 
 __all__ = ["BodySerializer", "last_entries"]
@@ -119,7 +120,7 @@ class BodySerializer(pysyncobj.serializer.Serializer):
     def deserialize(self) -> typing.Any:
         with open(self._path, "rb") as file:
             skip_snapshot_header(file)
-            with gzip.GzipFile(fileobj=file) as unzipped:
+            with gzip.GzipFile(fileobj=file) as unzipped, body.loading():
                 return pysyncobj.pickle.load(unzipped)
 
     def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802
