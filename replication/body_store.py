@@ -38,7 +38,7 @@ from pathlib import Path
 
 from warrenmq.replication.body import Body, Holder
 
-__all__ = ["BodyStore"]
+__all__ = ["BodyStore", "fsync_path"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ _INDEX_SUFFIX = ".idx"
 _TEMPORARY_SUFFIX = ".tmp"
 
 
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a directory by name (a directory: so a rename in it is durable)."""
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
@@ -428,7 +429,7 @@ class BodyStore:
         target.seal()  # synced, with an index under the target's temporary name
         os.replace(target.path.with_suffix(_INDEX_SUFFIX), source.path.with_suffix(_INDEX_SUFFIX))
         os.replace(target.path, source.path)
-        _fsync_directory(self.directory)
+        fsync_path(self.directory)
         target.path = source.path
         os.close(source.descriptor)
         source.descriptor = -1

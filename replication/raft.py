@@ -123,7 +123,9 @@ class RaftSettings:
     give_up_after_s: float = 10.0
     entry_size_max_bytes: int = 1024 * 1024  # a batch is cut here; one big message still fits
     message_size_max_bytes: int = 16 * 1024 * 1024
-    compaction_min_entries: int = 50_000
+    # pysyncobj's own trigger, by entry count, fires on every node at the same entry: the
+    # journal's bytes (below, staggered across nodes) are what triggers compaction instead
+    compaction_min_entries: int = 10**9
     compaction_min_time_s: float = 600.0
     # pysyncobj compacts only by entry count or time; past this many journal bytes a snapshot
     # is forced, which bounds the journal's disk and what a restart replays
@@ -169,6 +171,11 @@ class RaftLog:
         self._leader_logged: str | None = None  # the leader the log last reported
         self._leader_progress = (0, 0)  # log size and commit index the followers last heard
         self._snapshot_wanted = 0  # the applied index a snapshot was asked for at
+        # Nodes take their snapshots at different journal sizes (the first member at the limit,
+        # the next a quarter later, ...): all three at once starved the two cores of this
+        # machine for a second, long enough for elections (bench-backlog, 250k messages in).
+        rank = sorted([raft_address, *partner_addresses]).index(raft_address)
+        self._compaction_bytes = int(self.settings.compaction_bytes * (1 + rank / 4))
         self._replica = _Replica(self)
         directory.mkdir(parents=True, exist_ok=True)
         bodies = broker.bodies
@@ -266,7 +273,7 @@ class RaftLog:
             if progress != self._leader_progress:
                 self._leader_progress = progress
                 send_append_entries_now(syncobj)
-        if journal.size_bytes > self.settings.compaction_bytes:
+        if journal.size_bytes > self._compaction_bytes:
             syncobj.forceLogCompaction()  # pysyncobj starts it once; the journal shrinks after
         leader = self.leader_address
         if leader != self._leader_logged:

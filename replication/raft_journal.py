@@ -30,6 +30,7 @@ from collections.abc import Iterator
 
 import pysyncobj.journal
 
+from warrenmq.replication.body_store import fsync_path
 from warrenmq.replication.raft_snapshot import last_entries
 
 __all__ = ["DurableJournal", "align_journal_with_snapshot", "create_journal"]
@@ -47,14 +48,6 @@ Entry = tuple[bytes, int, int]  # pysyncobj's (command, index, term)
 def create_journal(journal_file: str | None = None) -> pysyncobj.journal.Journal:
     assert journal_file is not None, "Warren always runs pysyncobj with a journal file"
     return DurableJournal(journal_file)
-
-
-def _fsync_path(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 class _Entries:
@@ -226,7 +219,7 @@ class DurableJournal(pysyncobj.journal.Journal):
         os.pwrite(self._descriptor, HEADER.pack(MAGIC, start), 0)
         self._dirty = True
         if start - HEADER.size > max(REWRITE_DEAD_BYTES_MIN, self._end - start):
-            self._rewrite(list(self[:]))
+            self._drop_dead_prefix(start)
 
     def _cut(self, position: int) -> None:
         """Remove the entries from `position` on."""
@@ -294,7 +287,7 @@ class DurableJournal(pysyncobj.journal.Journal):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self._path)
-        _fsync_path(os.path.dirname(os.path.abspath(self._path)))
+        fsync_path(os.path.dirname(os.path.abspath(self._path)))
         os.close(self._descriptor)
         self._descriptor = os.open(self._path, os.O_RDWR)
         for column in (self._offsets, self._sizes, self._indexes, self._terms):
@@ -306,6 +299,31 @@ class DurableJournal(pysyncobj.journal.Journal):
             self._remember(offset, command, idx, term)
             offset += RECORD.size + len(command)
         self._end = offset
+
+    def _drop_dead_prefix(self, start: int) -> None:
+        """The file anew from `start` on, copied inside the kernel (the loop waits for it:
+        it runs after a compaction, when what follows the snapshot is short)."""
+        temporary = self._path + ".rewrite"
+        length = self._end - start
+        with open(temporary, "wb") as file:
+            file.write(HEADER.pack(MAGIC, HEADER.size))
+            file.flush()
+            copied = 0
+            while copied < length:
+                done = os.copy_file_range(
+                    self._descriptor, file.fileno(), length - copied, start + copied
+                )
+                if done == 0:
+                    raise OSError(f"{self._path} ended before its last entry")
+                copied += done
+            os.fsync(file.fileno())
+        os.replace(temporary, self._path)
+        fsync_path(os.path.dirname(os.path.abspath(self._path)))
+        os.close(self._descriptor)
+        self._descriptor = os.open(self._path, os.O_RDWR)
+        shift = start - HEADER.size
+        self._offsets = array("Q", (offset - shift for offset in self._offsets))
+        self._end -= shift
 
     def _destroy(self) -> None:
         self.sync()
@@ -328,8 +346,8 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._meta.storeMeta(self._meta_values)
         self._meta_saved = True
         meta_path = self._meta.getPath()
-        _fsync_path(meta_path)  # Raft §5.2: persist currentTerm and votedFor before answering
-        _fsync_path(os.path.dirname(os.path.abspath(meta_path)))
+        fsync_path(meta_path)  # Raft §5.2: persist currentTerm and votedFor before answering
+        fsync_path(os.path.dirname(os.path.abspath(meta_path)))
 
     def getCurrentTerm(self) -> int:  # noqa: N802
         return int(self._meta_values.get("currentTerm", 0))

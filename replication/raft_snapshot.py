@@ -101,6 +101,7 @@ class BodySerializer(pysyncobj.serializer.Serializer):
             return
         status = 1
         try:
+            os.nice(10)  # the node's own loop comes first: its heartbeats keep the leader
             temporary = self._path + ".tmp"
             with open(temporary, "wb") as file:
                 _, last_applied, before_last, _ = data

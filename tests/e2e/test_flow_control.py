@@ -105,23 +105,29 @@ def test_a_memory_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> N
             assert time.monotonic() < deadline_s, "no memory alarm"
             time.sleep(0.1)
         assert client.get("/api/nodes")[0]["mem_alarm"] is True
-        consumer = pika_connection(member)
-        consuming = consumer.channel()
-        consuming.queue_declare("memory.q")
-        assert consuming.basic_get("memory.q")[0] is None  # a consumer still gets answers
-        blocked = threading.Event()
-        publisher = pika_connection(member)
-        publisher.add_on_connection_blocked_callback(lambda *_: blocked.set())
-        publisher.channel().basic_publish("", "memory.q", b"first")  # it gets blocked
-        publisher.process_data_events(time_limit=5)
-        assert blocked.is_set()
-        consumer.close()
+        assert_blocks_publishers_not_consumers(member, "memory.q")
     alarms = [
         json.loads(line)
         for line in (tmp_path / "warren-1.log").read_text().splitlines()
         if '"event":"alarm"' in line
     ]
     assert alarms[0]["resource"] == "memory" and alarms[0]["active"] is True
+
+
+def assert_blocks_publishers_not_consumers(member: Member, queue: str) -> None:
+    """With an alarm in effect: a consumer's channel still gets answers; a publisher's first
+    publish gets its connection blocked."""
+    consumer = pika_connection(member)
+    consuming = consumer.channel()
+    consuming.queue_declare(queue)
+    assert consuming.basic_get(queue)[0] is None
+    blocked = threading.Event()
+    publisher = pika_connection(member)
+    publisher.add_on_connection_blocked_callback(lambda *_: blocked.set())
+    publisher.channel().basic_publish("", queue, b"first")  # the publish that gets it blocked
+    publisher.process_data_events(time_limit=5)
+    assert blocked.is_set()
+    consumer.close()
 
 
 @contextlib.contextmanager
@@ -145,19 +151,8 @@ def test_a_disk_alarm_blocks_publishers_and_not_consumers(tmp_path: Path) -> Non
     """A free-disk limit no disk meets (an exabyte): the alarm is set at start and stays."""
     with disk_alarmed_node(tmp_path) as (member, client):
         assert client.get("/api/nodes")[0]["disk_free_alarm"] is True
-        consumer = pika_connection(member)
-        consuming = consumer.channel()
-        consuming.queue_declare("disk.q")
-        assert consuming.basic_get("disk.q")[0] is None  # a consumer still gets answers
-        blocked = threading.Event()
-        publisher = pika_connection(member)
-        publisher.add_on_connection_blocked_callback(lambda *_: blocked.set())
-        channel = publisher.channel()
-        channel.basic_publish("", "disk.q", b"first")  # the publish that gets it blocked
-        publisher.process_data_events(time_limit=5)
-        assert blocked.is_set()
-        assert client.get("/api/connections")[0]["state"] in ("blocked", "running")
-        consumer.close()
+        assert_blocks_publishers_not_consumers(member, "disk.q")
+        assert client.get("/api/connections")[-1]["state"] in ("blocked", "running")
 
 
 def test_a_disk_alarm_withholds_amqp_1_0_publishers_credit_and_not_consumers(

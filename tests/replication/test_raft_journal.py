@@ -186,6 +186,8 @@ class JournalMachine(RuleBasedStateMachine):
         import tempfile
 
         self.path = str(Path(tempfile.mkdtemp(prefix="journal-")) / "journal")
+        self.rewrite_min = raft_journal.REWRITE_DEAD_BYTES_MIN
+        raft_journal.REWRITE_DEAD_BYTES_MIN = 500  # compactions rewrite the file often
         self.journal = DurableJournal(self.path)
         self.model: list[tuple[bytes, int, int]] = []
         self.synced = 0  # entries the last sync made durable
@@ -257,6 +259,7 @@ class JournalMachine(RuleBasedStateMachine):
         self.synced = survivors
 
     def teardown(self) -> None:
+        raft_journal.REWRITE_DEAD_BYTES_MIN = self.rewrite_min
         self.journal._destroy()
         shutil.rmtree(Path(self.path).parent, ignore_errors=True)
 
