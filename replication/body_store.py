@@ -5,7 +5,7 @@ Theory of operation
 Every node writes the body of every message a queue keeps as it applies the publish
 (`keep`), so the store holds the same bodies on every node without asking another for them.
 Bodies go to append-only segment files, each record `<id u64, size u32, crc32 u32, bytes>`.
-Memory holds per body only its id, its offset and a live flag, in arrays per segment (13 bytes
+Memory holds per body only its id, offset, size and a live flag, in arrays per segment (17 bytes
 a body), never the bytes. Writes are buffered and reach the disk in `sync`, which the journal
 calls in the same group commit as its own entries (raft_journal.py): a confirm still means
 "on disk on a majority", first in the journal and, once the journal is compacted, here.
