@@ -178,3 +178,77 @@ def test_a_disk_alarm_withholds_amqp_1_0_publishers_credit_and_not_consumers(
         settled = lambda: not client.get("/api/queues/%2F/disk.v1")["messages"]  # noqa: E731
         connection.wait(settled, timeout=WAIT_S, msg="the accept was not read")
         connection.close()  # (the blocked 0-9-1 publisher is not read: it ends with the node)
+
+
+def test_one_unacked_message_pins_its_own_bytes_while_ten_times_the_memory_limit_flows(
+    tmp_path: Path,
+) -> None:
+    """rabbitmq-server#12141's complaint, turned into a check: one message is left unacked at
+    the head of a quorum queue while 10 × the node's memory limit (100 MiB) flows through the
+    same queue, published and acknowledged. No alarm goes off, and the bodies on disk stay
+    within a few segments: the old message keeps its own bytes, not everything after it."""
+    watermark_bytes, segment_bytes, body = 100 * 1024 * 1024, 4 * 1024 * 1024, b"f" * 262_144
+    arguments = (
+        "--memory-high-watermark-bytes",
+        str(watermark_bytes),
+        "--body-segment-bytes",
+        str(segment_bytes),
+        "--journal-compaction-bytes",
+        str(32 * 1024 * 1024),
+    )
+    flowing = 10 * watermark_bytes // len(body)
+    with running_cluster(tmp_path, nodes=1, extra_arguments=arguments) as cluster:
+        member = cluster.members[0]
+        holder = pika_connection(member)
+        held = holder.channel()
+        held.queue_declare(QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        held.basic_qos(prefetch_count=1)
+        held.confirm_delivery()
+        held.basic_publish("", QUEUE, b"the old one")
+        old = next(held.consume(QUEUE, inactivity_timeout=WAIT_S))
+        assert old[2] == b"the old one"  # and never acknowledged
+        publisher = pika_connection(member)
+        publishing = publisher.channel()
+        publishing.confirm_delivery()
+        consumer = pika_connection(member)
+        consuming = consumer.channel()
+        consuming.basic_qos(prefetch_count=20)
+        received = 0
+        consume = consuming.consume(QUEUE, inactivity_timeout=0.001)
+        largest_bodies_bytes = 0
+        for number in range(flowing):
+            publishing.basic_publish("", QUEUE, body)
+            for method, _, data in consume:
+                if method is None:
+                    break
+                assert data == body
+                consuming.basic_ack(method.delivery_tag)
+                received += 1
+            if number % 100 == 0:
+                largest_bodies_bytes = max(largest_bodies_bytes, _disk_bytes(tmp_path, member))
+        deadline_s = time.monotonic() + WAIT_S
+        for method, _, _ in consuming.consume(QUEUE, inactivity_timeout=1.0):
+            assert time.monotonic() < deadline_s, f"received {received} of {flowing}"
+            if method is not None:
+                consuming.basic_ack(method.delivery_tag)
+                received += 1
+            if received == flowing:
+                break
+        assert api(member).request("GET", "/api/health/checks/alarms")[0] == 200
+        # what was live at any moment is the old message and what was in flight: a few
+        # segments of them, against the 1 GiB that went through
+        assert largest_bodies_bytes < 6 * segment_bytes, largest_bodies_bytes
+        holder.close()  # the old message goes back to the queue, its body intact
+        consuming.cancel()
+        deadline_s = time.monotonic() + WAIT_S
+        while (got := consuming.basic_get(QUEUE, auto_ack=True))[0] is None:
+            assert time.monotonic() < deadline_s, "the old message never came back"
+            time.sleep(0.1)
+        assert got[2] == b"the old one"
+        publisher.close()
+        consumer.close()
+
+
+def _disk_bytes(data_dir: Path, member: Member) -> int:
+    bodies = data_dir / member.node_id / "bodies"
+    return sum(path.stat().st_size for path in bodies.glob("*.seg"))
