@@ -30,7 +30,7 @@ import pysyncobj.pickle
 from rabbit import RabbitCluster
 
 from warrenmq.cluster.local import LocalCluster, members_from
-from warrenmq.replication.raft_snapshot import skip_snapshot_header
+from warrenmq.replication.raft_snapshot import load_snapshot
 from warrenmq.replication.raft_wire import tune_pysyncobj
 
 WARREN_AMQP_PORT = 56672
@@ -170,10 +170,7 @@ def snapshot_figures(data_dir: Path) -> dict[str, float]:
         return {}
     tune_pysyncobj()  # the pickle protocol the nodes use
     started_s = time.monotonic()
-    with open(path, "rb") as file:
-        skip_snapshot_header(file)
-        with gzip.GzipFile(fileobj=file) as unzipped:
-            snapshot = pysyncobj.pickle.load(unzipped)
+    snapshot = load_snapshot(path)
     read_s = time.monotonic() - started_s
     started_s = time.monotonic()
     with gzip.GzipFile(fileobj=io.BytesIO(), mode="wb", compresslevel=1) as zipped:

@@ -179,9 +179,10 @@ class RaftLog:
         self._replica = _Replica(self)
         directory.mkdir(parents=True, exist_ok=True)
         bodies = broker.bodies
-        if isinstance(bodies, BodyStore):
+        self._bodies = bodies if isinstance(bodies, BodyStore) else None  # None: in memory
+        if self._bodies is not None:
             # nothing is live until a snapshot says so or the journal's publishes keep it again
-            bodies.adopt(())
+            self._bodies.adopt(())
         tune_pysyncobj()
         settings = self.settings
         conf = pysyncobj.SyncObjConf(
@@ -215,7 +216,6 @@ class RaftLog:
         )
         journal = journal_of(self._syncobj)
         align_journal_with_snapshot(journal, conf.fullDumpFile)
-        self._bodies = bodies if isinstance(bodies, BodyStore) else None
         if self._bodies is not None:
             journal.sync_with(self._bodies.sync)  # one group commit for entries and bodies
             use_serializer(self._syncobj, BodySerializer(conf, self._bodies))
@@ -303,7 +303,7 @@ class RaftLog:
 
     def snapshot(self) -> None:
         """Write a snapshot of what is applied now (a node about to stop: it then restarts
-        from the snapshot, not by replaying its journal). See `snapshot_written`."""
+        from the snapshot, not by replaying its journal). See `snapshot_pending`."""
         self._snapshot_wanted = self.last_applied_index
         self._syncobj.forceLogCompaction()
 

@@ -29,7 +29,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from warrenmq.replication import body
 from warrenmq.replication.body_store import BodyStore
 
-__all__ = ["BodySerializer", "last_entries"]
+__all__ = ["BodySerializer", "last_entries", "load_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,21 @@ def skip_snapshot_header(file: typing.BinaryIO) -> typing.Any:
     return None
 
 
+def load_snapshot(path: str | os.PathLike[str]) -> typing.Any:
+    """A snapshot file's whole content: (state data, last applied, before last, cluster)."""
+    with open(path, "rb") as file:
+        skip_snapshot_header(file)
+        with gzip.GzipFile(fileobj=file) as unzipped, body.loading():
+            return pysyncobj.pickle.load(unzipped)
+
+
 def last_entries(path: str) -> typing.Any:
     """The snapshot's (last applied, before last) entries, read cheaply when it has a header."""
     with open(path, "rb") as file:
         entries = skip_snapshot_header(file)
-        if entries is not None:
-            return entries
-        with gzip.GzipFile(fileobj=file) as unzipped:
-            _, last_applied, before_last, _ = pysyncobj.pickle.load(unzipped)
+    if entries is not None:
+        return entries
+    _, last_applied, before_last, _ = load_snapshot(path)  # an earlier version's: all of it
     return last_applied, before_last
 
 
@@ -75,10 +82,10 @@ class BodySerializer(pysyncobj.serializer.Serializer):
         super().__init__(
             conf.fullDumpFile,
             conf.logCompactionBatchSize,
-            True,
-            None,
-            None,
-            None,  # always forked
+            tryUseFork=True,  # serialize() below always forks
+            serializer=None,
+            deserializer=None,
+            serializeChecker=None,
         )
         self._path: str = conf.fullDumpFile
         self._chunk_bytes: int = conf.logCompactionBatchSize
@@ -119,10 +126,7 @@ class BodySerializer(pysyncobj.serializer.Serializer):
             os._exit(status)  # the child never returns into pysyncobj
 
     def deserialize(self) -> typing.Any:
-        with open(self._path, "rb") as file:
-            skip_snapshot_header(file)
-            with gzip.GzipFile(fileobj=file) as unzipped, body.loading():
-                return pysyncobj.pickle.load(unzipped)
+        return load_snapshot(self._path)
 
     def checkSerializing(self) -> tuple[int, int | None]:  # noqa: N802
         state, snapshot_id = super().checkSerializing()

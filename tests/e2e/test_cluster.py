@@ -7,7 +7,6 @@ that every confirmed message was delivered (lost = 0); duplicates are allowed an
 from __future__ import annotations
 
 import asyncio
-import gzip
 import shutil
 import signal
 import time
@@ -15,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
-import pysyncobj.pickle
 import pytest
 
 from warrenmq.cluster.config import Member
@@ -23,7 +21,7 @@ from warrenmq.cluster.load import Load, wait_until
 from warrenmq.cluster.local import LocalCluster
 from warrenmq.replication.body import bodies_of
 from warrenmq.replication.body_store import BodyStore
-from warrenmq.replication.raft_snapshot import skip_snapshot_header
+from warrenmq.replication.raft_snapshot import load_snapshot
 from warrenmq.replication.state import messages_of
 
 from .operations import READY_S, running_cluster
@@ -265,11 +263,8 @@ async def test_sigkill_during_snapshots_and_body_compaction_loses_nothing(
 
 def stored_bodies(data_dir: Path) -> list[bytes]:
     """The bodies of every message in the node's snapshot, read from its body store."""
-    with open(data_dir / "raft.snapshot", "rb") as file:
-        skip_snapshot_header(file)
-        with gzip.GzipFile(fileobj=file) as unzipped:
-            snapshot = pysyncobj.pickle.load(unzipped)
-    state = snapshot[0][1]  # pysyncobj's own data, then its one consumer's: the broker state
+    # pysyncobj's own data, then its one consumer's: the broker state
+    state = load_snapshot(data_dir / "raft.snapshot")[0][1]
     store = BodyStore(data_dir / "bodies")
     try:
         messages = list(messages_of(state))
