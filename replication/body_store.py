@@ -6,9 +6,9 @@ Every node writes the body of every message a queue keeps as it applies the publ
 (`keep`), so the store holds the same bodies on every node without asking another for them.
 Bodies go to append-only segment files, each record `<id u64, size u32, crc32 u32, bytes>`.
 Memory holds per body only its id, offset, size and a live flag, in arrays per segment (17 bytes
-a body), never the bytes. Writes are buffered and reach the disk in `sync`, which the journal
-calls in the same group commit as its own entries (raft_journal.py): a confirm still means
-"on disk on a majority", first in the journal and, once the journal is compacted, here.
+a body), never the bytes. Writes are buffered and reach the disk in the journal's group commit
+(raft_journal.py: `dup_unsynced` hands them to its background sync, `sync` blocks): a confirm
+still means "on disk on a majority", first in the journal and, once it is compacted, here.
 
 A body dies when the state lets go of it (`Body.__del__` calls `release`). `compact_step`
 reclaims in bounded steps: a sealed segment with no live body is deleted, one whose live bytes
@@ -19,8 +19,8 @@ pins its own bytes and the few around it that are still live, never the segment'
 Crash safety. A sealed segment has an index file beside it, written once it is complete and
 synced; the active one is read record by record on start, and a torn record at its end (a
 crash mid-write) is cut off. A temporary compaction file that never replaced its segment is
-removed. A body can only be lost from here after the entry that let go of it has been applied;
-a restart replays that entry again from the journal before anything can ask for the body.
+removed. A body leaves the disk only once the journal has synced the entry that let go of it
+(`compact_step`): a restart replays that entry again before anything can ask for the body.
 After a restart or an installed snapshot, `adopt` learns which bodies the state holds: the rest
 is garbage, and a body written again by a replayed publish is found, not stored twice.
 """
@@ -28,9 +28,11 @@ is garbage, and a body written again by a replayed publish is found, not stored 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import os
 import struct
+import typing
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator
@@ -225,7 +227,11 @@ class BodyStore:
         self._holder = Holder(self)
         self._segments: list[_Segment] = []  # by number
         self._compaction: _Compaction | None = None
-        self._dirty = False  # written since the last sync
+        self._dirty = False  # written since the last sync or hand-over
+        self._handed = False  # handed to a background sync (dup_unsynced) that may still run
+        # a removal that waits for the journal to sync past the releases that allow it:
+        # (the journal's write sequence number when it was decided, the removal)
+        self._removal: tuple[int, typing.Callable[[], None]] | None = None
         self.reclaimable = False  # a body died since compaction last found nothing to do
         # what a crash left of a compaction or an index file being written
         for pattern in (f"*{_TEMPORARY_SUFFIX}", f"*{_SUFFIX}{_INDEX_SUFFIX}"):
@@ -317,16 +323,39 @@ class BodyStore:
             self._write(body_id, data)
 
     def sync(self) -> None:
-        """Make every body kept so far durable."""
-        if self._dirty:
+        """Make every body kept so far durable, now."""
+        if self._dirty or self._handed:
             self._active.flush()
             os.fdatasync(self._active.descriptor)
-            self._dirty = False
+            self._dirty = self._handed = False
 
-    def compact_step(self, budget_bytes: int = COMPACT_STEP_BYTES) -> bool:
-        """One bounded step of reclaiming dead bodies; False when there is nothing to do."""
+    def dup_unsynced(self) -> int | None:
+        """For the journal's background sync: the active segment's writes, handed over."""
+        if not self._dirty:
+            return None
+        self._active.flush()
+        self._dirty = False
+        self._handed = True
+        return os.dup(self._active.descriptor)
+
+    def compact_step(
+        self, budget_bytes: int = COMPACT_STEP_BYTES, *, written: int = 0, durable: int = 0
+    ) -> bool:
+        """One bounded step of reclaiming dead bodies; False when there is nothing to do.
+
+        A body dies when an applied entry lets go of it, and a crash replays only the entries
+        the journal has synced. So a step that deletes dead bodies from the disk waits until
+        the journal has synced past what was written when it was decided: `written` is the
+        journal's write sequence number now, `durable` the one it has synced up to.
+        """
+        if self._removal is not None:
+            decided_at, removal = self._removal
+            if durable >= decided_at:
+                self._removal = None
+                removal()
+            return True
         if self._compaction is None:
-            self.reclaimable = self._start_compaction()
+            self.reclaimable = self._start_compaction(written)
             return self.reclaimable
         compaction = self._compaction
         source, target = compaction.source, compaction.target
@@ -338,7 +367,7 @@ class BodyStore:
                 target.append(source.ids[position], source.read(position))
                 copied += source.sizes[position]
         if compaction.cursor == len(source.ids):
-            self._finish_compaction(compaction)
+            self._removal = (written, functools.partial(self._finish_compaction, compaction))
         return True
 
     def live_ids(self) -> array[int]:
@@ -410,19 +439,23 @@ class BodyStore:
         self._segments.append(segment)
         return segment
 
-    def _start_compaction(self) -> bool:
+    def _start_compaction(self, written: int) -> bool:
         for segment in list(self._segments):
             if not segment.sealed:
                 continue
             if segment.live_count == 0:
-                self._segments.remove(segment)
-                segment.remove()
+                self._removal = (written, functools.partial(self._remove_if_dead, segment))
                 return True
             if segment.live_share < COMPACT_LIVE_RATIO:
                 path = segment.path.with_name(segment.path.name + _TEMPORARY_SUFFIX)
                 self._compaction = _Compaction(segment, _Segment(path, segment.number))
                 return True
         return False
+
+    def _remove_if_dead(self, segment: _Segment) -> None:
+        if segment.live_count == 0:  # a replayed publish may have kept a body again
+            self._segments.remove(segment)
+            segment.remove()
 
     def _finish_compaction(self, compaction: _Compaction) -> None:
         source, target = compaction.source, compaction.target

@@ -14,10 +14,12 @@ first, then effects), so nothing they do re-enters pysyncobj while it applies.
 What pysyncobj does not promise, raft_journal.py, raft_snapshot.py and raft_wire.py add
 (RAFT-NOTES.md):
 - Durability. `DurableJournal` keeps the entries in a file (an index in memory, not the entries)
-  and syncs it, and the body store with it, once before any message leaves the node
-  (`DurableTransport.send`): a follower's acknowledgement and a leader's append-entries imply the
-  entries are on disk — group commit, one sync per round. A group of one sends nothing, so it
-  syncs before each tick commits. The current term and vote are fsynced before a vote is sent.
+  and syncs it, and the body store with it, in a background thread, one group at a time, so the
+  loop goes on serving and heartbeating while the disk is slow. A follower's acknowledgement
+  waits until what it acknowledges is synced (`DurableTransport`); what applying produced waits
+  in the outbox until the node's own journal has synced the entry: a confirm or a delivery
+  means the entry is on disk on a majority. The current term and vote are fsynced before a
+  vote is sent.
 - Bodies outside the state. The broker keeps message bodies in the node's body store
   (body_store.py); snapshots name them by id, and a snapshot sent to a follower carries the live
   ones (`BodySerializer`).
@@ -163,9 +165,10 @@ class RaftLog:
             give_up_after_s=self.settings.give_up_after_s,
             entry_size_max_bytes=self.settings.entry_size_max_bytes,
         )
-        # what applying produced, run once pysyncobj's tick has returned: a reply for a caller
-        # (callback, reply) or effects for the dispatcher (None, effects), in log order
-        self._outbox: list[tuple[ReplyCallback | None, Reply | list[Effect]]] = []
+        # what applying produced, run once pysyncobj's tick has returned and the journal has
+        # synced past the write sequence number it was applied at: a reply for a caller
+        # (seq, callback, reply) or effects for the dispatcher (seq, None, effects), in log order
+        self._outbox: deque[tuple[int, ReplyCallback | None, Reply | list[Effect]]] = deque()
         # seconds from first sending to applying, of this node's last entries (for /metrics)
         self.commit_latencies_s: deque[float] = deque(maxlen=COMMIT_LATENCY_SAMPLES)
         self._leader_logged: str | None = None  # the leader the log last reported
@@ -217,7 +220,7 @@ class RaftLog:
         journal = journal_of(self._syncobj)
         align_journal_with_snapshot(journal, conf.fullDumpFile)
         if self._bodies is not None:
-            journal.sync_with(self._bodies.sync)  # one group commit for entries and bodies
+            journal.sync_with(self._bodies)  # one group commit for entries and bodies
             use_serializer(self._syncobj, BodySerializer(conf, self._bodies))
 
     # --- the log interface ------------------------------------------------------------
@@ -255,17 +258,18 @@ class RaftLog:
         produced, then our timers."""
         syncobj = self._syncobj
         journal = journal_of(syncobj)
-        if not syncobj.otherNodes:
-            # A group of one commits without sending anything, so nothing would sync the
-            # journal: sync here, before this tick commits and applies what earlier ones wrote.
-            journal.sync()
+        transport = transport_of(syncobj)
+        journal.poll_sync()
+        transport.send_synced(journal.synced_seq)
         syncobj.doTick(0.0)
+        journal.begin_sync()  # what this turn wrote starts for the disk now
         self._run_outbox()
         if self._bodies is not None and self._bodies.reclaimable:
-            # what a crash keeps of the journal must let go of a body before it goes
-            journal.sync()
-            self._bodies.compact_step()
+            self._bodies.compact_step(written=journal.write_seq, durable=journal.synced_seq)
         if syncobj._isLeader():
+            # a leader is in contact with a majority: pysyncobj demotes it after
+            # leader_fallback_timeout_s without one, and the silence counts from then
+            transport.last_leader_contact_s = time.monotonic()
             # pysyncobj's batch mode sends only every append_entries_period_s. A leader whose
             # log grew or whose commit index moved tells the followers now: new entries start
             # replicating at once, and followers learn of commits without waiting a period.
@@ -388,13 +392,14 @@ class RaftLog:
             callbacks = entry.callbacks
             self.commit_latencies_s.append(time.monotonic() - entry.first_sent_at_s)
             self._send_next()  # it only queues the entry: pysyncobj sends it later this tick
+        written = journal_of(self._syncobj).write_seq  # the entry is in the journal by now
         try:
             commands = decode_entry(payload[start + node_length :])
         except Exception:
             # Written by a node of another version (a rolling upgrade) or broken: every node of
             # this version skips it alike, and its proposer's callers hear 541, not silence.
             log.exception("log entry %d of %s could not be decoded: skipped", seq, node)
-            self._outbox += [(on_reply, _UNREADABLE) for on_reply in callbacks]
+            self._outbox += [(written, on_reply, _UNREADABLE) for on_reply in callbacks]
             return
         for position, command in enumerate(commands):
             applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
@@ -405,25 +410,27 @@ class RaftLog:
             effects = applied.effects
             cancels: list[Effect] = [e for e in effects if isinstance(e, CancelConsumer)]
             if cancels:
-                self._outbox.append((None, cancels))
+                self._outbox.append((written, None, cancels))
                 effects = [e for e in effects if not isinstance(e, CancelConsumer)]
             if on_reply is not None:
-                self._outbox.append((on_reply, applied.reply))
+                self._outbox.append((written, on_reply, applied.reply))
             if effects:
-                self._outbox.append((None, effects))
+                self._outbox.append((written, None, effects))
 
     def _run_outbox(self) -> None:
-        """Answer callers and dispatch effects, in the order applying produced them."""
-        while self._outbox:
-            outbox, self._outbox = self._outbox, []
-            for on_reply, result in outbox:
-                if on_reply is None:
-                    self._dispatch(typing.cast(list[Effect], result))  # it guards each effect
-                    continue
-                try:
-                    on_reply(typing.cast(Reply, result))
-                except Exception:
-                    log.exception("answering %s failed", type(result).__name__)
+        """Answer callers and dispatch effects, in the order applying produced them, as far
+        as the journal has synced."""
+        outbox = self._outbox
+        synced_seq = journal_of(self._syncobj).synced_seq
+        while outbox and outbox[0][0] <= synced_seq:
+            _, on_reply, result = outbox.popleft()
+            if on_reply is None:
+                self._dispatch(typing.cast(list[Effect], result))  # it guards each effect
+                continue
+            try:
+                on_reply(typing.cast(Reply, result))
+            except Exception:
+                log.exception("answering %s failed", type(result).__name__)
 
     @staticmethod
     def _fail(callbacks: list[ReplyCallback | None], refused: Refused) -> None:

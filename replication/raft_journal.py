@@ -9,8 +9,14 @@ whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` replaces it:
   last entries, which pysyncobj reads all the time; any other entry is read back from the file
   (the page cache, in practice) when a follower needs it or when it is applied. A slice is a
   lazy view: pysyncobj asks for "everything from here" and stops at a batch's size.
-- Group commit: `sync` (called by `DurableTransport.send`, in raft_wire.py, before any message
-  leaves, and with it the body store's sync) makes every entry written so far durable.
+- Group commit, off the loop: `begin_sync` hands everything written so far (entries, and the
+  body store's writes with them) to a thread that fdatasyncs it, so the node goes on serving and
+  heartbeating while the disk is slow (fdatasync took up to 1.1 s on this machine's shared
+  disk under load, on all three nodes at once). What must wait for durability waits for
+  `synced_seq` to pass the `write_seq` it was written at: an acknowledgement to the leader
+  (raft_wire.py holds it back), a reply or delivery of what was applied (raft.py's outbox), a
+  body compaction that deletes what acknowledged entries let go of. `sync` still blocks, for
+  the rare paths that need it at once (truncation, snapshots, closing).
 - Raft §5.3: truncate only from the first entry that conflicts, never on a stale duplicate.
 - Compaction drops a prefix: the file's header says where the live entries start, and the file
   is rewritten without the dead prefix once that is the larger part.
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import struct
+import threading
 import typing
 import zlib
 from array import array
@@ -48,6 +56,51 @@ Entry = tuple[bytes, int, int]  # pysyncobj's (command, index, term)
 def create_journal(journal_file: str | None = None) -> pysyncobj.journal.Journal:
     assert journal_file is not None, "Warren always runs pysyncobj with a journal file"
     return DurableJournal(journal_file)
+
+
+class SyncSource(typing.Protocol):
+    """Writes made durable in the journal's group commit (the body store's)."""
+
+    def sync(self) -> None: ...
+
+    def dup_unsynced(self) -> int | None:
+        """A duplicate descriptor of a file with writes not yet synced (its owner closes it),
+        or None; the writes are taken as handed over."""
+
+
+class _Syncer:
+    """A thread that fdatasyncs descriptors handed to it, one group at a time."""
+
+    def __init__(self, name: str) -> None:
+        self._requests: queue.SimpleQueue[tuple[list[int], int] | None] = queue.SimpleQueue()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.completed = 0  # the write sequence number the last finished group covers
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, descriptors: list[int], seq: int) -> None:
+        self.idle.clear()
+        self._requests.put((descriptors, seq))
+
+    def stop(self) -> None:
+        self._requests.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (request := self._requests.get()) is not None:
+            descriptors, seq = request
+            try:
+                for descriptor in descriptors:
+                    os.fdatasync(descriptor)
+                self.completed = seq
+            except OSError as error:
+                self.error = error
+            finally:
+                for descriptor in descriptors:
+                    os.close(descriptor)
+                self.idle.set()
 
 
 class _Entries:
@@ -105,9 +158,14 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._first: Entry | None = None
         self._last: Entry | None = None
         self._end = HEADER.size  # where the next record goes
-        self._dirty = False
+        self._dirty = False  # written since the last sync began
+        self.write_seq = 0  # counts changes to the file
+        self.synced_seq = 0  # every change up to this one is durable
+        self._in_flight = False  # a group is with the syncer
+        self._sync_again = False  # and more was written meanwhile
+        self._syncer = _Syncer(f"sync {journal_file}")
         self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
-        self._sync_also: list[typing.Callable[[], None]] = []  # synced in the same group
+        self._sync_also: list[SyncSource] = []  # synced in the same group
         self.size_bytes = 0  # the commands' bytes (compaction is forced past a limit)
         entries = _entries_of_pysyncobj_journal(journal_file)
         self._descriptor = os.open(journal_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -118,18 +176,57 @@ class DurableJournal(pysyncobj.journal.Journal):
 
     # --- group commit ---------------------------------------------------------------
 
-    def sync_with(self, sync: typing.Callable[[], None]) -> None:
-        """Call `sync` whenever the journal syncs (the body store's writes)."""
-        self._sync_also.append(sync)
+    def sync_with(self, source: SyncSource) -> None:
+        """Sync `source` whenever the journal syncs (the body store's writes)."""
+        self._sync_also.append(source)
+
+    @property
+    def synced(self) -> bool:
+        return self.synced_seq >= self.write_seq
+
+    def begin_sync(self) -> None:
+        """Start making everything written so far durable, in the background."""
+        self._settle_truncation()
+        if self._in_flight:
+            self._sync_again = True
+            return
+        descriptors = [
+            descriptor
+            for source in self._sync_also
+            if (descriptor := source.dup_unsynced()) is not None
+        ]
+        if self._dirty:
+            descriptors.append(os.dup(self._descriptor))
+            self._dirty = False
+        if descriptors or not self.synced:
+            self._in_flight = True
+            self._syncer.submit(descriptors, self.write_seq)
+
+    def poll_sync(self) -> None:
+        """Take in a finished background sync, and start the next one if more was written."""
+        syncer = self._syncer
+        if not self._in_flight or not syncer.idle.is_set():
+            return
+        self._in_flight = False
+        if syncer.error is not None:
+            raise syncer.error  # the disk refused: this node must stop, not acknowledge
+        self.synced_seq = max(self.synced_seq, syncer.completed)
+        if self._sync_again:
+            self._sync_again = False
+            self.begin_sync()
 
     def sync(self) -> None:
-        """Make every entry written so far durable."""
+        """Make every entry written so far durable, now."""
         self._settle_truncation()
-        for sync in self._sync_also:
-            sync()
+        self._syncer.idle.wait()
+        self._sync_again = False  # this sync covers it
+        self.poll_sync()
+        for source in self._sync_also:
+            source.sync()
         if self._dirty:
             os.fdatasync(self._descriptor)
             self._dirty = False
+        self.synced_seq = self.write_seq
 
     def flush(self) -> None:
         self.sync()
@@ -161,7 +258,7 @@ class DurableJournal(pysyncobj.journal.Journal):
         os.pwritev(self._descriptor, (record, command), self._end)
         self._remember(self._end, command, idx, term)
         self._end += RECORD.size + len(command)
-        self._dirty = True
+        self._changed()
 
     def _settle_truncation(self) -> None:
         # Whatever the leader sent matched what we hold: nothing conflicts, nothing goes.
@@ -217,7 +314,7 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._first = self._entry(0)
         start = self._offsets[0]
         os.pwrite(self._descriptor, HEADER.pack(MAGIC, start), 0)
-        self._dirty = True
+        self._changed()
         if start - HEADER.size > max(REWRITE_DEAD_BYTES_MIN, self._end - start):
             self._drop_dead_prefix(start)
 
@@ -234,9 +331,13 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._first = self._last = None
         if self._offsets:
             self._first, self._last = self._entry(0), self._entry(len(self._offsets) - 1)
-        self._dirty = True
+        self._changed()
 
     # --- the file -----------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self.write_seq += 1
 
     def _remember(self, offset: int, command: bytes, idx: int, term: int) -> None:
         self._offsets.append(offset)
@@ -327,6 +428,7 @@ class DurableJournal(pysyncobj.journal.Journal):
 
     def _destroy(self) -> None:
         self.sync()
+        self._syncer.stop()
         if not self._meta_saved:
             self._meta.storeMeta(self._meta_values)
         os.close(self._descriptor)

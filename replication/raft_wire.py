@@ -7,6 +7,7 @@ release renames any of them (pyproject.toml pins the version for the same reason
 
 from __future__ import annotations
 
+import collections
 import hmac
 import logging
 import os
@@ -215,7 +216,11 @@ def tune_pysyncobj() -> None:
 
 
 class DurableTransport(pysyncobj.transport.TCPTransport):
-    """Syncs the journal before any message leaves, and notes when the leader last spoke.
+    """Holds back a follower's acknowledgement until the journal has synced what it
+    acknowledges (and whatever was sent after it, in order), and notes when the leader last
+    spoke. The leader's own entries count toward a commit before its sync ends; what it
+    applied leaves the node only once synced (raft.py's outbox), so a confirm still means "on
+    disk on a majority".
 
     `isolated` (fault injection, off unless a test or `warren nemesis` turns it on) drops every
     peer message both ways while the TCP connections stay up: to the rest of the cluster the
@@ -224,14 +229,30 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
 
     last_leader_contact_s = 0.0
     isolated = False
+    # messages waiting for the journal to sync: (node, message, its write sequence number)
+    _held: collections.deque[tuple[typing.Any, typing.Any, int]] | None = None
 
     def send(self, node: typing.Any, message: typing.Any) -> bool:
         if self.isolated:
             return False
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)  # None while it starts
-        if isinstance(journal, DurableJournal):
-            journal.sync()
+        if isinstance(journal, DurableJournal) and (
+            self._held or (_acknowledges(message) and not journal.synced)
+        ):
+            if self._held is None:
+                self._held = collections.deque()
+            self._held.append((node, message, journal.write_seq))
+            journal.begin_sync()
+            return True
         return bool(super().send(node, message))
+
+    def send_synced(self, synced_seq: int) -> None:
+        """Send the held messages the journal has now synced, in order."""
+        held = self._held
+        while held and held[0][2] <= synced_seq:
+            node, message, _ = held.popleft()
+            if not self.isolated:
+                super().send(node, message)
 
     def _onMessageReceived(self, node: typing.Any, message: typing.Any) -> None:  # noqa: N802
         if self.isolated:
@@ -240,6 +261,11 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
             self.last_leader_contact_s = time.monotonic()
             clamp_commit_index(message)
         super()._onMessageReceived(node, message)
+
+
+def _acknowledges(message: typing.Any) -> bool:
+    """A follower's answer to append-entries: the leader counts it toward a commit."""
+    return isinstance(message, dict) and message.get("type") == "next_node_idx"
 
 
 def clamp_commit_index(append_entries: dict[str, typing.Any]) -> None:

@@ -104,6 +104,22 @@ def test_one_old_live_body_pins_only_its_own_bytes(tmp_path: Path) -> None:
     assert store.disk_bytes < 2 * 64 * 1024 + 2 * 1024
 
 
+def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
+    tmp_path: Path,
+) -> None:
+    """A crash replays only what the journal synced: the entry that let go of a body may come
+    back, and with it the body's holder."""
+    store = BodyStore(tmp_path, segment_bytes=2048)
+    bodies = [kept(store, n, bytes(500)) for n in range(1, 6)]  # the first four fill a segment
+    del bodies[:4]  # released by entries up to the journal's write number 10
+    steps = [store.compact_step(written=10, durable=9) for _ in range(5)]
+    assert steps == [True] * 5 and len(list(tmp_path.glob("*.seg"))) == 2  # nothing deleted
+    store.compact_step(written=11, durable=10)
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    assert store.read(5) == bytes(500)
+    assert store.compact_step(written=11, durable=10) is False
+
+
 def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
     store = BodyStore(tmp_path, segment_bytes=4096)
     live = {n: kept(store, n, b"%04d" % n * 100) for n in range(1, 60)}
