@@ -179,7 +179,7 @@ class Node:
         self.client_counters = ClientCounters()
         self.resources: ResourceMonitor
         self._last_resource_check_s = 0.0
-        self.blocked_reason: str | None = None  # a resource alarm somewhere in the cluster
+        self._blocked_reason: str | None = None  # what the sessions were last told
         self.started_at_s = time.time()
         self.version = _version()
         self.pid = os.getpid()
@@ -507,12 +507,18 @@ class Node:
                 self.log.propose(
                     c.SetAlarm(node=self.config.node_id, resource=resource, active=active)
                 )
-        alarms = sorted(resource for _, resource in self.broker.query_alarms())
-        reason = ALARM_REASONS[alarms[0]] if alarms else None
-        if reason != self.blocked_reason:
-            self.blocked_reason = reason
+        reason = self.blocked_reason
+        if reason != self._blocked_reason:
+            self._blocked_reason = reason
             for session in list(self.sessions.values()):
                 session.update_blocked()
+
+    @property
+    def blocked_reason(self) -> str | None:
+        """Why publishers are blocked: a resource alarm somewhere in the cluster, as applied
+        here. A publisher that starts is blocked at once, not at the next watch."""
+        alarms = sorted(resource for _, resource in self.broker.query_alarms())
+        return ALARM_REASONS[alarms[0]] if alarms else None
 
     def _close_sessions_of_deleted(self) -> None:
         """RabbitMQ closes the connections of a deleted user or vhost (320)."""
