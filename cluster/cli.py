@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 import time
@@ -196,7 +197,16 @@ _NODE_SETTINGS = (
 )
 
 
+# The collector's thresholds in a node process. With Python's (700, 10, 10), a queue growing
+# to 1M messages (three tracked objects each) cost 19 full collections, up to 0.4 s each and
+# 3.4 s in all: pauses longer than an election timeout. A young collection every 50,000 new
+# objects, a middle one every 4 of those, a full one every 100 middle ones: 39 ms at most,
+# 0.5 s in all. Messages die by reference count, not by the collector.
+GC_THRESHOLDS = (50_000, 4, 100)
+
+
 async def _run_node(arguments: argparse.Namespace) -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
     overrides = {name: getattr(arguments, name) for name in _NODE_SETTINGS}
     node = Node(load_config(arguments.config, overrides))
     stopping = asyncio.Event()
