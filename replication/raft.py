@@ -165,9 +165,9 @@ class RaftLog:
             give_up_after_s=self.settings.give_up_after_s,
             entry_size_max_bytes=self.settings.entry_size_max_bytes,
         )
-        # what applying produced, run once pysyncobj's tick has returned and the journal has
-        # synced past the write sequence number it was applied at: a reply for a caller
-        # (seq, callback, reply) or effects for the dispatcher (seq, None, effects), in log order
+        # what applying produced, run once pysyncobj's tick has returned and this node's journal
+        # has synced the entry: a reply for a caller (the entry's Raft index, callback, reply)
+        # or effects for the dispatcher (index, None, effects), in log order
         self._outbox: deque[tuple[int, ReplyCallback | None, Reply | list[Effect]]] = deque()
         # seconds from first sending to applying, of this node's last entries (for /metrics)
         self.commit_latencies_s: deque[float] = deque(maxlen=COMMIT_LATENCY_SAMPLES)
@@ -392,14 +392,14 @@ class RaftLog:
             callbacks = entry.callbacks
             self.commit_latencies_s.append(time.monotonic() - entry.first_sent_at_s)
             self._send_next()  # it only queues the entry: pysyncobj sends it later this tick
-        written = journal_of(self._syncobj).write_seq  # the entry is in the journal by now
+        index = self.last_applied_index + 1  # pysyncobj counts it applied once it returns
         try:
             commands = decode_entry(payload[start + node_length :])
         except Exception:
             # Written by a node of another version (a rolling upgrade) or broken: every node of
             # this version skips it alike, and its proposer's callers hear 541, not silence.
             log.exception("log entry %d of %s could not be decoded: skipped", seq, node)
-            self._outbox += [(written, on_reply, _UNREADABLE) for on_reply in callbacks]
+            self._outbox += [(index, on_reply, _UNREADABLE) for on_reply in callbacks]
             return
         for position, command in enumerate(commands):
             applied = self.broker.apply(Meta(self.broker.state.last_index + 1), command)
@@ -410,19 +410,19 @@ class RaftLog:
             effects = applied.effects
             cancels: list[Effect] = [e for e in effects if isinstance(e, CancelConsumer)]
             if cancels:
-                self._outbox.append((written, None, cancels))
+                self._outbox.append((index, None, cancels))
                 effects = [e for e in effects if not isinstance(e, CancelConsumer)]
             if on_reply is not None:
-                self._outbox.append((written, on_reply, applied.reply))
+                self._outbox.append((index, on_reply, applied.reply))
             if effects:
-                self._outbox.append((written, None, effects))
+                self._outbox.append((index, None, effects))
 
     def _run_outbox(self) -> None:
         """Answer callers and dispatch effects, in the order applying produced them, as far
         as the journal has synced."""
         outbox = self._outbox
-        synced_seq = journal_of(self._syncobj).synced_seq
-        while outbox and outbox[0][0] <= synced_seq:
+        synced_index = journal_of(self._syncobj).synced_index
+        while outbox and outbox[0][0] <= synced_index:
             _, on_reply, result = outbox.popleft()
             if on_reply is None:
                 self._dispatch(typing.cast(list[Effect], result))  # it guards each effect

@@ -72,17 +72,19 @@ class _Syncer:
     """A thread that fdatasyncs descriptors handed to it, one group at a time."""
 
     def __init__(self, name: str) -> None:
-        self._requests: queue.SimpleQueue[tuple[list[int], int] | None] = queue.SimpleQueue()
+        self._requests: queue.SimpleQueue[tuple[list[int], tuple[int, int]] | None] = (
+            queue.SimpleQueue()
+        )
         self.idle = threading.Event()
         self.idle.set()
-        self.completed = 0  # the write sequence number the last finished group covers
+        self.completed = (0, 0)  # the write sequence number and last index it covered
         self.error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, descriptors: list[int], seq: int) -> None:
+    def submit(self, descriptors: list[int], covers: tuple[int, int]) -> None:
         self.idle.clear()
-        self._requests.put((descriptors, seq))
+        self._requests.put((descriptors, covers))
 
     def stop(self) -> None:
         self._requests.put(None)
@@ -90,11 +92,11 @@ class _Syncer:
 
     def _run(self) -> None:
         while (request := self._requests.get()) is not None:
-            descriptors, seq = request
+            descriptors, covers = request
             try:
                 for descriptor in descriptors:
                     os.fdatasync(descriptor)
-                self.completed = seq
+                self.completed = covers
             except OSError as error:
                 self.error = error
             finally:
@@ -161,6 +163,8 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._dirty = False  # written since the last sync began
         self.write_seq = 0  # counts changes to the file
         self.synced_seq = 0  # every change up to this one is durable
+        self.synced_index = 0  # and every entry up to this Raft index
+        self._cut_to: int | None = None  # the lowest last index a cut left, while a group syncs
         self._in_flight = False  # a group is with the syncer
         self._sync_again = False  # and more was written meanwhile
         self._syncer = _Syncer(f"sync {journal_file}")
@@ -173,6 +177,7 @@ class DurableJournal(pysyncobj.journal.Journal):
             self._rewrite(entries)
         else:
             self._load()
+        self.synced_index = self._last_index()  # what a restart finds is what it replays
 
     # --- group commit ---------------------------------------------------------------
 
@@ -200,7 +205,9 @@ class DurableJournal(pysyncobj.journal.Journal):
             self._dirty = False
         if descriptors or not self.synced:
             self._in_flight = True
-            self._syncer.submit(descriptors, self.write_seq)
+            last_index = self._last_index()
+            self._cut_to = last_index
+            self._syncer.submit(descriptors, (self.write_seq, last_index))
 
     def poll_sync(self) -> None:
         """Take in a finished background sync, and start the next one if more was written."""
@@ -210,7 +217,13 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._in_flight = False
         if syncer.error is not None:
             raise syncer.error  # the disk refused: this node must stop, not acknowledge
-        self.synced_seq = max(self.synced_seq, syncer.completed)
+        seq, index = syncer.completed
+        if seq > self.synced_seq:
+            self.synced_seq = seq
+            # entries cut since the group was handed over, and those written in their place,
+            # are not covered by it
+            self.synced_index = index if self._cut_to is None else min(index, self._cut_to)
+            self._cut_to = None
         if self._sync_again:
             self._sync_again = False
             self.begin_sync()
@@ -227,6 +240,7 @@ class DurableJournal(pysyncobj.journal.Journal):
             os.fdatasync(self._descriptor)
             self._dirty = False
         self.synced_seq = self.write_seq
+        self.synced_index = self._last_index()
 
     def flush(self) -> None:
         self.sync()
@@ -338,6 +352,13 @@ class DurableJournal(pysyncobj.journal.Journal):
     def _changed(self) -> None:
         self._dirty = True
         self.write_seq += 1
+        last_index = self._last_index()
+        if self._cut_to is not None and last_index < self._cut_to:  # a cut: see poll_sync
+            self._cut_to = last_index
+        self.synced_index = min(self.synced_index, last_index)
+
+    def _last_index(self) -> int:
+        return self._indexes[-1] if self._indexes else 0
 
     def _remember(self, offset: int, command: bytes, idx: int, term: int) -> None:
         self._offsets.append(offset)
