@@ -13,10 +13,11 @@ whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` replaces it:
   body store's writes with them) to a thread that fdatasyncs it, so the node goes on serving and
   heartbeating while the disk is slow (fdatasync took up to 1.1 s on this machine's shared
   disk under load, on all three nodes at once). What must wait for durability waits for
-  `synced_seq` to pass the `write_seq` it was written at: an acknowledgement to the leader
-  (raft_wire.py holds it back), a reply or delivery of what was applied (raft.py's outbox), a
-  body compaction that deletes what acknowledged entries let go of. `sync` still blocks, for
-  the rare paths that need it at once (truncation, snapshots, closing).
+  `synced_seq` to pass the `write_seq` it was decided at (an acknowledgement to the leader,
+  which raft_wire.py holds back; a body compaction that deletes what applied entries let go
+  of), or for `synced_index` to reach its entry (a reply or delivery of what was applied, in
+  raft.py's outbox). `sync` still blocks, for the rare paths that need it at once (snapshots,
+  closing).
 - Raft §5.3: truncate only from the first entry that conflicts, never on a stale duplicate.
 - Compaction drops a prefix: the file's header says where the live entries start, and the file
   is rewritten without the dead prefix once that is the larger part.
