@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 RECORD = struct.Struct("<QII")  # body id, size in bytes, crc32 of the bytes
 SEGMENT_BYTES = 64 * 1024 * 1024  # a segment is sealed past this size
 WRITE_BUFFER_BYTES = 1024 * 1024  # buffered writes reach the file past this, or at sync
+# In-order reads of a segment read this much at once: a drain of 1 KiB bodies spent 17% of its
+# node's time in one pread per body.
+READ_AHEAD_BYTES = 256 * 1024
 COMPACT_STEP_BYTES = 4 * 1024 * 1024  # what one compaction step copies at most
 COMPACT_LIVE_RATIO = 0.5  # a sealed segment below this share of live bytes is rewritten
 _SUFFIX = ".seg"
@@ -79,6 +82,8 @@ class _Segment:
         self.file_bytes = 0  # written, whether flushed or still buffered
         self.buffer = bytearray()  # records not yet written to the file
         self.sealed = False
+        self._last_read = -2  # the position read last
+        self._ahead: tuple[int, bytes] = (0, b"")  # (file offset, bytes) read ahead
 
     @property
     def live_share(self) -> float:
@@ -113,10 +118,22 @@ class _Segment:
         buffered_from = self.file_bytes - len(self.buffer)
         if start >= buffered_from:
             return bytes(self.buffer[start - buffered_from : start - buffered_from + size])
-        data = os.pread(self.descriptor, size, start)
-        if len(data) != size:
+        ahead_at, ahead = self._ahead
+        if ahead_at <= start and start + size <= ahead_at + len(ahead):
+            return ahead[start - ahead_at : start - ahead_at + size]
+        # the record after the last one read: a consumer draining in order, so read ahead
+        sequential = position == self._last_read + 1
+        self._last_read = position
+        length = size
+        if sequential:
+            length = max(size, min(READ_AHEAD_BYTES, buffered_from - start))
+        data = os.pread(self.descriptor, length, start)
+        if len(data) < size:
             raise OSError(f"{self.path}: short read of body {self.ids[position]}")
-        return data
+        if length == size:
+            return data
+        self._ahead = (start, data)
+        return data[:size]
 
     def set_live(self, position: int, live: bool) -> None:
         if bool(self.live[position]) == live:

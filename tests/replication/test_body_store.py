@@ -120,6 +120,23 @@ def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
     assert store.compact_step(written=11, durable=10) is False
 
 
+def test_bodies_read_in_order_come_back_exact_across_read_ahead_and_the_write_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(body_store, "READ_AHEAD_BYTES", 5000)  # a few records at a time
+    store = BodyStore(tmp_path)
+    expected = {n: bytes([n % 251]) * (n * 37 % 3000 + 1) for n in range(1, 400)}
+    bodies = [kept(store, n, data) for n, data in expected.items()]
+    store._active.flush()  # on the file up to here; the rest stays in the write buffer
+    bodies += [kept(store, n, bytes([n % 7]) * 100) for n in range(400, 450)]
+    expected.update({n: bytes([n % 7]) * 100 for n in range(400, 450)})
+    for start in (1, 200):  # from the start, then again from the middle
+        assert {n: store.read(n) for n in range(start, 450)} == {
+            n: expected[n] for n in range(start, 450)
+        }
+    assert [store.read(n) for n in (420, 3, 399, 5)] == [expected[n] for n in (420, 3, 399, 5)]
+
+
 def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
     store = BodyStore(tmp_path, segment_bytes=4096)
     live = {n: kept(store, n, b"%04d" % n * 100) for n in range(1, 60)}
