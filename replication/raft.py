@@ -218,6 +218,7 @@ class RaftLog:
             transportClass=DurableTransport,
         )
         journal = journal_of(self._syncobj)
+        journal.on_commit = self._tell_commit
         align_journal_with_snapshot(journal, conf.fullDumpFile)
         if self._bodies is not None:
             journal.sync_with(self._bodies)  # one group commit for entries and bodies
@@ -296,6 +297,14 @@ class RaftLog:
             self._send_next()
         elif again is not None:
             self._send(again)
+
+    def _tell_commit(self) -> None:
+        """A leader tells the followers of a commit before applying it itself: applying a big
+        entry (the settles and deliveries of 900 acks: 14 ms) no longer delays theirs."""
+        syncobj = self._syncobj
+        if syncobj._isLeader():
+            self._leader_progress = (syncobj._getRaftLogSize(), syncobj.raftCommitIndex)
+            send_append_entries_now(syncobj)
 
     def change_incarnation(self, incarnation: int) -> None:
         """The cluster declared this incarnation lost: nothing it proposed can be answered."""

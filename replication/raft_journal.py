@@ -171,6 +171,8 @@ class DurableJournal(pysyncobj.journal.Journal):
         self._syncer = _Syncer(f"sync {journal_file}")
         self._truncate_at: int | None = None  # a deferred deleteEntriesFrom position
         self._sync_also: list[SyncSource] = []  # synced in the same group
+        # called when the commit index moves on, before pysyncobj applies the entries
+        self.on_commit: typing.Callable[[], None] | None = None
         self.size_bytes = 0  # the commands' bytes (compaction is forced past a limit)
         entries = _entries_of_pysyncobj_journal(journal_file)
         self._descriptor = os.open(journal_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -458,8 +460,11 @@ class DurableJournal(pysyncobj.journal.Journal):
     # --- term, vote and commit index (pysyncobj's meta file) -------------------------------
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:  # noqa: N802, N803
+        advanced = raftCommitIndex > self.getRaftCommitIndex()
         self._meta_values["raftCommitIndex"] = raftCommitIndex
         self._meta_saved = False
+        if advanced and self.on_commit is not None:
+            self.on_commit()
 
     def getRaftCommitIndex(self) -> int:  # noqa: N802
         return int(self._meta_values.get("raftCommitIndex", 1))

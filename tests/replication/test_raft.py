@@ -409,3 +409,38 @@ def test_a_leader_whose_disk_stalls_keeps_its_followers(
         assert leader.log.is_leader and leader.log.term == term
     finally:
         group.close()
+
+
+def test_a_leader_tells_its_followers_of_a_commit_before_it_applies_the_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applying a big entry takes the leader milliseconds; the followers apply it meanwhile."""
+    group = Group(tmp_path)
+    try:
+        leader = group.ready()
+        group.run(setup_commands(0))
+        events: list[tuple[str, int]] = []
+        transport = transport_of(leader.log._syncobj)
+        send = transport.send
+
+        def sending(node: typing.Any, message: typing.Any) -> bool:
+            if isinstance(message, dict) and message.get("type") == "append_entries":
+                events.append(("told", message["commit_index"]))
+            return send(node, message)
+
+        apply_entry = leader.log._apply_entry
+
+        def applying(payload: bytes) -> None:
+            events.append(("applied", leader.log.last_applied_index + 1))
+            apply_entry(payload)
+
+        monkeypatch.setattr(transport, "send", sending)
+        monkeypatch.setattr(leader.log, "_apply_entry", applying)
+        replies: list = []
+        leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
+        group.turn_until(lambda: bool(replies))
+        index = next(index for kind, index in events if kind == "applied")
+        told_before = events[: events.index(("applied", index))]
+        assert any(kind == "told" and told >= index for kind, told in told_before)
+    finally:
+        group.close()
