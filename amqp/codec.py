@@ -28,6 +28,7 @@ __all__ = [
     "UnknownMethod",
     "encode_properties",
     "encode_content",
+    "encode_deliver",
     "encode_method",
     "octets",
     "unchecked",
@@ -41,6 +42,8 @@ FRAME_HEARTBEAT = 8
 _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
 _CONTENT_HEADER = struct.Struct(">HHQ")
+_DELIVER_INDEX = _METHOD_INDEX.pack(commands.Basic.Deliver.index)
+_TAG_AND_BIT = struct.Struct(">QB")
 
 HEARTBEAT = _FRAME_HEADER.pack(FRAME_HEARTBEAT, 0, 0) + bytes([FRAME_END])
 
@@ -213,12 +216,40 @@ def encode_method(channel: int, method: base.Frame) -> bytes:
     return _frame(FRAME_METHOD, channel, b"".join(parts))
 
 
-def encode_content(
-    channel: int, method: base.Frame, properties: bytes, body: bytes, frame_max_bytes: int
+def encode_deliver(
+    channel: int,
+    consumer_tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
 ) -> bytes:
-    """Method, content header and as many body frames as frame_max requires (§4.2.6)."""
+    """basic.deliver's method frame, the bytes `encode_method` makes of pamqp's Basic.Deliver,
+    without building one: a delivery is the hot path (27 µs a message through pamqp). The
+    three names are short strings the broker checked when they came in."""
+    tag, name, key = consumer_tag.encode(), exchange.encode(), routing_key.encode()
+    payload = b"".join(
+        (
+            _DELIVER_INDEX,
+            bytes((len(tag),)),
+            tag,
+            _TAG_AND_BIT.pack(delivery_tag, redelivered),
+            bytes((len(name),)),
+            name,
+            bytes((len(key),)),
+            key,
+        )
+    )
+    return _frame(FRAME_METHOD, channel, payload)
+
+
+def encode_content(
+    channel: int, method_frame: bytes, properties: bytes, body: bytes, frame_max_bytes: int
+) -> bytes:
+    """The encoded method frame, a content header and as many body frames as frame_max
+    requires (§4.2.6)."""
     parts = [
-        encode_method(channel, method),
+        method_frame,
         _frame(FRAME_HEADER, channel, _CONTENT_HEADER.pack(CLASS_BASIC, 0, len(body)) + properties),
     ]
     chunk = frame_max_bytes - FRAME_OVERHEAD_BYTES

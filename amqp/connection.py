@@ -528,7 +528,10 @@ class Connection:
             del self._channels[number]
             self.send_method(number, commands.Channel.CloseOk())
 
-    def send_content(self, number: int, method: base.Frame, properties: bytes, body: bytes) -> None:
+    def send_content(
+        self, number: int, method: base.Frame | bytes, properties: bytes, body: bytes
+    ) -> None:
+        """A method with content; `method` may come encoded already (`encode_deliver`)."""
         channel = self._channels.get(number)
         # a channel the client is closing still gets the content of replies owed before it
         if (
@@ -536,8 +539,9 @@ class Connection:
             and channel is not None
             and channel.state is not ChannelState.CLOSING
         ):
+            method_frame = method if isinstance(method, bytes) else encode_method(number, method)
             self._outgoing.append(
-                encode_content(number, method, properties, body, self.frame_max_bytes)
+                encode_content(number, method_frame, properties, body, self.frame_max_bytes)
             )
 
     def close_channel(

@@ -21,7 +21,7 @@ import typing
 
 from pamqp import base, commands
 
-from warrenmq.amqp.codec import unchecked
+from warrenmq.amqp.codec import encode_deliver
 from warrenmq.amqp.events import (
     ChannelClosed,
     ChannelCloseReceived,
@@ -246,7 +246,7 @@ class Session(ClientSession):
         return on_reply
 
     def send_message(
-        self, channel: ChannelSession, method: base.Frame, message: Deliver | GetOk
+        self, channel: ChannelSession, method: base.Frame | bytes, message: Deliver | GetOk
     ) -> None:
         """basic.deliver or basic.get-ok with the message, the broker's headers added."""
         counters = self.node.counters
@@ -263,13 +263,13 @@ class Session(ClientSession):
         if channel is None:
             return  # the channel closed; its CloseChannel returns the message to the queue
         if isinstance(effect, Deliver):
-            deliver = unchecked(
-                commands.Basic.Deliver,
-                consumer_tag=effect.consumer_tag,
-                delivery_tag=effect.delivery_tag,
-                redelivered=effect.redelivered,
-                exchange=effect.exchange,
-                routing_key=effect.routing_key,
+            deliver = encode_deliver(
+                channel.number,
+                effect.consumer_tag,
+                effect.delivery_tag,
+                effect.redelivered,
+                effect.exchange,
+                effect.routing_key,
             )
             self.send_message(channel, deliver, effect)
             self.count_written(channel, effect.consumer_tag, len(effect.body))

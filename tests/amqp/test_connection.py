@@ -5,10 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pamqp import body as content_body
 from pamqp import commands, frame, header
 
-from warrenmq.amqp.codec import encode_content, encode_method, unchecked
+from warrenmq.amqp.codec import encode_content, encode_deliver, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (
     ChannelCloseReceived,
@@ -212,10 +214,42 @@ def test_encode_method_packs_bits_as_pamqp_reads_them() -> None:
     assert encode_method(1, method) == frame.marshal(method, 1)
 
 
+SHORT_NAMES = st.text(max_size=80).filter(lambda text: len(text.encode()) <= 255)
+
+
+@given(
+    channel=st.integers(1, 65535),
+    consumer_tag=SHORT_NAMES,
+    delivery_tag=st.integers(0, 2**63 - 1),  # what pamqp encodes (a signed long-long)
+    redelivered=st.booleans(),
+    exchange=SHORT_NAMES,
+    routing_key=SHORT_NAMES,
+)
+def test_the_fast_deliver_frame_is_pamqps_byte_for_byte(
+    channel: int,
+    consumer_tag: str,
+    delivery_tag: int,
+    redelivered: bool,
+    exchange: str,
+    routing_key: str,
+) -> None:
+    deliver = unchecked(  # as the session built it: a name the broker admitted, unvalidated
+        commands.Basic.Deliver,
+        consumer_tag=consumer_tag,
+        delivery_tag=delivery_tag,
+        redelivered=redelivered,
+        exchange=exchange,
+        routing_key=routing_key,
+    )
+    fast = encode_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key)
+    assert fast == encode_method(channel, deliver)
+
+
 def test_encode_content_splits_the_body_by_frame_max() -> None:
+    deliver = commands.Basic.Deliver(consumer_tag="t", delivery_tag=1, exchange="", routing_key="q")
     data = encode_content(
         1,
-        commands.Basic.Deliver(consumer_tag="t", delivery_tag=1, exchange="", routing_key="q"),
+        encode_method(1, deliver),
         b"\x00\x00",
         b"x" * 10_000,
         4096,
