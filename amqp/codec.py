@@ -43,6 +43,9 @@ _FRAME_HEADER = struct.Struct(">BHI")
 _METHOD_INDEX = struct.Struct(">I")
 _CONTENT_HEADER = struct.Struct(">HHQ")
 _DELIVER_INDEX = _METHOD_INDEX.pack(commands.Basic.Deliver.index)
+_PUBLISH_INDEX = commands.Basic.Publish.index
+_PUBLISH_NEW = commands.Basic.Publish.__new__
+_TICKET = struct.Struct(">H")
 _TAG_AND_BIT = struct.Struct(">QB")
 
 HEARTBEAT = _FRAME_HEADER.pack(FRAME_HEARTBEAT, 0, 0) + bytes([FRAME_END])
@@ -161,16 +164,48 @@ def _decode_method(payload: bytes) -> base.Frame:
     if len(payload) < _METHOD_INDEX.size:
         raise FrameError("method frame is truncated")
     (index,) = _METHOD_INDEX.unpack_from(payload)
+    if index == _PUBLISH_INDEX:
+        publish = _decode_publish(payload)
+        if publish is not None:
+            return publish
     method_type: type[base.Frame] | None = commands.INDEX_MAPPING.get(index)
     if method_type is None:
         raise UnknownMethod(f"unknown method: class {index >> 16}, method {index & 0xFFFF}")
+    return _unmarshal(method_type, payload[_METHOD_INDEX.size :])
+
+
+def _unmarshal(method_type: type[base.Frame], arguments: bytes) -> base.Frame:
     method = method_type()
-    arguments = payload[_METHOD_INDEX.size :]
     try:
         method.unmarshal(arguments)
     except DECODE_ERRORS as error:
         raise FrameError(f"cannot decode {octets(arguments)}", method_type()) from error
     return method
+
+
+def _decode_publish(payload: bytes) -> commands.Basic.Publish | None:
+    """basic.publish decoded directly, as pamqp would (the hot path: pamqp's generic decoding
+    was a third of a node's time under publishes), or None for anything but a well-formed one:
+    pamqp then decodes it and words any error."""
+    try:
+        (ticket,) = _TICKET.unpack_from(payload, _METHOD_INDEX.size)
+        at = _METHOD_INDEX.size + _TICKET.size
+        exchange_end = at + 1 + payload[at]
+        exchange = payload[at + 1 : exchange_end].decode()
+        key_end = exchange_end + 1 + payload[exchange_end]
+        routing_key = payload[exchange_end + 1 : key_end].decode()
+        if key_end + 1 != len(payload):
+            return None
+        bits = payload[key_end]
+    except (IndexError, struct.error, UnicodeDecodeError):
+        return None
+    publish = _PUBLISH_NEW(commands.Basic.Publish)  # pamqp's constructor validates defaults
+    publish.ticket = ticket
+    publish.exchange = exchange
+    publish.routing_key = routing_key
+    publish.mandatory = bool(bits & 1)
+    publish.immediate = bool(bits & 2)
+    return publish
 
 
 def encode_properties(properties: commands.Basic.Properties) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import typing
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from pamqp import body as content_body
 from pamqp import commands, frame, header
 
+from warrenmq.amqp import codec
 from warrenmq.amqp.codec import encode_content, encode_deliver, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (
@@ -243,6 +245,50 @@ def test_the_fast_deliver_frame_is_pamqps_byte_for_byte(
     )
     fast = encode_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key)
     assert fast == encode_method(channel, deliver)
+
+
+def _publish_payload(
+    ticket: int, exchange: bytes, routing_key: bytes, bits: int, cut: int, extra: bytes
+) -> bytes:
+    """basic.publish's method payload, well-formed unless `cut` drops bytes or `extra` adds."""
+    payload = b"".join(
+        (
+            struct.pack(">IH", commands.Basic.Publish.index, ticket),
+            bytes((len(exchange),)),
+            exchange,
+            bytes((len(routing_key),)),
+            routing_key,
+            bytes((bits,)),
+        )
+    )
+    return payload[: max(4, len(payload) - cut)] + extra  # the method index stays whole
+
+
+NAME_BYTES = st.one_of(st.text(max_size=40).map(str.encode), st.binary(max_size=40))
+
+
+@given(
+    ticket=st.integers(0, 65535),
+    exchange=NAME_BYTES,
+    routing_key=NAME_BYTES,
+    bits=st.integers(0, 255),
+    cut=st.one_of(st.just(0), st.integers(0, 60)),
+    extra=st.one_of(st.just(b""), st.binary(max_size=3)),
+)
+def test_the_fast_publish_decoding_is_pamqps_in_every_field_and_error(
+    ticket: int, exchange: bytes, routing_key: bytes, bits: int, cut: int, extra: bytes
+) -> None:
+    payload = _publish_payload(ticket, exchange, routing_key, bits, cut, extra)
+
+    def outcome(decode: typing.Callable[[], object]) -> object:
+        try:
+            method = decode()
+        except codec.FrameError as error:
+            return ("error", str(error))
+        return {name: getattr(method, name) for name in commands.Basic.Publish.__slots__}
+
+    generic = outcome(lambda: codec._unmarshal(commands.Basic.Publish, payload[4:]))
+    assert outcome(lambda: codec._decode_method(payload)) == generic
 
 
 def test_encode_content_splits_the_body_by_frame_max() -> None:
