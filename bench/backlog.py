@@ -102,6 +102,8 @@ class Broker(typing.Protocol):
 
     def data_dirs(self) -> list[Path]: ...
 
+    def logs(self) -> list[Path]: ...
+
 
 class Rabbit:
     name = "RabbitMQ"
@@ -130,6 +132,9 @@ class Rabbit:
 
     def data_dirs(self) -> list[Path]:
         return [self.cluster.directory / f"rabbit{index}" / "mnesia" for index in (1, 2, 3)]
+
+    def logs(self) -> list[Path]:
+        return []  # RabbitMQ's own logs are under its data dirs
 
 
 class Warren:
@@ -160,6 +165,9 @@ class Warren:
 
     def data_dirs(self) -> list[Path]:
         return [self.cluster.directory / member.node_id for member in self.members]
+
+    def logs(self) -> list[Path]:
+        return [self.cluster.directory / f"{member.node_id}.log" for member in self.members]
 
 
 def snapshot_figures(data_dir: Path) -> dict[str, float]:
@@ -204,9 +212,26 @@ def run(broker: Broker, count: int) -> dict[str, typing.Any]:
         figures["rss_restarted_mib"] = [rss_bytes(pid) / MIB for pid in broker.pids()]
         drained = lean.drain("127.0.0.1", broker.ports()[1], QUEUE, count)
         figures["drain_per_s"], figures["drain_client_cpu_s"] = drained.per_s, drained.cpu_s
+    except Exception:
+        show_trouble(broker)  # the logs go with the temporary directory
+        raise
     finally:
         broker.stop()
     return figures
+
+
+def show_trouble(broker: Broker, lines: int = 20) -> None:
+    """The last warnings, errors and criticals of each node's log, for a run that failed."""
+    for path in broker.logs():
+        if not path.exists():
+            continue
+        with path.open(errors="replace") as log:
+            trouble = [line for line in log if any(level in line for level in LEVELS)]
+        print(f"--- {path.name}: its last {lines} warnings and errors", file=sys.stderr)
+        sys.stderr.writelines(trouble[-lines:])
+
+
+LEVELS = ('"level":"warning"', '"level":"error"', '"level":"critical"')  # the JSON log lines
 
 
 def show(name: str, count: int, figures: dict[str, typing.Any]) -> None:
