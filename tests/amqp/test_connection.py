@@ -221,30 +221,22 @@ SHORT_NAMES = st.text(max_size=80).filter(lambda text: len(text.encode()) <= 255
 
 @given(
     channel=st.integers(1, 65535),
-    consumer_tag=SHORT_NAMES,
-    delivery_tag=st.integers(0, 2**63 - 1),  # what pamqp encodes (a signed long-long)
-    redelivered=st.booleans(),
-    exchange=SHORT_NAMES,
-    routing_key=SHORT_NAMES,
+    fields=st.fixed_dictionaries(
+        {
+            "consumer_tag": SHORT_NAMES,
+            "delivery_tag": st.integers(0, 2**63 - 1),  # what pamqp encodes (signed)
+            "redelivered": st.booleans(),
+            "exchange": SHORT_NAMES,
+            "routing_key": SHORT_NAMES,
+        }
+    ),
 )
 def test_the_fast_deliver_frame_is_pamqps_byte_for_byte(
-    channel: int,
-    consumer_tag: str,
-    delivery_tag: int,
-    redelivered: bool,
-    exchange: str,
-    routing_key: str,
+    channel: int, fields: dict[str, typing.Any]
 ) -> None:
-    deliver = unchecked(  # as the session built it: a name the broker admitted, unvalidated
-        commands.Basic.Deliver,
-        consumer_tag=consumer_tag,
-        delivery_tag=delivery_tag,
-        redelivered=redelivered,
-        exchange=exchange,
-        routing_key=routing_key,
-    )
-    fast = encode_deliver(channel, consumer_tag, delivery_tag, redelivered, exchange, routing_key)
-    assert fast == encode_method(channel, deliver)
+    # as the session built it: names the broker admitted, not validated again
+    deliver = unchecked(commands.Basic.Deliver, **fields)
+    assert encode_deliver(channel, **fields) == encode_method(channel, deliver)
 
 
 def _publish_payload(

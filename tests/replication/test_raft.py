@@ -324,6 +324,18 @@ def test_a_wiped_follower_gets_the_snapshot_and_every_live_body_it_names(tmp_pat
         group.close()
 
 
+@pytest.fixture
+def group(tmp_path: Path) -> typing.Iterator[Group]:
+    """Three logs with a leader, and the vhost and queue of setup_commands."""
+    group = Group(tmp_path)
+    try:
+        group.ready()
+        group.run(setup_commands(0))
+        yield group
+    finally:
+        group.close()
+
+
 class StalledDisks:
     """fdatasync, in the journals' sync threads of the chosen directories, waits until
     `release` (a slow shared disk: it took up to 1.1 s on this machine under load)."""
@@ -364,83 +376,68 @@ def test_a_group_of_one_answers_only_once_its_journal_has_synced(
 
 
 def test_followers_acknowledge_only_what_they_have_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    group = Group(tmp_path)
-    try:
-        leader = group.ready()
-        group.run(setup_commands(0))
-        followers = [driver for driver in group.drivers if driver is not leader]
-        disks = StalledDisks(monkeypatch, *(driver.log_directory for driver in followers))
-        commit_index = leader.log.commit_index
-        replies: list = []
-        leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
-        group.turn_until(lambda: disks.waited == 2)
-        for _ in range(100):
-            group.turn()
-        assert leader.log.commit_index == commit_index and replies == []
-        disks.release()
-        group.turn_until(lambda: replies == [Routed(1)])
-    finally:
-        group.close()
+    leader = group.leader()
+    followers = [driver for driver in group.drivers if driver is not leader]
+    disks = StalledDisks(monkeypatch, *(driver.log_directory for driver in followers))
+    commit_index = leader.log.commit_index
+    replies: list = []
+    leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
+    group.turn_until(lambda: disks.waited == 2)
+    for _ in range(100):
+        group.turn()
+    assert leader.log.commit_index == commit_index and replies == []
+    disks.release()
+    group.turn_until(lambda: replies == [Routed(1)])
 
 
 def test_a_leader_whose_disk_stalls_keeps_its_followers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Heartbeats do not wait for the disk: a sync slower than the election timeout (0.25 to
     0.5 s) costs no election, and the confirm follows once the leader's own sync ends."""
-    group = Group(tmp_path)
-    try:
-        leader = group.ready()
-        group.run(setup_commands(0))
-        term = leader.log.term
-        disk = StalledDisks(monkeypatch, leader.log_directory)
-        replies: list = []
-        leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
-        group.turn_until(lambda: disk.waited > 0)
-        stalled_until_s = time.monotonic() + 1.5
-        while time.monotonic() < stalled_until_s:
-            group.turn()
-        assert replies == []
-        assert leader.log.is_leader and all(d.log.term == term for d in group.drivers)
-        disk.release()
-        group.turn_until(lambda: replies == [Routed(1)])
-        assert leader.log.is_leader and leader.log.term == term
-    finally:
-        group.close()
+    leader = group.leader()
+    term = leader.log.term
+    disk = StalledDisks(monkeypatch, leader.log_directory)
+    replies: list = []
+    leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
+    group.turn_until(lambda: disk.waited > 0)
+    stalled_until_s = time.monotonic() + 1.5
+    while time.monotonic() < stalled_until_s:
+        group.turn()
+    assert replies == []
+    assert leader.log.is_leader and all(d.log.term == term for d in group.drivers)
+    disk.release()
+    group.turn_until(lambda: replies == [Routed(1)])
+    assert leader.log.is_leader and leader.log.term == term
 
 
 def test_a_leader_tells_its_followers_of_a_commit_before_it_applies_the_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Applying a big entry takes the leader milliseconds; the followers apply it meanwhile."""
-    group = Group(tmp_path)
-    try:
-        leader = group.ready()
-        group.run(setup_commands(0))
-        events: list[tuple[str, int]] = []
-        transport = transport_of(leader.log._syncobj)
-        send = transport.send
+    leader = group.leader()
+    events: list[tuple[str, int]] = []
+    transport = transport_of(leader.log._syncobj)
+    send = transport.send
 
-        def sending(node: typing.Any, message: typing.Any) -> bool:
-            if isinstance(message, dict) and message.get("type") == "append_entries":
-                events.append(("told", message["commit_index"]))
-            return send(node, message)
+    def sending(node: typing.Any, message: typing.Any) -> bool:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            events.append(("told", message["commit_index"]))
+        return send(node, message)
 
-        apply_entry = leader.log._apply_entry
+    apply_entry = leader.log._apply_entry
 
-        def applying(payload: bytes) -> None:
-            events.append(("applied", leader.log.last_applied_index + 1))
-            apply_entry(payload)
+    def applying(payload: bytes) -> None:
+        events.append(("applied", leader.log.last_applied_index + 1))
+        apply_entry(payload)
 
-        monkeypatch.setattr(transport, "send", sending)
-        monkeypatch.setattr(leader.log, "_apply_entry", applying)
-        replies: list = []
-        leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
-        group.turn_until(lambda: bool(replies))
-        index = next(index for kind, index in events if kind == "applied")
-        told_before = events[: events.index(("applied", index))]
-        assert any(kind == "told" and told >= index for kind, told in told_before)
-    finally:
-        group.close()
+    monkeypatch.setattr(transport, "send", sending)
+    monkeypatch.setattr(leader.log, "_apply_entry", applying)
+    replies: list = []
+    leader.log.propose(publish_command(REF, "q", b"m"), replies.append)
+    group.turn_until(lambda: bool(replies))
+    index = next(index for kind, index in events if kind == "applied")
+    told_before = events[: events.index(("applied", index))]
+    assert any(kind == "told" and told >= index for kind, told in told_before)
