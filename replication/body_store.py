@@ -318,21 +318,22 @@ class BodyStore:
         missing = 0
         # A queue holds its bodies in id order, mostly: try the record after the last one
         # found before searching (1M bodies: 3.4 s of a restart went on searching).
-        segment, position = None, -1
+        current: _Segment | None = None
+        position = -1
         for body in bodies:
             if body.in_memory:
                 self.keep(body)
                 continue
             body_id = body.id
             position += 1
-            if segment is None or position >= len(segment.ids) or segment.ids[position] != body_id:
+            if current is None or position >= len(current.ids) or current.ids[position] != body_id:
                 found = self._find(body_id)
                 if found is None:
                     missing += 1
                     body.attach(self._holder)
                     continue
-                segment, position = found
-            segment.set_live(position, True)
+                current, position = found
+            current.set_live(position, True)
             body.attach(self._holder)
         if missing:
             # a snapshot from before they were settled: the journal's entries after it, which
