@@ -311,13 +311,13 @@ class BodyStore:
         for segment in self._segments:
             segment.live = bytearray(len(segment.ids))
             segment.live_count = segment.live_bytes = 0
-        if self._compaction is not None:
-            self._compaction.target.remove()
-            self._compaction = None
+        self._abandon_compaction()
         self.reclaimable = True
         missing = 0
         # A queue holds its bodies in id order, mostly: try the record after the last one
-        # found before searching (1M bodies: 3.4 s of a restart went on searching).
+        # found before searching (1M bodies: 3.4 s of a restart went on searching), in a
+        # segment no newer one overlaps: `_find` takes a body's newest copy.
+        unshadowed = self._unshadowed_segments()
         current: _Segment | None = None
         position = -1
         for body in bodies:
@@ -326,7 +326,12 @@ class BodyStore:
                 continue
             body_id = body.id
             position += 1
-            if current is None or position >= len(current.ids) or current.ids[position] != body_id:
+            if (
+                current is None
+                or position >= len(current.ids)
+                or current.ids[position] != body_id
+                or current.number not in unshadowed
+            ):
                 found = self._find(body_id)
                 if found is None:
                     missing += 1
@@ -429,9 +434,7 @@ class BodyStore:
 
     def close(self) -> None:
         self._holder.live = False
-        if self._compaction is not None:
-            self._compaction.target.remove()
-            self._compaction = None
+        self._abandon_compaction()
         for segment in self._segments:
             segment.close()
 
@@ -477,6 +480,27 @@ class BodyStore:
                 self._compaction = _Compaction(segment, _Segment(path, segment.number))
                 return True
         return False
+
+    def _unshadowed_segments(self) -> set[int]:
+        """The numbers of the segments whose id range no newer segment's overlaps."""
+        segments = self._segments
+        return {
+            segment.number
+            for at, segment in enumerate(segments)
+            if segment.ids
+            and not any(
+                newer.ids and newer.ids[0] <= segment.ids[-1] and segment.ids[0] <= newer.ids[-1]
+                for newer in segments[at + 1 :]
+            )
+        }
+
+    def _abandon_compaction(self) -> None:
+        """Drop a compaction under way, and a removal still waiting for the journal (it was
+        decided on liveness that no longer holds)."""
+        self._removal = None
+        if self._compaction is not None:
+            self._compaction.target.remove()
+            self._compaction = None
 
     def _remove_if_dead(self, segment: _Segment) -> None:
         if segment.live_count == 0:  # a replayed publish may have kept a body again

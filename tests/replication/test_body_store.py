@@ -120,6 +120,22 @@ def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
     assert store.compact_step(written=11, durable=10) is False
 
 
+def test_a_new_state_drops_a_compaction_that_waits_for_the_journal(tmp_path: Path) -> None:
+    """A follower installs a snapshot while a compaction waits to replace its segment: the
+    wait ends with the compaction, not with a write to its removed temporary file."""
+    store = BodyStore(tmp_path, segment_bytes=2048)
+    bodies = [kept(store, n, bytes([n]) * 300) for n in range(1, 20)]
+    del bodies[::2]
+    for _ in range(50):
+        store.compact_step(written=10, durable=9)  # copied; the replacement waits
+    assert store._removal is not None
+    held = [Body.stored(body.id, body.size) for body in bodies]  # the installed state's
+    store.adopt(held)
+    for _ in range(50):
+        store.compact_step(written=11, durable=11)
+    assert all(store.read(body.id) == bytes([body.id]) * 300 for body in held)
+
+
 def test_bodies_read_in_order_come_back_exact_across_read_ahead_and_the_write_buffer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
