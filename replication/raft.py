@@ -271,13 +271,7 @@ class RaftLog:
             # a leader is in contact with a majority: pysyncobj demotes it after
             # leader_fallback_timeout_s without one, and the silence counts from then
             transport.last_leader_contact_s = time.monotonic()
-            # pysyncobj's batch mode sends only every append_entries_period_s. A leader whose
-            # log grew or whose commit index moved tells the followers now: new entries start
-            # replicating at once, and followers learn of commits without waiting a period.
-            progress = (syncobj._getRaftLogSize(), syncobj.raftCommitIndex)
-            if progress != self._leader_progress:
-                self._leader_progress = progress
-                send_append_entries_now(syncobj)
+            self._tell_followers_of_progress()
         if journal.size_bytes > self._compaction_bytes:
             syncobj.forceLogCompaction()  # pysyncobj starts it once; the journal shrinks after
         leader = self.leader_address
@@ -301,9 +295,17 @@ class RaftLog:
     def _tell_commit(self) -> None:
         """A leader tells the followers of a commit before applying it itself: applying a big
         entry (the settles and deliveries of 900 acks: 14 ms) no longer delays theirs."""
+        if self._syncobj._isLeader():
+            self._tell_followers_of_progress()
+
+    def _tell_followers_of_progress(self) -> None:
+        """pysyncobj's batch mode sends only every append_entries_period_s. A leader whose log
+        grew or whose commit index moved tells the followers now: new entries start replicating
+        at once, and followers learn of commits without waiting a period."""
         syncobj = self._syncobj
-        if syncobj._isLeader():
-            self._leader_progress = (syncobj._getRaftLogSize(), syncobj.raftCommitIndex)
+        progress = (syncobj._getRaftLogSize(), syncobj.raftCommitIndex)
+        if progress != self._leader_progress:
+            self._leader_progress = progress
             send_append_entries_now(syncobj)
 
     def change_incarnation(self, incarnation: int) -> None:

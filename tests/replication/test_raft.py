@@ -4,9 +4,7 @@ in test_raft_journal.py."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
 import time
 import typing
 from pathlib import Path
@@ -26,6 +24,7 @@ from warrenmq.replication.replies import QueueDeclared, Routed
 from warrenmq.replication.state import messages_of
 
 from .harness import VHOST, channel_ref, declare_queue_command, publish_command
+from .test_raft_journal import StalledDisks
 
 pytestmark = pytest.mark.ports
 
@@ -334,28 +333,6 @@ def group(tmp_path: Path) -> typing.Iterator[Group]:
         yield group
     finally:
         group.close()
-
-
-class StalledDisks:
-    """fdatasync, in the journals' sync threads of the chosen directories, waits until
-    `release` (a slow shared disk: it took up to 1.1 s on this machine under load)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *directories: Path) -> None:
-        self.gate = threading.Event()
-        self.waited = 0
-        real = os.fdatasync
-        names = [f"sync {directory}" for directory in directories]
-
-        def fdatasync(descriptor: int) -> None:
-            if any(threading.current_thread().name.startswith(name) for name in names):
-                self.waited += 1
-                self.gate.wait(timeout=30)
-            real(descriptor)
-
-        monkeypatch.setattr(os, "fdatasync", fdatasync)
-
-    def release(self) -> None:
-        self.gate.set()
 
 
 def test_a_group_of_one_answers_only_once_its_journal_has_synced(
