@@ -1,38 +1,56 @@
-"""`warren bench`: producers and consumers in separate processes, like RabbitMQ's PerfTest.
+"""`warren bench`: PerfTest-style runs against any AMQP broker, RabbitMQ included.
 
-A Python client is slower than the broker it measures, so each producer and each consumer is its
-own OS process with its own event loop. Every message carries a unique id and its send time in
-the first 16 bytes of its body (so a 16-byte body is the smallest); consumers compute end-to-end
-latency from it (one host, one clock). After the run, consumers drain until every confirmed id
-arrived or the queue stays quiet for `--drain-idle-s`: the report then says how many confirmed
-messages were lost (must be 0) or delivered twice.
+Each producer and each consumer is its own OS process running the lean client (`lean.py`:
+pre-encoded frames, a sliding confirm window, hand-parsed acks and deliveries), so a
+process costs a few µs per message and the broker sets the pace; the report gives each
+process's CPU so a reader can check. The flags are PerfTest's where it has one: `--producers`,
+`--consumers`, `--size`, `--confirm` (the window of unconfirmed messages), `--qos`, `--rate`,
+`--multi-ack-every`, `--queue-pattern` with `--queue-pattern-from`/`--queue-pattern-to` (many
+queues; producers and consumers are spread over them in turn), `--exchange` and `--type`.
 
-Works against any AMQP 0-9-1 broker, RabbitMQ included. It prints numbers and asserts nothing.
+Every process connects first and waits at a barrier, so all start together and the
+`--duration` seconds are the same for all. Rates count what happened inside those seconds:
+confirmed and consumed while publishing. After them, consumers drain until every queue stayed
+quiet for `--drain-idle-s`, and the report says how many confirmed messages never arrived in a
+queue they were routed to (lost: must be 0) or arrived twice. It prints numbers and asserts
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import array
-import asyncio
 import json
 import multiprocessing
-import resource
 import statistics
-import struct
 import sys
 import time
 import typing
 from dataclasses import dataclass, field
 
-import aio_pika
+from warrenmq.cluster import lean
 
 __all__ = ["add_arguments", "run"]
 
-_STAMP = struct.Struct(">QQ")  # message id, send time in ns
-MIN_SIZE_BYTES = _STAMP.size
-CONNECT_TIMEOUT_S = 5.0
 PROGRESS_S = 1.0
+COUNTERS_S = 0.1  # how often a process adds its progress to the shared counters
+READY_TIMEOUT_S = 60.0  # for every process to connect before the start
+DRAIN_TIMEOUT_S = 120.0  # consumers give up draining this long after the publishing ends
+RECONNECT_PAUSE_S = 0.2
+
+
+NUMBERS = (  # (flag, type, default, help): PerfTest's numeric flags, and a few of our own
+    ("--queue-pattern-from", int, 1, "the first number of --queue-pattern"),
+    ("--queue-pattern-to", int, 1, "the last number of --queue-pattern"),
+    ("--producers", int, 1, "producer processes"),
+    ("--consumers", int, 1, "consumer processes"),
+    ("--size", int, 1024, f"body bytes (at least {lean.MIN_SIZE_BYTES})"),
+    ("--confirm", int, 1000, "publisher confirms, at most this many unconfirmed each (0: off)"),
+    ("--qos", int, 1000, "consumer prefetch (0: unlimited)"),
+    ("--multi-ack-every", int, 0, "one multiple ack for this many messages (0: an ack each)"),
+    ("--rate", float, 0.0, "messages per second per producer (0: unlimited)"),
+    ("--duration", float, 10.0, "publishing seconds"),
+    ("--drain-idle-s", float, 3.0, "consumers stop after this long with nothing to receive"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,83 +62,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a node to use; repeat for several (default amqp://guest:guest@127.0.0.1:5672/)",
     )
     parser.add_argument(
-        "--publish-url",
-        action="append",
-        dest="publish_urls",
-        help="producers use these (default: --url)",
+        "--publish-url", action="append", dest="publish_urls", help="producers use these, in turn"
     )
     parser.add_argument(
-        "--consume-url",
-        action="append",
-        dest="consume_urls",
-        help="consumers use these (default: --url)",
+        "--consume-url", action="append", dest="consume_urls", help="consumers use these, in turn"
     )
     parser.add_argument(
         "--protocol",
         choices=["amqp0-9-1", "amqp1.0"],
         default="amqp0-9-1",
-        help="what producers and consumers speak (the queue is declared over 0-9-1)",
+        help="what producers and consumers speak (queues are declared over 0-9-1)",
     )
     parser.add_argument("--queue", default="warren-bench")
+    parser.add_argument(
+        "--queue-pattern", help="queues named by this pattern and a number, e.g. 'bench-%%d'"
+    )
     parser.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
-    parser.add_argument("--producers", type=int, default=1)
-    parser.add_argument("--consumers", type=int, default=1)
-    parser.add_argument("--size", type=int, default=1024, help="body bytes (at least 16)")
     parser.add_argument(
-        "--confirm",
-        type=int,
-        default=100,
-        metavar="WINDOW",
-        help="publisher confirms, this many unconfirmed at most (0: off)",
+        "--exchange", default="", help="publish here; queues are bound with their names"
     )
+    parser.add_argument("--type", choices=["direct", "fanout", "topic"], default="direct")
     parser.add_argument("--persistent", action="store_true", help="delivery_mode 2")
-    parser.add_argument("--prefetch", type=int, default=200)
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="messages per second per producer (0: unlimited)"
-    )
-    parser.add_argument("--duration", type=float, default=10.0, help="publishing seconds")
-    parser.add_argument(
-        "--drain-idle-s",
-        type=float,
-        default=3.0,
-        help="consumers stop after this long with nothing left to receive",
-    )
+    for flag, kind, default, explained in NUMBERS:
+        parser.add_argument(flag, type=kind, default=default, help=explained)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 @dataclass
 class _ProducerResult:
+    queues: list[str]  # where its messages are routed
     published: int = 0
-    confirmed_ids: array.array[int] = field(default_factory=lambda: array.array("Q"))
-    confirm_latencies_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
+    confirmed_at_deadline: int = 0
+    confirms: lean.Confirms = field(default_factory=lean.Confirms)
     errors: int = 0
-    cpu_s: float = 0.0  # the process's user and system CPU time
+    cpu_s: float = 0.0  # the process's CPU time from the start, user and system
+    cpu_from_s: float = 0.0  # its CPU time at the start (after imports and connecting)
 
 
 @dataclass
 class _ConsumerResult:
-    received_ids: array.array[int] = field(default_factory=lambda: array.array("Q"))
-    latencies_ms: array.array[float] = field(default_factory=lambda: array.array("d"))
-    first_received_s: float = 0.0  # wall clock: comparable across processes on one host
-    last_received_s: float = 0.0
+    queue: str
+    received_at_deadline: int = 0
+    arrivals: lean.Arrivals = field(default_factory=lean.Arrivals)
     errors: int = 0
     cpu_s: float = 0.0
-
-    def record(self, body: bytes) -> None:
-        """A message arrived: its id, and its latency from the send time in its body."""
-        message_id, sent_ns = _STAMP.unpack_from(body)
-        self.received_ids.append(message_id)
-        now_ns = time.time_ns()
-        self.latencies_ms.append((now_ns - sent_ns) / 1e6)
-        self.last_received_s = now_ns / 1e9
-        if not self.first_received_s:
-            self.first_received_s = self.last_received_s
+    cpu_from_s: float = 0.0
 
 
 class _Counters(typing.NamedTuple):
     published: typing.Any  # multiprocessing.Value("q")
     confirmed: typing.Any
     consumed: typing.Any
+    ready: typing.Any  # processes connected and waiting for the start
+    start_s: typing.Any  # multiprocessing.Value("d"): the wall-clock start, 0 until known
     producers_done: typing.Any
 
 
@@ -129,126 +123,149 @@ def _add(counter: typing.Any, amount: int) -> None:
         counter.value += amount
 
 
-async def _connect(
+def _queues(options: dict[str, typing.Any]) -> list[str]:
+    if not options["queue_pattern"]:
+        return [options["queue"]]
+    numbers = range(options["queue_pattern_from"], options["queue_pattern_to"] + 1)
+    return [options["queue_pattern"] % number for number in numbers]
+
+
+def _routes(index: int, options: dict[str, typing.Any]) -> list[str]:
+    """The queues producer `index`'s messages reach: its own in turn, or all of a fanout."""
+    queues = _queues(options)
+    if options["exchange"] and options["type"] == "fanout":
+        return queues
+    return [queues[index % len(queues)]]
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    """amqp://user:password@host:port/vhost: the lean client takes guest's default vhost."""
+    location = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = location.partition(":")
+    return host or "127.0.0.1", int(port or 5672)
+
+
+def _connect(
     urls: list[str], attempt: int, deadline_s: float, result: _ProducerResult | _ConsumerResult
-) -> tuple[aio_pika.abc.AbstractConnection | None, int]:
+) -> tuple[lean.Connection | None, int]:
     """The next node in turn that answers, and the attempt counter; None past the deadline."""
     while time.monotonic() < deadline_s:
         try:
-            connection = await aio_pika.connect(
-                urls[attempt % len(urls)], timeout=CONNECT_TIMEOUT_S
-            )
-            return connection, attempt
-        except Exception:
+            return lean.Connection(*_host_port(urls[attempt % len(urls)])), attempt
+        except (OSError, RuntimeError, ConnectionError):
             result.errors += 1
             attempt += 1
-            await asyncio.sleep(0.2)
+            time.sleep(RECONNECT_PAUSE_S)
     return None, attempt
 
 
-# --- producer process --------------------------------------------------------------------
+def _await_start(
+    counters: _Counters, duration_s: float, result: _ProducerResult | _ConsumerResult
+) -> float:
+    """Wait at the barrier; the monotonic end of the publishing seconds."""
+    _add(counters.ready, 1)
+    while not counters.start_s.value:
+        time.sleep(0.01)
+    time.sleep(max(0.0, counters.start_s.value - time.time()))
+    result.cpu_from_s = time.process_time()
+    return float(time.monotonic() + duration_s - (time.time() - counters.start_s.value))
 
 
-async def _produce_async(
+class _Progress:
+    """Adds a process's counts to the shared counters, at most every COUNTERS_S."""
+
+    def __init__(self, *counters: typing.Any) -> None:
+        self.counters = counters
+        self.shown = [0] * len(counters)
+        self.next_s = 0.0
+
+    def __call__(self, *values: int, force: bool = False) -> None:
+        now_s = time.monotonic()
+        if now_s < self.next_s and not force:
+            return
+        self.next_s = now_s + COUNTERS_S
+        for position, (counter, value) in enumerate(zip(self.counters, values, strict=True)):
+            _add(counter, value - self.shown[position])
+            self.shown[position] = value
+
+
+# --- the processes -------------------------------------------------------------------------
+
+
+def _produce(
     index: int, options: dict[str, typing.Any], counters: _Counters, result: _ProducerResult
 ) -> None:
     urls = options["publish_urls"]
-    deadline_s = time.monotonic() + options["duration"]
-    padding = bytes(options["size"] - MIN_SIZE_BYTES)
-    delivery_mode = (
-        aio_pika.DeliveryMode.PERSISTENT
-        if options["persistent"]
-        else aio_pika.DeliveryMode.NOT_PERSISTENT
-    )
-    window = max(1, options["confirm"])
-    next_seq = 0
-    attempt = index
-    while time.monotonic() < deadline_s:
-        connection, attempt = await _connect(urls, attempt, deadline_s, result)
-        if connection is None:
-            break
-        async with connection:
-            channel = await connection.channel(publisher_confirms=options["confirm"] > 0)
-            exchange = channel.default_exchange
-            started_s = time.monotonic()
-            sent = 0
-            try:
-                while time.monotonic() < deadline_s:
-                    ids = [(index << 40) | (next_seq + offset) for offset in range(window)]
-                    next_seq += window
-                    sent_at = [time.perf_counter() for _ in ids]
-                    await asyncio.gather(
-                        *(
-                            exchange.publish(
-                                aio_pika.Message(
-                                    _STAMP.pack(message_id, time.time_ns()) + padding,
-                                    delivery_mode=delivery_mode,
-                                ),
-                                routing_key=options["queue"],
-                            )
-                            for message_id in ids
-                        )
-                    )
-                    confirmed_at = time.perf_counter()
-                    result.published += len(ids)
-                    _add(counters.published, len(ids))
-                    if options["confirm"]:
-                        result.confirmed_ids.extend(ids)
-                        result.confirm_latencies_ms.extend(
-                            (confirmed_at - start) * 1000 for start in sent_at
-                        )
-                        _add(counters.confirmed, len(ids))
-                    sent += len(ids)
-                    if options["rate"]:
-                        ahead_s = sent / options["rate"] - (time.monotonic() - started_s)
-                        if ahead_s > 0:
-                            await asyncio.sleep(ahead_s)
-            except Exception:
-                result.errors += 1  # this window is unconfirmed; go on elsewhere
-                attempt += 1
+    connection, attempt = _connect(urls, index, time.monotonic() + READY_TIMEOUT_S, result)
+    deadline_s = _await_start(counters, options["duration"], result)
+    progress = _Progress(counters.published, counters.confirmed)
+    confirmed = 0  # by the connections before this one
+    while connection is not None:
+        publisher = lean.Publisher(
+            connection,
+            options["exchange"],
+            result.queues[0],
+            options["size"],
+            options["confirm"],
+            first_id=(index << 40) | result.published,
+            persistent=options["persistent"],
+            confirms=result.confirms,
+        )
+
+        def tick(publisher: lean.Publisher = publisher, before: int = confirmed) -> None:
+            progress(result.published + publisher.sent, before + publisher.confirmed)
+
+        try:
+            publisher.run(deadline_s, rate=options["rate"], tick=tick)
+        except (OSError, RuntimeError, ConnectionError):
+            result.errors += 1  # its unconfirmed messages are not counted; go on elsewhere
+            attempt += 1
+        result.published += publisher.sent
+        result.confirmed_at_deadline += publisher.confirmed_at_deadline
+        confirmed += publisher.confirmed
+        connection.close()
+        connection, attempt = _connect(urls, attempt, deadline_s, result)
+    progress(result.published, confirmed, force=True)
 
 
-# --- consumer process --------------------------------------------------------------------
-
-
-async def _consume_async(
+def _consume(
     index: int, options: dict[str, typing.Any], counters: _Counters, result: _ConsumerResult
 ) -> None:
     urls = options["consume_urls"]
-    hard_deadline_s = time.monotonic() + options["duration"] + 120.0
-    last_message_s = time.monotonic()
-    pending = 0
+    connection, attempt = _connect(urls, index, time.monotonic() + READY_TIMEOUT_S, result)
+    deadline_s = _await_start(counters, options["duration"], result)
+    give_up_s = deadline_s + DRAIN_TIMEOUT_S
+    progress = _Progress(counters.consumed)
+    quiet_since = [time.monotonic(), 0]  # when the count last changed, and the count
 
-    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        nonlocal last_message_s, pending
-        result.record(message.body)
-        last_message_s = time.monotonic()
-        pending += 1
-        if pending >= 100:
-            _add(counters.consumed, pending)
-            pending = 0
-        await message.ack()
+    def stop() -> bool:
+        now_s = time.monotonic()
+        received = len(result.arrivals.ids)
+        progress(received)
+        if received != quiet_since[1]:
+            quiet_since[:] = [now_s, received]
+        drained = counters.producers_done.value and now_s - quiet_since[0] > options["drain_idle_s"]
+        return bool(drained) or now_s > give_up_s
 
-    attempt = index
-    while time.monotonic() < hard_deadline_s:
-        connection, attempt = await _connect(urls, attempt, hard_deadline_s, result)
-        if connection is None:
+    while connection is not None:
+        consumer = lean.Consumer(
+            connection,
+            result.queue,
+            options["qos"],
+            options["multi_ack_every"],
+            arrivals=result.arrivals,
+        )
+        try:
+            consumer.run(stop, deadline_s=deadline_s)
+        except (OSError, RuntimeError, ConnectionError):
+            result.errors += 1
+            attempt += 1
+        result.received_at_deadline += consumer.received_at_deadline
+        connection.close()
+        if stop():
             break
-        async with connection:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=options["prefetch"])
-            queue = await channel.get_queue(options["queue"])
-            await queue.consume(on_message)
-            while time.monotonic() < hard_deadline_s:
-                await asyncio.sleep(0.1)
-                if not connection.connected.is_set():
-                    result.errors += 1
-                    attempt += 1
-                    break
-                idle_s = time.monotonic() - last_message_s
-                if counters.producers_done.value and idle_s > options["drain_idle_s"]:
-                    _add(counters.consumed, pending)
-                    return
+        connection, attempt = _connect(urls, attempt, give_up_s, result)
+    progress(len(result.arrivals.ids), force=True)
 
 
 def _worker(
@@ -259,28 +276,135 @@ def _worker(
     results: multiprocessing.Queue[typing.Any],
 ) -> None:
     """One producer or consumer process: run it, hand its result back to the parent."""
+    queues = _queues(options)
     result: _ProducerResult | _ConsumerResult
+    if role == "producer":
+        result = _ProducerResult(_routes(index, options))
+    else:
+        result = _ConsumerResult(queues[index % len(queues)])
     if options["protocol"] == "amqp1.0":
         from warrenmq.cluster import bench_amqp10  # proton is loaded by the 1.0 runs only
 
-        if role == "producer":
-            result = _ProducerResult()
+        options = {**options, "deadline_s": _await_start(counters, options["duration"], result)}
+        if isinstance(result, _ProducerResult):
             bench_amqp10.produce(index, options, counters, result)
         else:
-            result = _ConsumerResult()
             bench_amqp10.consume(index, options, counters, result)
-    elif role == "producer":
-        result = _ProducerResult()
-        asyncio.run(_produce_async(index, options, counters, result))
+    elif isinstance(result, _ProducerResult):
+        _produce(index, options, counters, result)
     else:
-        result = _ConsumerResult()
-        asyncio.run(_consume_async(index, options, counters, result))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result.cpu_s = usage.ru_utime + usage.ru_stime
+        _consume(index, options, counters, result)
+    result.cpu_s = time.process_time() - result.cpu_from_s
     results.put((role, result))
 
 
 # --- the parent ----------------------------------------------------------------------------
+
+
+def _declare(options: dict[str, typing.Any]) -> None:
+    """The queues, empty, and the exchange with a binding for each."""
+    connection = lean.Connection(*_host_port(options["publish_urls"][0]))
+    try:
+        if options["exchange"]:
+            connection.declare_exchange(options["exchange"], options["type"])
+        for queue in _queues(options):
+            connection.declare_queue(queue, options["queue_type"])
+            connection.purge(queue)
+            if options["exchange"]:
+                connection.bind(queue, options["exchange"], queue)
+    finally:
+        connection.close()
+
+
+def run(arguments: argparse.Namespace) -> int:
+    problem = _problem(arguments)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    urls = arguments.urls or ["amqp://guest:guest@127.0.0.1:5672/"]
+    options = dict(vars(arguments))
+    options["publish_urls"] = arguments.publish_urls or urls
+    options["consume_urls"] = arguments.consume_urls or urls
+    _declare(options)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter for each process
+    counters = _Counters(
+        published=context.Value("q", 0),
+        confirmed=context.Value("q", 0),
+        consumed=context.Value("q", 0),
+        ready=context.Value("q", 0),
+        start_s=context.Value("d", 0.0),
+        producers_done=context.Value("q", 0),
+    )
+    results: multiprocessing.Queue[typing.Any] = context.Queue()
+    processes = {
+        role: [
+            context.Process(target=_worker, args=(role, index, options, counters, results))
+            for index in range(count)
+        ]
+        for role, count in (("consumer", arguments.consumers), ("producer", arguments.producers))
+    }
+    everyone = processes["consumer"] + processes["producer"]
+    for process in everyone:
+        process.start()
+    ready_by_s = time.monotonic() + READY_TIMEOUT_S
+    while counters.ready.value < len(everyone) and time.monotonic() < ready_by_s:
+        time.sleep(0.05)
+    counters.start_s.value = time.time() + 0.2
+    collected = _collect(arguments, processes, counters, results)
+    report = _report(arguments, collected)
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print()
+        _print_report(report)
+    return 0 if report["lost"] == 0 else 1
+
+
+def _problem(arguments: argparse.Namespace) -> str:
+    if arguments.size < lean.MIN_SIZE_BYTES:
+        return f"--size must be at least {lean.MIN_SIZE_BYTES} bytes"
+    if arguments.queue_pattern and arguments.queue_pattern_to < arguments.queue_pattern_from:
+        return "--queue-pattern-to must not be below --queue-pattern-from"
+    if arguments.protocol == "amqp1.0" and (arguments.exchange or arguments.queue_pattern):
+        return "--protocol amqp1.0 publishes to one queue: no --exchange or --queue-pattern"
+    return ""
+
+
+def _collect(
+    arguments: argparse.Namespace,
+    processes: dict[str, list[typing.Any]],
+    counters: _Counters,
+    results: multiprocessing.Queue[typing.Any],
+) -> list[tuple[str, typing.Any]]:
+    """Every process's result, printing progress each second meanwhile."""
+    everyone = processes["consumer"] + processes["producer"]
+    collected: list[tuple[str, typing.Any]] = []
+    last = (0, 0, 0, time.monotonic())
+    while len(collected) < len(everyone):
+        time.sleep(PROGRESS_S / 10)
+        while not results.empty():
+            collected.append(results.get())
+        if not any(process.is_alive() for process in processes["producer"]):
+            counters.producers_done.value = 1
+        now_s = time.monotonic()
+        if now_s - last[3] >= PROGRESS_S and not arguments.json:
+            values = (counters.published.value, counters.confirmed.value, counters.consumed.value)
+            elapsed_s = now_s - last[3]
+            rates = [
+                (value - before) / elapsed_s for value, before in zip(values, last[:3], strict=True)
+            ]
+            print(
+                f"\rpublished {rates[0]:8.0f}/s  confirmed {rates[1]:8.0f}/s  consumed "
+                f"{rates[2]:8.0f}/s",
+                end="",
+                flush=True,
+            )
+            last = (*values, now_s)
+        if not any(process.is_alive() for process in everyone) and results.empty():
+            break
+    for process in everyone:
+        process.join(timeout=10)
+    return collected
 
 
 def _percentiles(values: typing.Sequence[float]) -> dict[str, float]:
@@ -300,77 +424,21 @@ def _percentiles(values: typing.Sequence[float]) -> dict[str, float]:
     }
 
 
-async def _declare(options: dict[str, typing.Any]) -> None:
-    connection = await aio_pika.connect(options["publish_urls"][0], timeout=CONNECT_TIMEOUT_S)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(
-            options["queue"], durable=True, arguments={"x-queue-type": options["queue_type"]}
-        )
-        await queue.purge()
-
-
-def run(arguments: argparse.Namespace) -> int:
-    if arguments.size < MIN_SIZE_BYTES:
-        print(f"--size must be at least {MIN_SIZE_BYTES} bytes", file=sys.stderr)
-        return 2
-    urls = arguments.urls or ["amqp://guest:guest@127.0.0.1:5672/"]
-    options = dict(vars(arguments))
-    options["publish_urls"] = arguments.publish_urls or urls
-    options["consume_urls"] = arguments.consume_urls or urls
-    asyncio.run(_declare(options))
-    context = multiprocessing.get_context("spawn")  # no event loop is ever forked
-    counters = _Counters(*(context.Value("q", 0) for _ in range(4)))
-    results: multiprocessing.Queue[typing.Any] = context.Queue()
-    consumers = [
-        context.Process(target=_worker, args=("consumer", i, options, counters, results))
-        for i in range(arguments.consumers)
-    ]
-    producers = [
-        context.Process(target=_worker, args=("producer", i, options, counters, results))
-        for i in range(arguments.producers)
-    ]
-    for process in consumers + producers:
-        process.start()
-    collected: list[tuple[str, typing.Any]] = []
-    started_s = time.monotonic()
-    last = (0, 0, 0, started_s)
-    while len(collected) < len(consumers) + len(producers):
-        time.sleep(PROGRESS_S / 10)
-        while not results.empty():
-            collected.append(results.get())
-        if (
-            not any(process.is_alive() for process in producers)
-            and not counters.producers_done.value
-        ):
-            counters.producers_done.value = 1
-        now_s = time.monotonic()
-        if now_s - last[3] >= PROGRESS_S and not arguments.json:
-            published, confirmed, consumed = (
-                counters.published.value,
-                counters.confirmed.value,
-                counters.consumed.value,
-            )
-            elapsed_s = now_s - last[3]
-            print(
-                f"\r{now_s - started_s:6.1f} s  published {(published - last[0]) / elapsed_s:8.0f}"
-                f"/s  confirmed {(confirmed - last[1]) / elapsed_s:8.0f}/s  consumed "
-                f"{(consumed - last[2]) / elapsed_s:8.0f}/s",
-                end="",
-                flush=True,
-            )
-            last = (published, confirmed, consumed, now_s)
-        if not any(process.is_alive() for process in consumers + producers) and results.empty():
-            break
-    for process in consumers + producers:
-        process.join(timeout=10)
-    report = _report(arguments, collected)
-    if arguments.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print()
-        _print_report(report)
-    return 0 if report["lost"] == 0 else 1
+WORKLOAD_KEYS = (
+    "protocol",
+    "queue_type",
+    "producers",
+    "consumers",
+    "size",
+    "confirm",
+    "persistent",
+    "qos",
+    "multi_ack_every",
+    "rate",
+    "duration",
+    "exchange",
+    "type",
+)
 
 
 def _report(
@@ -378,63 +446,78 @@ def _report(
 ) -> dict[str, typing.Any]:
     producers = [result for kind, result in collected if kind == "producer"]
     consumers = [result for kind, result in collected if kind == "consumer"]
-    confirmed = {message_id for result in producers for message_id in result.confirmed_ids}
-    received: dict[int, int] = {}
-    for result in consumers:
-        for message_id in result.received_ids:
-            received[message_id] = received.get(message_id, 0) + 1
+    lost, duplicated = _losses(producers, consumers)
     duration_s = arguments.duration
-    published = sum(result.published for result in producers)
-    receiving = [result for result in consumers if result.first_received_s]
+    confirmed = sum(len(result.confirms.ids) for result in producers)
+    consumed = sum(len(result.arrivals.ids) for result in consumers)
+    receiving = [result.arrivals for result in consumers if result.arrivals.first_s]
     consuming_s = (
-        (max(r.last_received_s for r in receiving) - min(r.first_received_s for r in receiving))
+        max(arrivals.last_s for arrivals in receiving)
+        - min(arrivals.first_s for arrivals in receiving)
         if receiving
         else 0.0
     )
+    # a client near 100% of a core per process measures itself, not the broker
+    client_cpu = {
+        role: [round(100 * result.cpu_s / duration_s, 1) for result in group]
+        for role, group in (("producers", producers), ("consumers", consumers))
+    }
     return {
         "workload": {
-            name: getattr(arguments, name)
-            for name in (
-                "protocol",
-                "queue_type",
-                "producers",
-                "consumers",
-                "size",
-                "confirm",
-                "persistent",
-                "prefetch",
-                "rate",
-                "duration",
-            )
+            "queues": len(_queues(vars(arguments))),
+            **{name: getattr(arguments, name) for name in WORKLOAD_KEYS},
         },
-        "published_per_s": round(published / duration_s, 1),
-        "confirmed_per_s": round(len(confirmed) / duration_s, 1),
-        "consumed_per_s": round(sum(received.values()) / consuming_s, 1) if consuming_s else 0.0,
+        "published_per_s": round(sum(result.published for result in producers) / duration_s, 1),
+        "confirmed_per_s": round(
+            sum(result.confirmed_at_deadline for result in producers) / duration_s, 1
+        ),
+        "consumed_while_publishing_per_s": round(
+            sum(result.received_at_deadline for result in consumers) / duration_s, 1
+        ),
+        "consumed_per_s": round(consumed / consuming_s, 1) if consuming_s else 0.0,
         "confirm_latency_ms": _percentiles(
-            [value for result in producers for value in result.confirm_latencies_ms]
+            [value for result in producers for value in result.confirms.latencies_ms]
         ),
         "end_to_end_latency_ms": _percentiles(
-            [value for result in consumers for value in result.latencies_ms]
+            [value for result in consumers for value in result.arrivals.latencies_ms]
         ),
-        "published": published,
-        "confirmed": len(confirmed),
-        "consumed": sum(received.values()),
-        "lost": len(confirmed - received.keys()),
-        "duplicated": sum(count - 1 for count in received.values() if count > 1),
+        "published": sum(result.published for result in producers),
+        "confirmed": confirmed,
+        "consumed": consumed,
+        "lost": lost,
+        "duplicated": duplicated,
         "client_errors": sum(result.errors for result in producers + consumers),
-        # a client near 100% of a core per process measures itself, not the broker
-        "client_cpu_percent": {
-            "producers": [round(100 * r.cpu_s / duration_s, 1) for r in producers],
-            "consumers": [round(100 * r.cpu_s / duration_s, 1) for r in consumers],
+        "client_cpu_percent": client_cpu,
+        "client_cpu_us_per_message": {
+            "producers": round(1e6 * sum(r.cpu_s for r in producers) / max(1, confirmed), 2),
+            "consumers": round(1e6 * sum(r.cpu_s for r in consumers) / max(1, consumed), 2),
         },
     }
+
+
+def _losses(producers: list[_ProducerResult], consumers: list[_ConsumerResult]) -> tuple[int, int]:
+    """Confirmed messages that never reached a queue they were routed to, and arrivals of a
+    message in one queue after its first."""
+    received: dict[str, dict[int, int]] = {}
+    for consumer in consumers:
+        counts = received.setdefault(consumer.queue, {})
+        for message_id in consumer.arrivals.ids:
+            counts[message_id] = counts.get(message_id, 0) + 1
+    lost = 0
+    for producer in producers:
+        for queue in producer.queues:
+            arrived = received.get(queue, {})
+            lost += sum(1 for message_id in producer.confirms.ids if message_id not in arrived)
+    duplicated = sum(n - 1 for counts in received.values() for n in counts.values() if n > 1)
+    return lost, duplicated
 
 
 def _print_report(report: dict[str, typing.Any]) -> None:
     print(f"workload: {report['workload']}")
     print(
         f"published {report['published_per_s']}/s, confirmed {report['confirmed_per_s']}/s, "
-        f"consumed {report['consumed_per_s']}/s"
+        f"consumed while publishing {report['consumed_while_publishing_per_s']}/s, "
+        f"consumed overall {report['consumed_per_s']}/s"
     )
     for name in ("confirm_latency_ms", "end_to_end_latency_ms"):
         print(f"{name}: {report[name]}")
@@ -443,4 +526,5 @@ def _print_report(report: dict[str, typing.Any]) -> None:
         f"{report['consumed']}, lost {report['lost']}, duplicated {report['duplicated']}, "
         f"client errors {report['client_errors']}"
     )
-    print(f"client CPU (% of one core over the run): {report['client_cpu_percent']}")
+    print(f"client CPU (% of one core over the publishing seconds): {report['client_cpu_percent']}")
+    print(f"client CPU per message (µs): {report['client_cpu_us_per_message']}")

@@ -3,7 +3,7 @@ qpid-proton's event-driven client (one container a process), for bench.py to run
 
 A producer keeps up to `--confirm` transfers unsettled (a sliding window, as PerfTest's
 confirm window: a settlement frees one place at once, nothing waits for a whole batch; 0
-sends pre-settled). Consumers grant `--prefetch` link credit, topped up as messages arrive,
+sends pre-settled). Consumers grant `--qos` link credit, topped up as messages arrive,
 and accept each message. Bodies carry the same id and send time as the 0-9-1 runs.
 """
 
@@ -16,22 +16,16 @@ from proton import Event, Message
 from proton.handlers import MessagingHandler
 from proton.reactor import Container
 
-from warrenmq.cluster.bench import (
-    _STAMP,
-    MIN_SIZE_BYTES,
-    _add,
-    _ConsumerResult,
-    _Counters,
-    _ProducerResult,
-)
+from warrenmq.cluster.bench import _add, _ConsumerResult, _Counters, _ProducerResult
+from warrenmq.cluster.lean import MIN_SIZE_BYTES, STAMP
 
 __all__ = ["consume", "produce"]
 
 TICK_S = 0.1
 
 
-def _address(options: dict[str, typing.Any]) -> str:
-    return "/queues/" + str(options["queue"])
+def _address(queue: str) -> str:
+    return "/queues/" + queue
 
 
 def _tag(event: Event) -> str:
@@ -52,7 +46,7 @@ class _Producer(MessagingHandler):
         self.padding = bytes(options["size"] - MIN_SIZE_BYTES)
         self.shown = (0, 0)  # published and confirmed, as last added to the counters
         self.window = options["confirm"]
-        self.deadline_s = time.monotonic() + options["duration"]
+        self.deadline_s = options["deadline_s"]  # monotonic, the same for every process
         self.started_s = time.monotonic()
         self.sent_at: dict[str, tuple[int, float]] = {}  # delivery tag -> (message id, time)
         self.next_seq = 0
@@ -62,7 +56,7 @@ class _Producer(MessagingHandler):
     def on_start(self, event: Event) -> None:
         url = self.options["publish_urls"][self.index % len(self.options["publish_urls"])]
         connection = event.container.connect(url)
-        self.sender = event.container.create_sender(connection, _address(self.options))
+        self.sender = event.container.create_sender(connection, _address(self.result.queues[0]))
         event.container.schedule(TICK_S, self)
 
     def on_sendable(self, event: Event) -> None:
@@ -78,7 +72,7 @@ class _Producer(MessagingHandler):
                 return  # ahead of the rate: the timer resumes
             message_id = (self.index << 40) | self.next_seq
             self.next_seq += 1
-            body = _STAMP.pack(message_id, time.time_ns()) + self.padding
+            body = STAMP.pack(message_id, time.time_ns()) + self.padding
             message = Message(body=body, inferred=True)
             message.durable = self.options["persistent"]
             delivery = sender.send(message)
@@ -91,8 +85,8 @@ class _Producer(MessagingHandler):
     def on_accepted(self, event: Event) -> None:
         message_id, sent = self.sent_at.pop(_tag(event), (None, 0.0))
         if message_id is not None:
-            self.result.confirmed_ids.append(message_id)
-            self.result.confirm_latencies_ms.append((time.perf_counter() - sent) * 1000)
+            self.result.confirms.ids.append(message_id)
+            self.result.confirms.latencies_ms.append((time.perf_counter() - sent) * 1000)
         self._send()
 
     def on_rejected(self, event: Event) -> None:
@@ -107,7 +101,9 @@ class _Producer(MessagingHandler):
         self._send()
 
     def on_timer_task(self, event: Event) -> None:
-        published, confirmed = self.result.published, len(self.result.confirmed_ids)
+        published, confirmed = self.result.published, len(self.result.confirms.ids)
+        if time.monotonic() < self.deadline_s:
+            self.result.confirmed_at_deadline = confirmed
         _add(self.counters.published, published - self.shown[0])
         _add(self.counters.confirmed, confirmed - self.shown[1])
         self.shown = (published, confirmed)
@@ -131,9 +127,10 @@ class _Consumer(MessagingHandler):
         counters: _Counters,
         result: _ConsumerResult,
     ) -> None:
-        super().__init__(prefetch=options["prefetch"], auto_accept=True)
+        super().__init__(prefetch=options["qos"], auto_accept=True)
         self.index, self.options, self.counters, self.result = index, options, counters, result
-        self.hard_deadline_s = time.monotonic() + options["duration"] + 120.0
+        self.deadline_s = options["deadline_s"]
+        self.hard_deadline_s = self.deadline_s + 120.0
         self.last_message_s = time.monotonic()
         self.shown = 0
         self.receiver: typing.Any = None
@@ -141,15 +138,17 @@ class _Consumer(MessagingHandler):
     def on_start(self, event: Event) -> None:
         urls = self.options["consume_urls"]
         connection = event.container.connect(urls[self.index % len(urls)])
-        self.receiver = event.container.create_receiver(connection, _address(self.options))
+        self.receiver = event.container.create_receiver(connection, _address(self.result.queue))
         event.container.schedule(TICK_S, self)
 
     def on_message(self, event: Event) -> None:
-        self.result.record(bytes(event.message.body))
+        self.result.arrivals.record(bytes(event.message.body))
         self.last_message_s = time.monotonic()
 
     def on_timer_task(self, event: Event) -> None:
-        received = len(self.result.received_ids)
+        received = len(self.result.arrivals.ids)
+        if time.monotonic() < self.deadline_s:
+            self.result.received_at_deadline = received
         _add(self.counters.consumed, received - self.shown)
         self.shown = received
         idle_s = time.monotonic() - self.last_message_s
