@@ -56,12 +56,35 @@ EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
-TICK_S = 0.001  # how often pysyncobj gets a turn on the loop
+TICK_S = 0.001  # the shortest gap between two of pysyncobj's turns: batches grow meanwhile
+IDLE_TICK_S = 0.025  # the longest, when no socket or sync wakes the loop earlier (timers)
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 TICK_MS = 1000  # how often the leader proposes its clock (Tick)
 RESOURCE_CHECK_S = 1.0  # how often memory and free disk are compared with their limits
 ALARM_REASONS = {"memory": "low on memory", "disk": "low on disk"}  # connection.blocked reason
+
+
+async def _readable(
+    loop: asyncio.AbstractEventLoop, descriptors: tuple[int, ...], timeout_s: float
+) -> None:
+    """Until one of `descriptors` is readable, or `timeout_s`. They are watched only while
+    waiting: level-triggered readiness watched during the loop's other work would spin it."""
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    for descriptor in descriptors:
+        loop.add_reader(descriptor, wake)
+    timer = loop.call_later(timeout_s, wake)
+    try:
+        await ready
+    finally:
+        timer.cancel()
+        for descriptor in descriptors:
+            loop.remove_reader(descriptor)
 
 
 def _version() -> str:
@@ -371,6 +394,8 @@ class Node:
         await self._snapshot_for_restart()
         for task in self._tasks:
             task.cancel()
+        # ended before the log closes, so none still watches a descriptor the close ends
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.log.flush()
         self.log.tick()
         self.log.close()
@@ -398,10 +423,12 @@ class Node:
         """pysyncobj's turns. If one ever fails, this node can no longer take part in the log:
         it exits non-zero (a supervisor restarts it, and it catches up from its journal) rather
         than keep serving AMQP with a dead Raft loop."""
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 self.log.tick()
                 await asyncio.sleep(TICK_S)
+                await _readable(loop, self.log.wakeup_fds, IDLE_TICK_S - TICK_S)
         except Exception:
             log.critical(
                 "node %s: the Raft loop failed; exiting", self.config.node_id, exc_info=True

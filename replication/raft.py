@@ -69,6 +69,7 @@ from warrenmq.replication.raft_wire import (
     clamp_commit_index,
     journal_of,
     last_response_times,
+    poller_of,
     send_append_entries_now,
     snapshot_progress,
     transport_of,
@@ -118,7 +119,7 @@ class RaftSettings:
 
     election_timeout_s_min: float = 0.25
     election_timeout_s_max: float = 0.5
-    append_entries_period_s: float = 0.02
+    append_entries_period_s: float = 0.05
     leader_fallback_timeout_s: float = 1.0  # a leader without majority answers steps down
     connection_retry_s: float = 0.5
     resend_after_s: float = 1.0
@@ -331,8 +332,16 @@ class RaftLog:
 
     def close(self) -> None:
         self._syncobj.destroy()
+        poller_of(self._syncobj).close()
         if self._bodies is not None:
             self._bodies.close()
+
+    @property
+    def wakeup_fds(self) -> tuple[int, int]:
+        """Descriptors that turn readable when a tick has work to do: a Raft socket is ready,
+        or a background sync has finished. Otherwise only pysyncobj's timers (heartbeats,
+        elections) want a tick, and a few a second at their periods' scale serve them."""
+        return poller_of(self._syncobj).fileno(), journal_of(self._syncobj).sync_wake_fd
 
     # --- status (local views: "there could be multiple leaders at the same time") -----
 

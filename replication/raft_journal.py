@@ -27,6 +27,7 @@ whose prevLogIdx is below its end (RAFT-NOTES.md). `DurableJournal` replaces it:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -70,7 +71,9 @@ class SyncSource(typing.Protocol):
 
 
 class _Syncer:
-    """A thread that fdatasyncs descriptors handed to it, one group at a time."""
+    """A thread that fdatasyncs descriptors handed to it, one group at a time. `wake_fd`
+    (an eventfd) turns readable when a group is done, so the node's loop can sleep until
+    then instead of polling."""
 
     def __init__(self, name: str) -> None:
         self._requests: queue.SimpleQueue[tuple[list[int], tuple[int, int]] | None] = (
@@ -80,6 +83,7 @@ class _Syncer:
         self.idle.set()
         self.completed = (0, 0)  # the write sequence number and last index it covered
         self.error: OSError | None = None
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -90,6 +94,12 @@ class _Syncer:
     def stop(self) -> None:
         self._requests.put(None)
         self._thread.join()
+        os.close(self.wake_fd)
+
+    def take_wake(self) -> None:
+        """Read the wake-up away (the loop is awake now), so it signals only the next group."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self.wake_fd)
 
     def _run(self) -> None:
         while (request := self._requests.get()) is not None:
@@ -104,6 +114,7 @@ class _Syncer:
                 for descriptor in descriptors:
                     os.close(descriptor)
                 self.idle.set()
+                os.eventfd_write(self.wake_fd, 1)
 
 
 class _Entries:
@@ -192,6 +203,11 @@ class DurableJournal(pysyncobj.journal.Journal):
     def synced(self) -> bool:
         return self.synced_seq >= self.write_seq
 
+    @property
+    def sync_wake_fd(self) -> int:
+        """Readable once a background sync has finished (poll_sync takes it in)."""
+        return self._syncer.wake_fd
+
     def begin_sync(self) -> None:
         """Start making everything written so far durable, in the background."""
         self._settle_truncation()
@@ -215,6 +231,7 @@ class DurableJournal(pysyncobj.journal.Journal):
     def poll_sync(self) -> None:
         """Take in a finished background sync, and start the next one if more was written."""
         syncer = self._syncer
+        syncer.take_wake()  # before looking: a group that ends after the look wakes again
         if not self._in_flight or not syncer.idle.is_set():
             return
         self._in_flight = False

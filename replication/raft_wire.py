@@ -8,15 +8,18 @@ release renames any of them (pyproject.toml pins the version for the same reason
 from __future__ import annotations
 
 import collections
+import contextlib
 import hmac
 import logging
 import os
+import select
 import struct
 import time
 import typing
 
 import pysyncobj
 import pysyncobj.pickle
+import pysyncobj.poller
 import pysyncobj.syncobj
 import pysyncobj.tcp_connection
 import pysyncobj.transport
@@ -32,10 +35,12 @@ __all__ = [
     "SERIALIZER_PRIVATE_ATTRIBUTES",
     "SYNCOBJ_PRIVATE_ATTRIBUTES",
     "DurableTransport",
+    "EpollPoller",
     "PeerCipher",
     "clamp_commit_index",
     "journal_of",
     "last_response_times",
+    "poller_of",
     "send_append_entries_now",
     "snapshot_progress",
     "transport_of",
@@ -56,6 +61,7 @@ SYNCOBJ_PRIVATE_ATTRIBUTES = (
     "_SyncObj__serializer",
     "_SyncObj__lastSerializedEntry",
     "_SyncObj__forceLogCompaction",
+    "_poller",
 )
 # pysyncobj's Serializer's, which BodySerializer (raft_snapshot.py) reads and sets
 SERIALIZER_PRIVATE_ATTRIBUTES = ("_Serializer__pid", "_Serializer__currentID")
@@ -71,6 +77,11 @@ PATCHED_GLOBALS = (
 def journal_of(syncobj: typing.Any) -> DurableJournal:
     journal: DurableJournal = syncobj._SyncObj__raftLog
     return journal
+
+
+def poller_of(syncobj: typing.Any) -> EpollPoller:
+    poller: EpollPoller = syncobj._poller
+    return poller
 
 
 def transport_of(syncobj: typing.Any) -> DurableTransport:
@@ -215,6 +226,61 @@ def tune_pysyncobj() -> None:
     pysyncobj.syncobj.createJournal = create_journal
 
 
+class EpollPoller(pysyncobj.poller.Poller):
+    """pysyncobj's poller over epoll, whose own descriptor (`fileno`) turns readable when any
+    Raft socket is ready: the node's event loop sleeps on it instead of ticking pysyncobj a
+    thousand times a second to look."""
+
+    _MASKS = (
+        (pysyncobj.poller.POLL_EVENT_TYPE.READ, select.EPOLLIN),
+        (pysyncobj.poller.POLL_EVENT_TYPE.WRITE, select.EPOLLOUT),
+        (pysyncobj.poller.POLL_EVENT_TYPE.ERROR, select.EPOLLERR),
+    )
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, typing.Callable[[int, int], None]] = {}
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def subscribe(
+        self,
+        descr: int,
+        callback: typing.Callable[[int, int], None],
+        eventMask: int,  # noqa: N803
+    ) -> None:
+        mask = 0
+        for ours, theirs in self._MASKS:
+            if eventMask & ours:
+                mask |= theirs
+        self._callbacks[descr] = callback
+        try:
+            self._epoll.modify(descr, mask)
+        except FileNotFoundError:  # new, or closed since (epoll forgets closed descriptors)
+            self._epoll.register(descr, mask)
+
+    def unsubscribe(self, descr: int) -> None:
+        if self._callbacks.pop(descr, None) is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed already: epoll forgot it
+                self._epoll.unregister(descr)
+
+    def poll(self, timeout: float) -> None:
+        for descr, events in self._epoll.poll(timeout):
+            mask = 0
+            for ours, theirs in self._MASKS:
+                if events & theirs:
+                    mask |= ours
+            if events & select.EPOLLHUP:
+                mask |= pysyncobj.poller.POLL_EVENT_TYPE.ERROR
+            callback = self._callbacks.get(descr)
+            if callback is not None:
+                callback(descr, mask)
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
 class DurableTransport(pysyncobj.transport.TCPTransport):
     """Holds back a follower's acknowledgement until the journal has synced what it
     acknowledges (and whatever was sent after it, in order), and notes when the leader last
@@ -231,6 +297,11 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
     isolated = False
     # messages waiting for the journal to sync: (node, message, its write sequence number)
     _held: collections.deque[tuple[typing.Any, typing.Any, int]] | None = None
+
+    def __init__(self, syncObj: typing.Any, *nodes: typing.Any) -> None:  # noqa: N803
+        # SyncObj made its poller just before; the transport is the first to subscribe to it
+        syncObj._poller = EpollPoller()
+        super().__init__(syncObj, *nodes)
 
     def send(self, node: typing.Any, message: typing.Any) -> bool:
         if self.isolated:

@@ -65,7 +65,8 @@ async def test_a_failing_raft_loop_ends_the_process_non_zero(
 
     monkeypatch.setattr(node_module.os, "_exit", exit_process)
     fake = types.SimpleNamespace(
-        log=types.SimpleNamespace(tick=tick), config=types.SimpleNamespace(node_id="n1")
+        log=types.SimpleNamespace(tick=tick, wakeup_fds=()),
+        config=types.SimpleNamespace(node_id="n1"),
     )
     with pytest.raises(Exited) as exited:
         await asyncio.wait_for(Node._tick_forever(fake), timeout=5)  # type: ignore[arg-type]

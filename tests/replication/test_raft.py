@@ -4,6 +4,7 @@ in test_raft_journal.py."""
 
 from __future__ import annotations
 
+import select
 import shutil
 import time
 import typing
@@ -367,6 +368,29 @@ def test_followers_acknowledge_only_what_they_have_synced(
     assert leader.log.commit_index == commit_index and replies == []
     disks.release()
     group.turn_until(lambda: replies == [Routed(1)])
+
+
+def _readable(descriptor: int, timeout_s: float = 0.0) -> bool:
+    return bool(select.select([descriptor], [], [], timeout_s)[0])
+
+
+def test_a_finished_sync_wakes_the_loop(
+    driver: Driver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A node's loop sleeps on wakeup_fds between ticks: a sync that ends must wake it, or
+    every confirm waits for the idle timer."""
+    driver.run(setup_commands(0))
+    _, sync_fd = driver.log.wakeup_fds
+    disk = StalledDisks(monkeypatch, tmp_path)
+    replies: list = []
+    driver.log.propose(publish_command(REF, "q", b"m"), replies.append)
+    driver.until(lambda: disk.waited > 0)
+    driver.turn()  # takes in any wake-up of the syncs before
+    assert not _readable(sync_fd)
+    disk.release()
+    assert _readable(sync_fd, timeout_s=10.0)
+    driver.turn()
+    assert replies == [Routed(1)]
 
 
 def test_a_leader_whose_disk_stalls_keeps_its_followers(

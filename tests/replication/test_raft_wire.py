@@ -4,8 +4,11 @@ release that renames one fails here, loudly, not as a node that silently stops s
 from __future__ import annotations
 
 import inspect
+import select
+import socket
 
 import pysyncobj.journal
+import pysyncobj.poller
 import pysyncobj.serializer
 import pysyncobj.syncobj
 import pysyncobj.transport
@@ -58,3 +61,39 @@ def test_serializer_still_has(attribute: str) -> None:
 def test_the_check_fails_for_a_name_pysyncobj_does_not_have() -> None:
     syncobj = pysyncobj.syncobj.SyncObj
     assert not (hasattr(syncobj, "_SyncObj__gone") or _assigned_in(syncobj, "_SyncObj__gone"))
+
+
+def test_the_epoll_poller_turns_readable_with_any_subscribed_socket() -> None:
+    """The node's loop sleeps on the poller's own descriptor: it must turn readable when a
+    subscribed socket is, call back with pysyncobj's event types, and forget what it drops."""
+    poller = raft_wire.EpollPoller()
+    events: list[tuple[int, int]] = []
+    ours, theirs = socket.socketpair()
+    try:
+        read = pysyncobj.poller.POLL_EVENT_TYPE.READ
+        write = pysyncobj.poller.POLL_EVENT_TYPE.WRITE
+        poller.subscribe(ours.fileno(), lambda descr, mask: events.append((descr, mask)), read)
+        assert not select.select([poller], [], [], 0)[0]
+        theirs.send(b"x")
+        assert select.select([poller], [], [], 5)[0]
+        poller.poll(0)
+        assert events == [(ours.fileno(), read)]
+        poller.subscribe(ours.fileno(), lambda descr, mask: events.append((descr, mask)), write)
+        poller.poll(0)
+        assert events[-1] == (ours.fileno(), write)  # modified, not registered twice
+        poller.unsubscribe(ours.fileno())
+        events.clear()
+        poller.poll(0)
+        assert events == [] and not select.select([poller], [], [], 0)[0]
+        number = ours.fileno()
+        poller.subscribe(number, lambda descr, mask: events.append((descr, mask)), read)
+        ours.close()  # epoll forgets a closed descriptor; the number comes back for another
+        theirs.close()
+        ours, theirs = socket.socketpair()
+        poller.subscribe(ours.fileno(), lambda descr, mask: events.append((descr, mask)), write)
+        poller.poll(0)
+        assert events == [(ours.fileno(), write)]
+    finally:
+        ours.close()
+        theirs.close()
+        poller.close()
