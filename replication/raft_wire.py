@@ -226,15 +226,29 @@ def tune_pysyncobj() -> None:
     pysyncobj.syncobj.createJournal = create_journal
 
 
+def _translated(mask: int, pairs: tuple[tuple[int, int], ...]) -> int:
+    """`mask` with each (bit, other) pair's bit turned into the other's."""
+    translated = 0
+    for bit, other in pairs:
+        if mask & bit:
+            translated |= other
+    return translated
+
+
 class EpollPoller(pysyncobj.poller.Poller):
     """pysyncobj's poller over epoll, whose own descriptor (`fileno`) turns readable when any
     Raft socket is ready: the node's event loop sleeps on it instead of ticking pysyncobj a
     thousand times a second to look."""
 
-    _MASKS = (
+    # pysyncobj's event types and epoll's, both ways (a hang-up is an error to pysyncobj)
+    _TO_EPOLL = (
         (pysyncobj.poller.POLL_EVENT_TYPE.READ, select.EPOLLIN),
         (pysyncobj.poller.POLL_EVENT_TYPE.WRITE, select.EPOLLOUT),
         (pysyncobj.poller.POLL_EVENT_TYPE.ERROR, select.EPOLLERR),
+    )
+    _FROM_EPOLL = (
+        *((theirs, ours) for ours, theirs in _TO_EPOLL),
+        (select.EPOLLHUP, pysyncobj.poller.POLL_EVENT_TYPE.ERROR),
     )
 
     def __init__(self) -> None:
@@ -250,10 +264,7 @@ class EpollPoller(pysyncobj.poller.Poller):
         callback: typing.Callable[[int, int], None],
         eventMask: int,  # noqa: N803
     ) -> None:
-        mask = 0
-        for ours, theirs in self._MASKS:
-            if eventMask & ours:
-                mask |= theirs
+        mask = _translated(eventMask, self._TO_EPOLL)
         self._callbacks[descr] = callback
         try:
             self._epoll.modify(descr, mask)
@@ -267,15 +278,9 @@ class EpollPoller(pysyncobj.poller.Poller):
 
     def poll(self, timeout: float) -> None:
         for descr, events in self._epoll.poll(timeout):
-            mask = 0
-            for ours, theirs in self._MASKS:
-                if events & theirs:
-                    mask |= ours
-            if events & select.EPOLLHUP:
-                mask |= pysyncobj.poller.POLL_EVENT_TYPE.ERROR
             callback = self._callbacks.get(descr)
             if callback is not None:
-                callback(descr, mask)
+                callback(descr, _translated(events, self._FROM_EPOLL))
 
     def close(self) -> None:
         self._epoll.close()
