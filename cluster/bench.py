@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 
 from warrenmq.cluster import lean
@@ -138,11 +139,18 @@ def _routes(index: int, options: dict[str, typing.Any]) -> list[str]:
     return [queues[index % len(queues)]]
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    """amqp://user:password@host:port/vhost: the lean client takes guest's default vhost."""
-    location = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = location.partition(":")
-    return host or "127.0.0.1", int(port or 5672)
+def _endpoint(url: str) -> tuple[str, int, str, str, str]:
+    """amqp://user:password@host:port/vhost as the lean client's host, port, user, password
+    and virtual host, as pika reads it: percent-escapes decoded, guest by default, and an empty
+    vhost is the default one, "/" (`amqp://host/%2F` names it too)."""
+    parts = urllib.parse.urlsplit(url)
+    return (
+        parts.hostname or "127.0.0.1",
+        parts.port or 5672,
+        urllib.parse.unquote(parts.username or "guest"),
+        urllib.parse.unquote(parts.password or "guest"),
+        urllib.parse.unquote(parts.path[1:]) or "/",
+    )
 
 
 def _connect(
@@ -151,7 +159,7 @@ def _connect(
     """The next node in turn that answers, and the attempt counter; None past the deadline."""
     while time.monotonic() < deadline_s:
         try:
-            return lean.Connection(*_host_port(urls[attempt % len(urls)])), attempt
+            return lean.Connection(*_endpoint(urls[attempt % len(urls)])), attempt
         except (OSError, RuntimeError, ConnectionError):
             result.errors += 1
             attempt += 1
@@ -303,7 +311,7 @@ def _worker(
 
 def _declare(options: dict[str, typing.Any]) -> None:
     """The queues, empty, and the exchange with a binding for each."""
-    connection = lean.Connection(*_host_port(options["publish_urls"][0]))
+    connection = lean.Connection(*_endpoint(options["publish_urls"][0]))
     try:
         if options["exchange"]:
             connection.declare_exchange(options["exchange"], options["type"])

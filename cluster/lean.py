@@ -48,7 +48,14 @@ CONFIRM_TIMEOUT_S = 30.0  # after the deadline, outstanding confirms are awaited
 class Connection:
     """A blocking handshake and channel 1, then raw frames for the caller's own loop."""
 
-    def __init__(self, host: str, port: int, user: str = "guest", password: str = "guest") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str = "guest",
+        password: str = "guest",
+        virtual_host: str = "/",
+    ) -> None:
         self.sock = socket.create_connection((host, port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buffer = bytearray()
@@ -59,7 +66,7 @@ class Connection:
         tune = self.expect(commands.Connection.Tune)
         self.frame_max = tune.frame_max or 131072
         self.send(0, commands.Connection.TuneOk(tune.channel_max, self.frame_max, 0))
-        self.send(0, commands.Connection.Open(virtual_host="/"))
+        self.send(0, commands.Connection.Open(virtual_host=virtual_host))
         self.expect(commands.Connection.OpenOk)
         self.send(CHANNEL, commands.Channel.Open())
         self.expect(commands.Channel.OpenOk)

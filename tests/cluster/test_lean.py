@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import commands, frame, header
@@ -147,3 +148,18 @@ def test_ack_frame_is_what_pamqp_encodes() -> None:
     )
     assert packed == frame.marshal(commands.Basic.Ack(2**40 + 3, multiple=True), lean.CHANNEL)
     assert struct.unpack_from(">Q", packed, 11)[0] == 2**40 + 3
+
+
+@pytest.mark.parametrize(
+    ("url", "endpoint"),
+    [
+        ("amqp://guest:guest@127.0.0.1:5672/", ("127.0.0.1", 5672, "guest", "guest", "/")),
+        ("amqp://node-2", ("node-2", 5672, "guest", "guest", "/")),
+        ("amqp://a%40b:p%3Aw%2F@h:5999/%2F", ("h", 5999, "a@b", "p:w/", "/")),
+        ("amqp://ops:secret@[::1]:5673/orders%2Feu", ("::1", 5673, "ops", "secret", "orders/eu")),
+    ],
+)
+def test_a_bench_url_gives_its_credentials_and_vhost_to_the_lean_client(
+    url: str, endpoint: tuple[str, int, str, str, str]
+) -> None:
+    assert bench._endpoint(url) == endpoint
