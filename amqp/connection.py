@@ -7,6 +7,10 @@ whatever the machine answers by itself (handshake, channel open/close, heartbeat
 reply) is queued and taken with `data_to_send()`. The layer above answers broker methods with
 `send_method`, `send_content`, `close_channel` and `close`.
 
+A refusal may wait: when the authenticator's answer is no but `hold_refusal()` says its view
+may be behind (a replicated one, catching up), the method is held, nothing after it is read,
+and `recheck()` later decides it again and goes on with the frames that came meanwhile.
+
 The handshake runs AWAITING_HEADER → AWAITING_START_OK → AWAITING_TUNE_OK → AWAITING_OPEN → OPEN
 (AMQP 0-9-1 §2.2.4). Either side may close: after the server sends connection.close it ignores
 everything but close-ok (§4.2.2 "closing"), as a channel that the server closed ignores everything
@@ -109,6 +113,10 @@ class Authenticator(typing.Protocol):
     def vhost_refusal(self, username: str, vhost: str) -> str | None:
         """Why `username` may not open `vhost` (a 530 reply text), or None when it may."""
 
+    def hold_refusal(self) -> bool:
+        """Whether to ask again before refusing: True promises a later `Connection.recheck()`,
+        after which the answers stand (this returns False)."""
+
 
 @dataclass(slots=True)
 class _Channel:
@@ -156,6 +164,7 @@ class Connection:
         self._channels: dict[int, _Channel] = {}
         self._outgoing: list[bytes] = []
         self._events: list[Event] = []
+        self._held: base.Frame | None = None  # a method whose refusal waits for recheck()
 
     # --- state table --------------------------------------------------------------------
 
@@ -176,8 +185,20 @@ class Connection:
         if self.state is ConnectionState.AWAITING_HEADER:
             data = self._receive_header(data)
         self._reader.feed(data)
+        return self._read()
+
+    def recheck(self) -> list[Event]:
+        """Decide the held method again (the authenticator is now current), then read on."""
+        held, self._held = self._held, None
+        if self.closed or held is None:
+            return []
+        return self._read(held)
+
+    def _read(self, held: base.Frame | None = None) -> list[Event]:
         try:
-            while not self.closed:  # a frame may close it
+            if held is not None:
+                self._receive_connection_method(held)
+            while not self.closed and self._held is None:  # a frame may close it or be held
                 frame = self._reader.next_frame()
                 if frame is None:
                     break
@@ -295,6 +316,8 @@ class Connection:
             )
         username, password = credentials
         if not self.authenticator.authenticate(username, password):
+            if self._hold(method):
+                return
             # RabbitMQ's authentication_failure_close capability: a 403 close, not a bare drop.
             raise _ConnectionError(  # with class and method 0, as RabbitMQ sends it
                 ReplyCode.ACCESS_REFUSED,
@@ -335,6 +358,8 @@ class Connection:
     def _on_open(self, method: commands.Connection.Open) -> None:
         refusal = self.authenticator.vhost_refusal(self.user, method.virtual_host)
         if refusal is not None:
+            if self._hold(method):
+                return
             raise _ConnectionError(ReplyCode.NOT_ALLOWED, refusal, method)
         self.vhost = method.virtual_host
         self._move(ConnectionState.OPEN)
@@ -348,10 +373,18 @@ class Connection:
         if isinstance(secret, bytes):
             secret = secret.decode("utf-8", "replace")
         if not self.authenticator.authenticate(self.user, secret or ""):
+            if self._hold(method):
+                return
             raise _ConnectionError(
                 ReplyCode.NOT_ALLOWED, "New secret was refused by one of the backends", method
             )
         self.send_method(0, commands.Connection.UpdateSecretOk())
+
+    def _hold(self, method: base.Frame) -> bool:
+        if not self.authenticator.hold_refusal():
+            return False
+        self._held = method
+        return True
 
     # --- channels -------------------------------------------------------------------------
 

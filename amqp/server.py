@@ -109,7 +109,15 @@ class AmqpServerProtocol(ClientSocket):
             self.connection = Connection(self._settings, self.session)
         assert self.connection is not None and self.session is not None
         self._last_read_s = time.monotonic()
-        events = self.connection.receive_data(data)
+        self._take(self.connection.receive_data(data))
+
+    def recheck(self) -> None:
+        """The session can answer the held login or vhost again (Connection.recheck)."""
+        assert self.connection is not None
+        self._take(self.connection.recheck())
+
+    def _take(self, events: list[Event]) -> None:
+        assert self.session is not None
         if events:
             self.session.events_received(events)
         self.flush()

@@ -27,9 +27,15 @@ PERMISSION_CACHE_MAX = 256  # decisions remembered per connection (publishes che
 
 
 def check_login(
-    node: Node, username: str, password: str, peer: tuple[str, int], protocol: str
+    node: Node,
+    username: str,
+    password: str,
+    peer: tuple[str, int],
+    protocol: str,
+    final: bool = True,
 ) -> bool:
-    """The user exists, the password matches, and a loopback-only user (guest) is local."""
+    """The user exists, the password matches, and a loopback-only user (guest) is local. A
+    refusal is logged when `final`: one asked again after catching up is logged then."""
     user = node.broker.query_user(username)
     if username in node.config.loopback_users and not is_loopback(peer[0]):
         reason = "user may only connect over loopback"
@@ -37,6 +43,8 @@ def check_login(
         reason = "unknown user or wrong password"
     else:
         return True
+    if not final:
+        return False
     log_event(
         log,
         "login_refused",

@@ -51,6 +51,9 @@ class Transport(typing.Protocol):
 
     def flush_soon(self) -> None: ...
 
+    def recheck(self) -> None:
+        """Have the protocol machine decide its held login again (`hold_refusal`)."""
+
 
 class ChannelError(Exception):
     """A rule the session checks itself (permissions, protocol state) is broken: the front
@@ -118,6 +121,8 @@ class ClientSession:
         self._in_flight = 0
         self._window_full = False  # proposals_in_flight_max reached, not yet half drained
         self._reading_paused = False
+        self._catching_up = False  # a refusal waits for the node to catch up: not reading
+        self._refusal_stands = False  # caught up since the refusal: the answer is final
         self._ended = False
         self._writing_paused = False  # the socket is backed up: credit is not granted back
         # (channel serial, consumer tag) -> [deliveries, bytes] written, not yet granted back
@@ -159,10 +164,45 @@ class ClientSession:
     # --- login and permissions ------------------------------------------------------------
 
     def authenticate(self, username: str, password: str) -> bool:
-        return check_login(self.node, username, password, self.protocol.peer, self.protocol_name)
+        return check_login(
+            self.node,
+            username,
+            password,
+            self.protocol.peer,
+            self.protocol_name,
+            final=self._refusal_stands,  # else hold_refusal asks again after catching up
+        )
 
     def vhost_refusal(self, username: str, vhost: str) -> str | None:
         return vhost_refusal(self.node, username, vhost)
+
+    def hold_refusal(self) -> bool:
+        """A refusal read from this node's state may miss a user, vhost or permission the
+        cluster has just added through another node, which the client, told so, uses at once
+        (RabbitMQ's metadata changes are seen on every node when they return). So the first
+        answer no waits for the node to catch up with the log (`Node.catch_up`), reading
+        paused; then the front decides again (`recheck`), and that answer stands."""
+        if self._refusal_stands:
+            self._refusal_stands = False
+            return False
+        self._catching_up = True
+        self._update_reading()
+        self.node.catch_up(self._caught_up)
+        return True
+
+    def _caught_up(self) -> None:
+        self._catching_up = False
+        if self._ended:
+            return
+        self._update_reading()
+        self._refusal_stands = True
+        self.recheck()
+        self._refusal_stands = False  # allowed this time: the next refusal waits again
+        self.protocol.flush_soon()
+
+    def recheck(self) -> None:
+        """Decide the held refusal again (`hold_refusal`): the front's part."""
+        self.protocol.recheck()
 
     def permit(self, action: str, kind: str, name: str) -> None:
         refusal = self.access.refusal(action, kind, name)
@@ -274,7 +314,7 @@ class ClientSession:
         elif self._in_flight <= window // 2:
             self._window_full = False
         blocked = self.blocked_reason is not None and self.alarm_pauses_reading
-        paused = self._window_full or blocked
+        paused = self._window_full or blocked or self._catching_up
         if paused != self._reading_paused:
             self._reading_paused = paused
             if paused:

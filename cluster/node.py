@@ -60,6 +60,7 @@ TICK_S = 0.001  # the shortest gap between two of pysyncobj's turns: batches gro
 IDLE_TICK_S = 0.025  # the longest, when no socket or sync wakes the loop earlier (timers)
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
+CATCH_UP_TIMEOUT_S = 1.0  # how long a refusal waits for the node to catch up (no majority)
 TICK_MS = 1000  # how often the leader proposes its clock (Tick)
 RESOURCE_CHECK_S = 1.0  # how often memory and free disk are compared with their limits
 ALARM_REASONS = {"memory": "low on memory", "disk": "low on disk"}  # connection.blocked reason
@@ -343,6 +344,29 @@ class Node:
 
         self.log.propose(command, on_reply)
         return await future
+
+    def catch_up(self, then: typing.Callable[[], None]) -> None:
+        """Call `then` once this node has applied everything the cluster committed before this
+        call (its own Barrier has come back applied), or after CATCH_UP_TIMEOUT_S if that takes
+        longer (no majority): a refusal read from this node's state must not miss a user,
+        vhost or permission just added through another node."""
+        done = False
+
+        def finish(_: object = None) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                timer.cancel()
+                then()
+
+        timer = asyncio.get_running_loop().call_later(CATCH_UP_TIMEOUT_S, finish)
+        self.log.propose(c.Barrier(), finish)
+
+    async def caught_up(self) -> None:
+        """`catch_up`, awaited."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.catch_up(lambda: done.set_result(None))
+        await done
 
     def management_channel(self) -> c.ChannelRef:
         """A channel identity for one management operation (declare, bind, delete)."""

@@ -34,6 +34,10 @@ def apply_bootstrap_defaults(step: Step, command: c.BootstrapDefaults) -> Reply:
     return Ok()
 
 
+def apply_barrier(step: Step, command: c.Barrier) -> Reply:
+    return Ok()  # its point is where it is in the log (commands.Barrier)
+
+
 def apply_add_vhost(step: Step, command: c.AddVhost) -> Reply:
     if command.vhost not in step.state.vhosts:
         vhost = step.state.vhosts[command.vhost] = Vhost()

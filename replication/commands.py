@@ -31,6 +31,7 @@ __all__ = [
     "MANAGEMENT_CONNECTION",
     "AddUser",
     "AddVhost",
+    "Barrier",
     "BootstrapDefaults",
     "BindExchange",
     "BindQueue",
@@ -173,6 +174,13 @@ class Tick:
     """The leader's clock, once a second: the only time the state machine knows."""
 
     now_ms: int  # milliseconds since the Unix epoch, on the proposing leader
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Barrier:
+    """Changes nothing. The node that proposed it sees it applied only after every entry the
+    cluster committed before it was proposed: a read that must not miss a change made through
+    another node (a refused login) waits for its own barrier first."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -500,6 +508,7 @@ Command = (
     | DrainCredit
     | SetPolicy
     | ClearPolicy
+    | Barrier
 )
 
 # The tag of each command is its position here: append only, never reorder (log compatibility).

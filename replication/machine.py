@@ -129,6 +129,7 @@ HANDLERS: dict[type, Handler] = {
     c.SetPermissions: access.apply_set_permissions,
     c.ClearPermissions: access.apply_clear_permissions,
     c.SetAlarm: access.apply_set_alarm,
+    c.Barrier: access.apply_barrier,
     c.SetPolicy: policy_changes.apply_set_policy,
     c.ClearPolicy: policy_changes.apply_clear_policy,
     c.Tick: clock.apply_tick,

@@ -154,10 +154,11 @@ class Engine:
         settings: V1Settings,
         mechanisms: tuple[str, ...],
         check_login: typing.Callable[[Login], str | None],
+        hold_refusal: typing.Callable[[], bool],
     ) -> None:
         self.settings = settings
         self.state = EngineState.SASL
-        self.sasl = SaslServer(mechanisms, check_login)
+        self.sasl = SaslServer(mechanisms, check_login, hold_refusal)
         self.transport = Transport(Transport.SERVER)
         self.transport.max_frame_size = settings.max_frame_bytes
         self.transport.channel_max = settings.channel_max
@@ -203,6 +204,13 @@ class Engine:
             chunk, view = view[:capacity], view[capacity:]
             self.transport.push(bytes(chunk))
         return self.events()
+
+    def recheck_login(self) -> list[V1Event]:
+        """Decide a held login again (SaslServer.recheck), then read what came after it."""
+        if self.state is not EngineState.SASL:
+            return []
+        self.sasl.recheck()
+        return self.receive_data(b"")
 
     def data_to_send(self) -> bytes:
         output = self.sasl.data_to_send()

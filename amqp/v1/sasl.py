@@ -3,7 +3,8 @@
 Proton's own SASL server offers no PLAIN without Cyrus SASL, so Warren runs this part itself:
 the client's SASL header gets ours and the mechanisms we offer, its sasl-init is checked by the
 node's authenticator, and sasl-outcome tells it the result. What the client sends after a
-successful outcome (the AMQP header onward) is handed on, unread, to the AMQP engine.
+successful outcome (the AMQP header onward) is handed on, unread, to the AMQP engine. A refused
+login may be held (`hold` says so): no outcome yet, nothing more read, until `recheck`.
 
 RabbitMQ requires SASL for AMQP 1.0: a client that opens with the bare AMQP header gets the
 SASL header back and the socket is closed (rabbitmq.com/docs/amqp, "Version Negotiation").
@@ -64,14 +65,20 @@ class SaslServer:
     """Bytes in, bytes out, until the client is authenticated (`state` DONE, with `user`)."""
 
     def __init__(
-        self, mechanisms: tuple[str, ...], check: typing.Callable[[Login], str | None]
+        self,
+        mechanisms: tuple[str, ...],
+        check: typing.Callable[[Login], str | None],
+        hold: typing.Callable[[], bool],
     ) -> None:
-        """`check` returns the user a login authenticates as, or None to refuse it."""
+        """`check` returns the user a login authenticates as, or None to refuse it; `hold`,
+        asked before a refusal, True to wait for `recheck` (the Authenticator's hold_refusal)."""
         self.mechanisms = mechanisms
         self.state = SaslState.AWAITING_HEADER
         self.user = ""
         self.mechanism = ""
         self._check = check
+        self._hold = hold
+        self._held: bytes | None = None  # the sasl-init whose refusal waits for recheck()
         self._buffer = bytearray()
         self._output = bytearray()
 
@@ -89,7 +96,7 @@ class SaslServer:
             del self._buffer[: len(SASL_HEADER)]
             self._output += SASL_HEADER + _mechanisms_frame(self.mechanisms)
             self.state = SaslState.AWAITING_INIT
-        if self.state is SaslState.AWAITING_INIT:
+        if self.state is SaslState.AWAITING_INIT and self._held is None:
             body = self._next_frame()
             if body is None:
                 return b""
@@ -99,6 +106,12 @@ class SaslServer:
             self._buffer.clear()
             return rest
         return b""
+
+    def recheck(self) -> None:
+        """Decide the held sasl-init again; `receive_data(b"")` then hands on what followed."""
+        body, self._held = self._held, None
+        if body is not None:
+            self._on_init(body)
 
     def data_to_send(self) -> bytes:
         data = bytes(self._output)
@@ -146,6 +159,9 @@ class SaslServer:
         self.mechanism = mechanism
         user = self._check(login)
         if user is None:
+            if self._hold():
+                self._held = body
+                return
             self._output += _outcome_frame(OUTCOME_AUTH)
             self.state = SaslState.FAILED
             return

@@ -31,6 +31,8 @@ class V1Session(SocketSession, typing.Protocol):
 
     def check_login(self, login: Login) -> str | None: ...
 
+    def hold_refusal(self) -> bool: ...
+
     def events_received(self, events: list[V1Event]) -> None: ...
 
 
@@ -62,7 +64,10 @@ class V1Protocol(ClientSocket):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = typing.cast(asyncio.Transport, transport)
         self.session = self._session_factory(self)
-        self.engine = Engine(self.settings, self.session.mechanisms, self.session.check_login)
+        session = self.session
+        self.engine = Engine(
+            self.settings, session.mechanisms, session.check_login, session.hold_refusal
+        )
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._on_timer)
 
     def data_received(self, data: bytes) -> None:
@@ -75,6 +80,11 @@ class V1Protocol(ClientSocket):
         return None
 
     # --- what the session calls ---------------------------------------------------------------
+
+    def recheck(self) -> None:
+        """The session can answer the held login again (Engine.recheck_login)."""
+        assert self.engine is not None
+        self._deliver(self.engine.recheck_login())
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -111,6 +111,8 @@ class V1Session(ClientSession):
         self.links: dict[Link, LinkState] = {}
         self.management = management.ManagementNode(self)
         self.client_properties: dict[str, typing.Any] = {}
+        # a refused open waiting for recheck(), and the events that came after it
+        self._held: list[V1Event] | None = None
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -134,8 +136,18 @@ class V1Session(ClientSession):
 
     # --- events -------------------------------------------------------------------------------
 
+    def recheck(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            super().recheck()  # a login, held in SASL
+        else:
+            self.events_received(held)
+
     def events_received(self, events: list[V1Event]) -> None:
-        for event in events:
+        for position, event in enumerate(events):
+            if self._held is not None:  # the open waits: so does everything after it
+                self._held += events[position:]
+                break
             try:
                 self._on_event(event)
             except Exception:
@@ -192,6 +204,9 @@ class V1Session(ClientSession):
         refusal = self.vhost_refusal(user, vhost)
         if not self.node.broker.query_vhost_exists(vhost):
             refusal = f"AMQP 1.0 connection failed: virtual host '{vhost}' does not exist"
+        if refusal is not None and self.hold_refusal():
+            self._held = [event]
+            return
         if refusal is not None:  # RabbitMQ closes the socket, in the handshake, with no frame
             for closed in self.engine.refuse_open("amqp:unauthorized-access", refusal):
                 self._on_event(closed)

@@ -88,7 +88,7 @@ class ManagementApi:
     ) -> web.StreamResponse:
         try:
             if request.path != CLUSTER_STATUS_PATH:
-                self._authenticate(request)
+                await self._authenticate(request)
             return await handler(request)
         except ApiError as error:
             response = json_response({"error": error.error, "reason": error.reason}, error.status)
@@ -96,7 +96,7 @@ class ManagementApi:
                 response.headers["WWW-Authenticate"] = 'Basic realm="RabbitMQ Management"'
             return response
 
-    def _authenticate(self, request: web.Request) -> None:
+    async def _authenticate(self, request: web.Request) -> None:
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
         try:
             username, _, password = base64.b64decode(encoded).decode().partition(":")
@@ -105,10 +105,11 @@ class ManagementApi:
         if scheme.lower() != "basic" or not username:
             raise ApiError(401, "not_authorized", "Not_Authorized")
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        if not check_login(
-            self.node, username, password, peer or (request.remote or "", 0), "http"
-        ):
-            raise ApiError(401, "not_authorized", "Login failed")
+        peer = peer or (request.remote or "", 0)
+        if not check_login(self.node, username, password, peer, "http", final=False):
+            await self.node.caught_up()  # a user just added through another node (client.py)
+            if not check_login(self.node, username, password, peer, "http"):
+                raise ApiError(401, "not_authorized", "Login failed")
         user = self.broker.query_user(username)
         assert user is not None
         if not MANAGEMENT_TAGS & set(user.tags):

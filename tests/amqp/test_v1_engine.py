@@ -32,6 +32,10 @@ def check(login: Login) -> str | None:
     return login.username if (login.username, login.password) == ("guest", "guest") else None
 
 
+def never_hold() -> bool:
+    return False
+
+
 class Pair:
     """Our engine and a proton client engine, bytes moved between them by `pump`."""
 
@@ -41,7 +45,7 @@ class Pair:
         password: str = "guest",
         settings: V1Settings | None = None,
     ) -> None:
-        self.engine = Engine(settings or V1Settings(), ("PLAIN", "ANONYMOUS"), check)
+        self.engine = Engine(settings or V1Settings(), ("PLAIN", "ANONYMOUS"), check, never_hold)
         self.client = Transport()
         self.connection = Connection()
         self.connection.hostname = "vhost:/"
@@ -161,7 +165,7 @@ def test_an_open_below_rabbitmqs_minimums_is_refused(
 ) -> None:
     """proton's client will not send these (it raises its own minimums): the frames are made.
     As RabbitMQ in its handshake, Warren sends no open or close: the socket is closed."""
-    engine = Engine(V1Settings(), ("PLAIN",), check)
+    engine = Engine(V1Settings(), ("PLAIN",), check, never_hold)
     engine.receive_data(SASL_HEADER + _plain_init(b"\x00guest\x00guest"))
     engine.data_to_send()
     events = engine.receive_data(AMQP_HEADER + _open_frame(max_frame, idle_ms))
@@ -190,14 +194,14 @@ def _open_frame(max_frame: int | None, idle_ms: int | None) -> bytes:
 
 
 def test_a_client_without_sasl_gets_the_sasl_header_and_a_close() -> None:
-    engine = Engine(V1Settings(), ("PLAIN",), check)
+    engine = Engine(V1Settings(), ("PLAIN",), check, never_hold)
     events = engine.receive_data(AMQP_HEADER)
     assert engine.data_to_send() == SASL_HEADER
     assert [type(event) for event in events] == [Closed] and engine.finished
 
 
 def test_sasl_takes_its_bytes_one_at_a_time() -> None:
-    server = SaslServer(("PLAIN",), check)
+    server = SaslServer(("PLAIN",), check, never_hold)
     init = _plain_init(b"\x00guest\x00guest")
     rest = b""
     for byte in SASL_HEADER + init + AMQP_HEADER:
@@ -207,6 +211,34 @@ def test_sasl_takes_its_bytes_one_at_a_time() -> None:
     out = server.data_to_send()
     assert out.startswith(SASL_HEADER) and b"\x00\x53\x40" in out  # our header, mechanisms
     assert out.endswith(b"\x50\x00") and b"\x00\x53\x44" in out  # sasl-outcome, code ok
+
+
+@pytest.mark.parametrize("known_by_then", [True, False])
+def test_a_held_login_answers_nothing_until_rechecked(known_by_then: bool) -> None:
+    """The first refusal is held (no outcome, what follows unread); the recheck decides."""
+    users: dict[str, str] = {}
+    holds = iter([True, False])  # the session holds the first refusal only
+
+    def check_users(login: Login) -> str | None:
+        return login.username if users.get(login.username) == login.password else None
+
+    engine = Engine(V1Settings(), ("PLAIN",), check_users, lambda: next(holds))
+    assert engine.receive_data(SASL_HEADER + _plain_init(b"\x00carol\x00pw") + AMQP_HEADER) == []
+    assert SASL_OUTCOME_MARK not in engine.data_to_send()
+    assert engine.state is EngineState.SASL
+    if known_by_then:
+        users["carol"] = "pw"
+    events = engine.recheck_login()
+    out = engine.data_to_send()
+    assert SASL_OUTCOME_MARK in out
+    if known_by_then:  # the AMQP header after the sasl-init went on to proton, which answers
+        assert engine.state is EngineState.OPENING and engine.user == "carol"
+        assert out.endswith(AMQP_HEADER)
+    else:
+        assert [type(event) for event in events] == [Closed] and engine.finished
+
+
+SASL_OUTCOME_MARK = b"\x00\x53\x44"  # the sasl-outcome performative's descriptor
 
 
 @pytest.mark.parametrize(
@@ -219,7 +251,7 @@ def test_sasl_takes_its_bytes_one_at_a_time() -> None:
     ],
 )
 def test_broken_sasl_frames_are_refused(frame: bytes, error: str) -> None:
-    server = SaslServer(("PLAIN",), check)
+    server = SaslServer(("PLAIN",), check, never_hold)
     with pytest.raises(SaslError, match=error):
         server.receive_data(SASL_HEADER + frame)
 
@@ -268,7 +300,7 @@ def mutated_session(draw: st.DrawFn) -> bytes:
 
 def check_stream(data: bytes, chunk_bytes: int) -> None:
     """However the bytes are broken, the machine answers with events and bytes, never raises."""
-    engine = Engine(V1Settings(), ("PLAIN", "ANONYMOUS"), check)
+    engine = Engine(V1Settings(), ("PLAIN", "ANONYMOUS"), check, never_hold)
     events: list[V1Event] = []
     for start in range(0, len(data), chunk_bytes):
         for event in engine.receive_data(data[start : start + chunk_bytes]):

@@ -17,6 +17,9 @@ class Gate:
     def vhost_refusal(self, username: str, vhost: str) -> str | None:
         return None if vhost == "/" else f"vhost {vhost} not found"
 
+    def hold_refusal(self) -> bool:
+        return False
+
 
 def client_frame(channel: int, value: typing.Any) -> bytes:
     return frame.marshal(value, channel)

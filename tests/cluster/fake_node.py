@@ -63,6 +63,10 @@ class FakeNode:
             None,
         )
 
+    def catch_up(self, then: typing.Callable[[], None]) -> None:
+        """As Node's: `then` runs when the barrier is committed, after what was pending."""
+        self.log.propose(broker.Barrier(), lambda _: then())
+
     def next_connection_serial(self) -> int:
         self._serial += 1
         return self._serial
@@ -89,6 +93,7 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.connection: Connection | None = None
+        self.session: Session | None = None
         self.reading = True
         self.pauses = 0
 
@@ -102,25 +107,36 @@ class FakeTransport:
     def flush_soon(self) -> None:
         pass
 
+    def recheck(self) -> None:
+        assert self.connection is not None and self.session is not None
+        self.session.events_received(self.connection.recheck())
+
 
 class Client:
     """One client connection through the real machine into a Session, frames both ways."""
 
-    def __init__(self, node: FakeNode, channel_max: int = 100) -> None:
+    def __init__(
+        self,
+        node: FakeNode,
+        channel_max: int = 100,
+        user: str = "guest",
+        password: str = "guest",
+        vhost: str = "/",
+    ) -> None:
         self.node = node
         self.transport = FakeTransport()
         self.session = Session(node, self.transport)  # type: ignore[arg-type]
         node.sessions[self.session.serial] = self.session
         self.connection = Connection(Settings(), self.session)
-        self.transport.connection = self.connection
+        self.transport.connection, self.transport.session = self.connection, self.session
         self.send(PROTOCOL_HEADER)
         self.send_method(
-            0, commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest")
+            0, commands.Connection.StartOk(mechanism="PLAIN", response=f"\0{user}\0{password}")
         )
         self.send_method(
             0, commands.Connection.TuneOk(channel_max=channel_max, frame_max=131072, heartbeat=0)
         )
-        self.send_method(0, commands.Connection.Open(virtual_host="/"))
+        self.send_method(0, commands.Connection.Open(virtual_host=vhost))
         self.received()
 
     def send(self, data: bytes) -> None:

@@ -8,7 +8,9 @@ import asyncio
 from pamqp import commands, frame
 from pamqp import header as content_header
 
+from warrenmq.amqp.connection import ConnectionState
 from warrenmq.amqp.properties import parse_properties
+from warrenmq.cluster.passwords import hash_password
 from warrenmq.replication import commands as broker
 
 from .fake_node import Client, FakeNode
@@ -185,3 +187,54 @@ def test_a_held_back_answer_is_dropped_when_the_channel_fails_before_it() -> Non
     client.send_method(1, commands.Confirm.Select())
     client.node.log.commit()
     assert [name for name, _ in client.sent()] == ["Channel.Close"]
+
+
+def carol_proposed(node: FakeNode, permissions: bool = True) -> None:
+    """User carol, as another node's management API adds her: in the log, not applied here."""
+    node.log.propose(broker.AddUser(user="carol", password_hash=hash_password("pw"), tags=()))
+    if permissions:
+        node.log.propose(
+            broker.SetPermissions(user="carol", vhost="/", configure=".*", write=".*", read=".*")
+        )
+
+
+def test_a_login_this_node_has_not_yet_applied_waits_for_it_then_goes_on() -> None:
+    """The login is held, reading paused, until the node's barrier comes back applied; then
+    it is decided again and the frames the client sent meanwhile are read."""
+    node = FakeNode()
+    carol_proposed(node)
+    client = Client(node, user="carol", password="pw")
+    assert client.methods() == [] and not client.transport.reading
+    assert isinstance(node.log.proposed[-1], broker.Barrier)
+    node.log.commit()
+    assert [method.name for method in client.methods()] == [
+        "Connection.Tune",
+        "Connection.OpenOk",
+    ]
+    assert client.transport.reading and client.session.user == "carol"
+
+
+def test_a_vhost_permission_not_yet_applied_holds_the_open_the_same_way() -> None:
+    node = FakeNode()
+    carol_proposed(node, permissions=False)
+    node.log.commit()
+    node.log.propose(
+        broker.SetPermissions(user="carol", vhost="/", configure="", write="", read="")
+    )
+    client = Client(node, user="carol", password="pw")
+    assert client.connection.state is ConnectionState.AWAITING_OPEN  # logged in, open held
+    assert client.methods() == [] and not client.transport.reading
+    node.log.commit()
+    assert [method.name for method in client.methods()] == ["Connection.OpenOk"]
+    assert sum(isinstance(command, broker.Barrier) for command in node.log.proposed) == 1
+
+
+def test_a_refusal_that_stands_after_catching_up_is_final() -> None:
+    node = FakeNode()
+    carol_proposed(node)
+    client = Client(node, user="carol", password="wrong")
+    assert not client.connection.closed
+    node.log.commit()
+    assert client.connection.closed  # no authentication_failure_close: no frame, as RabbitMQ
+    assert client.session.serial not in node.sessions  # the session has ended
+    assert sum(isinstance(command, broker.Barrier) for command in node.log.proposed) == 1

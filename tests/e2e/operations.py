@@ -42,6 +42,15 @@ def api(member: Member, user: str = "guest", password: str = "guest") -> ApiClie
     return ApiClient(f"http://{member.host}:{member.management_port}", user, password)
 
 
+def add_user_with_vhost(member: Member, user: str, vhost: str, tags: str = "") -> None:
+    """Through `member`'s API: user (password "pw"), vhost, and every permission in it."""
+    admin = api(member)
+    admin.call("PUT", f"/api/users/{user}", {"password": "pw", "tags": tags})
+    admin.call("PUT", f"/api/vhosts/{vhost}")
+    everything = {"configure": ".*", "write": ".*", "read": ".*"}
+    admin.call("PUT", f"/api/permissions/{vhost}/{user}", everything)
+
+
 def pika_connection(
     member: Member, user: str = "guest", password: str = "guest", vhost: str = "/"
 ) -> pika.BlockingConnection:

@@ -18,7 +18,7 @@ import pytest
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.local import LocalCluster
 
-from .operations import api, pika_connection, running_cluster
+from .operations import add_user_with_vhost, api, pika_connection, running_cluster
 
 PASSWORD = "alice-secret"
 
@@ -205,6 +205,24 @@ def wait_until_applied(member: Member, permissions: dict[str, str]) -> None:
     while api(member).get("/api/permissions/%2F/alice")["configure"] != permissions["configure"]:
         assert time.monotonic() < deadline_s, "the permission change never reached the node"
         time.sleep(0.02)
+
+
+def test_a_user_and_vhost_made_through_one_node_let_the_client_in_at_once_on_every_node(
+    cluster: LocalCluster,
+) -> None:
+    """As with RabbitMQ, a change the API has answered is seen everywhere: a node that has
+    not applied it yet catches up with the log before it refuses (CI once saw a 530 here)."""
+    for round_number in range(10):
+        made_on = round_number % 3
+        user, vhost = f"fresh{round_number}", f"fresh-v{round_number}"
+        add_user_with_vhost(cluster.members[made_on], user, vhost, tags="management")
+        for other in (1, 2):
+            member = cluster.members[(made_on + other) % 3]
+            if other == round_number % 2 + 1:
+                assert api(member, user, "pw").get("/api/whoami")["name"] == user
+            connection = pika_connection(member, user, "pw", vhost=vhost)
+            connection.channel().queue_declare(f"{user}.q")  # the permission is there too
+            connection.close()
 
 
 def test_deleting_a_user_or_vhost_closes_its_connections(cluster: LocalCluster) -> None:

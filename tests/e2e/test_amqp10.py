@@ -28,7 +28,7 @@ from rabbitmq_amqp_python_client.qpid.proton import Message as RabbitMessage
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.local import LocalCluster
 
-from .operations import api, pika_connection, running_cluster
+from .operations import add_user_with_vhost, api, pika_connection, running_cluster
 
 WAIT_S = 20.0
 FAILOVER_MESSAGES = 600
@@ -132,6 +132,18 @@ def test_publisher_outcomes_accepted_released_rejected(cluster: LocalCluster) ->
     routed = anonymous.send(Message(body=b"via to", address="/queues/v1.full"), error_states=[])
     assert routed.remote_state == Delivery.REJECTED  # still full
     connection.close()
+
+
+def test_a_user_and_vhost_made_through_another_node_open_at_once(cluster: LocalCluster) -> None:
+    """The login (SASL) and the open (vhost) wait for the node to catch up before refusing."""
+    for round_number in range(6):
+        user, vhost = f"v1fresh{round_number}", f"v1fresh-v{round_number}"
+        add_user_with_vhost(cluster.members[round_number % 3], user, vhost)
+        member = cluster.members[(round_number + 1) % 3]
+        connection = BlockingConnection(
+            url(member, user, "pw"), timeout=WAIT_S, virtual_host=f"vhost:{vhost}"
+        )
+        connection.close()
 
 
 def test_attach_and_login_errors(cluster: LocalCluster) -> None:
