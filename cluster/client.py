@@ -27,7 +27,14 @@ from warrenmq.replication.replies import Effect, Ignored, Refused, Reply
 if typing.TYPE_CHECKING:
     from warrenmq.cluster.node import Node
 
-__all__ = ["ChannelError", "ClientSession", "Conversation", "OnReply", "Transport"]
+__all__ = [
+    "ChannelError",
+    "ClientSession",
+    "Conversation",
+    "OnReply",
+    "PermissionRefused",
+    "Transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,10 @@ class ChannelError(Exception):
         super().__init__(text)
         self.code = code
         self.text = text
+
+
+class PermissionRefused(ChannelError):
+    """What `ClientSession.permit` raises: a refusal the front may hold (`hold_refusal`)."""
 
 
 class Conversation:
@@ -123,6 +134,7 @@ class ClientSession:
         self._reading_paused = False
         self._catching_up = False  # a refusal waits for the node to catch up: not reading
         self._refusal_stands = False  # caught up since the refusal: the answer is final
+        self._held_events: list[typing.Any] | None = None  # a held event and those after it
         self._ended = False
         self._writing_paused = False  # the socket is backed up: credit is not granted back
         # (channel serial, consumer tag) -> [deliveries, bytes] written, not yet granted back
@@ -201,13 +213,36 @@ class ClientSession:
         self.protocol.flush_soon()
 
     def recheck(self) -> None:
-        """Decide the held refusal again (`hold_refusal`): the front's part."""
-        self.protocol.recheck()
+        """Decide the held refusal again (`hold_refusal`): a held event, or the login or open
+        the protocol machine holds."""
+        held, self._held_events = self._held_events, None
+        if held is None:
+            self.protocol.recheck()
+        else:
+            self.events_received(held)
+
+    def take_events(
+        self, events: list[typing.Any], on_event: typing.Callable[[typing.Any], None]
+    ) -> None:
+        """Hand the protocol machine's events to `on_event` in order, until one is held
+        (`hold_event`): it and all that follow wait for `recheck`."""
+        for position, event in enumerate(events):
+            if self._held_events is not None:
+                self._held_events += events[position:]
+                return
+            on_event(event)
+
+    def hold_event(self, event: object) -> None:
+        """`event` was refused and `hold_refusal` said to wait: it comes again in `recheck`."""
+        self._held_events = [event]
+
+    def events_received(self, events: list[typing.Any]) -> None:
+        raise NotImplementedError
 
     def permit(self, action: str, kind: str, name: str) -> None:
         refusal = self.access.refusal(action, kind, name)
         if refusal is not None:
-            raise ChannelError(ReplyCode.ACCESS_REFUSED, refusal)
+            raise PermissionRefused(ReplyCode.ACCESS_REFUSED, refusal)
 
     def opened(self, user: str, vhost: str) -> None:
         """The client logged in to `vhost`: count and log it, and refuse it if this node has
@@ -255,6 +290,17 @@ class ClientSession:
         del self.conversations[conversation.ref.channel]
         self.node.client_counters.channels_closed += 1
         self.node.log.propose(c.CloseChannel(channel=conversation.ref))
+
+    def closed_for(self, reason: str) -> None:
+        """The protocol machine has closed the connection: say why, and end the session."""
+        log_event(
+            log,
+            "connection_closed",
+            f"connection {self.serial} closed: {reason}",
+            **self.log_fields(),
+            reason=reason,
+        )
+        self.connection_lost()
 
     def connection_lost(self) -> None:
         if self._ended:

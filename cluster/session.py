@@ -16,7 +16,6 @@ channel process (immediate=true, prefetch_size, recover with requeue=false, tx v
 
 from __future__ import annotations
 
-import logging
 import typing
 
 from pamqp import base, commands
@@ -33,8 +32,13 @@ from warrenmq.amqp.events import (
     MethodReceived,
 )
 from warrenmq.amqp.spec import ReplyCode
-from warrenmq.cluster.client import ChannelError, ClientSession, Conversation, OnReply
-from warrenmq.cluster.logs import log_event
+from warrenmq.cluster.client import (
+    ChannelError,
+    ClientSession,
+    Conversation,
+    OnReply,
+    PermissionRefused,
+)
 from warrenmq.cluster.methods import HANDLERS
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.rewriting import annotated, as_0_9_1
@@ -48,7 +52,6 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["ChannelSession", "Session"]
 
-log = logging.getLogger(__name__)
 
 TX_COMMAND_BYTES = 256  # what a buffered publish, ack or nack costs beside its body
 
@@ -98,38 +101,33 @@ class Session(ClientSession):
     # --- events from the connection machine --------------------------------------------------
 
     def events_received(self, events: list[Event]) -> None:
-        for event in events:
-            if isinstance(event, ContentReceived):
-                self._on_method(event.channel, event.method, event)
-            elif isinstance(event, MethodReceived):
-                self._on_method(event.channel, event.method, event.method)
-            elif isinstance(event, ChannelOpened):
-                channel = ChannelSession(event.channel, self.next_ref())
-                self.channels[event.channel] = channel
-                self.begin(channel)
-            elif isinstance(event, ChannelCloseReceived):
-                self._close_when_answered(event.channel)
-            elif isinstance(event, ChannelClosed):
-                self._end_channel(event.channel)
-            elif isinstance(event, ConnectionOpened):
-                capabilities = event.client_properties.get("capabilities") or {}
-                self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
-                self.blocked_notify = bool(capabilities.get("connection.blocked"))
-                self.opened(event.user, event.vhost)
-            elif isinstance(event, ConnectionClosed):
-                log_event(
-                    log,
-                    "connection_closed",
-                    f"connection {self.serial} closed: {event.reason}",
-                    **self.log_fields(),
-                    reason=event.reason,
-                )
-                self.connection_lost()
+        self.take_events(events, self._on_event)
 
-    def _on_method(self, number: int, method: base.Frame, argument: object) -> None:
-        """Run the method's handler with `argument`: the method, or for basic.publish the
-        whole ContentReceived."""
-        channel = self.channels.get(number)
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, (ContentReceived, MethodReceived)):
+            self._on_method(event)
+        elif isinstance(event, ChannelOpened):
+            channel = ChannelSession(event.channel, self.next_ref())
+            self.channels[event.channel] = channel
+            self.begin(channel)
+        elif isinstance(event, ChannelCloseReceived):
+            self._close_when_answered(event.channel)
+        elif isinstance(event, ChannelClosed):
+            self._end_channel(event.channel)
+        elif isinstance(event, ConnectionOpened):
+            capabilities = event.client_properties.get("capabilities") or {}
+            self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+            self.blocked_notify = bool(capabilities.get("connection.blocked"))
+            self.opened(event.user, event.vhost)
+        elif isinstance(event, ConnectionClosed):
+            self.closed_for(event.reason)
+
+    def _on_method(self, event: MethodReceived | ContentReceived) -> None:
+        """Run the method's handler with the method, or for basic.publish the whole
+        ContentReceived. A refused permission may wait for the node to catch up."""
+        method = event.method
+        argument = event if isinstance(event, ContentReceived) else method
+        channel = self.channels.get(event.channel)
         if channel is None:
             return  # the channel failed earlier in this read; AMQP ignores what follows
         handler = HANDLERS.get(type(method))
@@ -139,6 +137,11 @@ class Session(ClientSession):
                     ReplyCode.NOT_IMPLEMENTED, f"method '{method.name.lower()}' is not supported"
                 )
             handler(self, channel, argument)
+        except PermissionRefused as error:
+            if self.hold_refusal():
+                self.hold_event(event)
+            else:
+                self.refuse(channel, error.code, error.text, method)
         except ChannelError as error:
             self.refuse(channel, error.code, error.text, method)
 

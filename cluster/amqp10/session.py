@@ -51,8 +51,7 @@ from warrenmq.amqp.v1.message import (
 from warrenmq.amqp.v1.sasl import Login
 from warrenmq.cluster.amqp10 import management
 from warrenmq.cluster.amqp10.outcomes import condition_of, death_annotations
-from warrenmq.cluster.client import ChannelError, ClientSession, Conversation
-from warrenmq.cluster.logs import log_event
+from warrenmq.cluster.client import ChannelError, ClientSession, Conversation, PermissionRefused
 from warrenmq.replication import commands as broker
 from warrenmq.replication.replies import ChannelTimedOut, Deliver, Effect, Reply, Routed
 
@@ -111,8 +110,6 @@ class V1Session(ClientSession):
         self.links: dict[Link, LinkState] = {}
         self.management = management.ManagementNode(self)
         self.client_properties: dict[str, typing.Any] = {}
-        # a refused open waiting for recheck(), and the events that came after it
-        self._held: list[V1Event] | None = None
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
@@ -136,24 +133,16 @@ class V1Session(ClientSession):
 
     # --- events -------------------------------------------------------------------------------
 
-    def recheck(self) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            super().recheck()  # a login, held in SASL
-        else:
-            self.events_received(held)
-
     def events_received(self, events: list[V1Event]) -> None:
-        for position, event in enumerate(events):
-            if self._held is not None:  # the open waits: so does everything after it
-                self._held += events[position:]
-                break
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("connection %s: AMQP 1.0 %s failed", self.serial, event)
-                self.engine.close("amqp:internal-error", "internal error")
+        self.take_events(events, self._on_guarded_event)
         self.protocol.flush_soon()
+
+    def _on_guarded_event(self, event: V1Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("connection %s: AMQP 1.0 %s failed", self.serial, event)
+            self.engine.close("amqp:internal-error", "internal error")
 
     def _on_event(self, event: V1Event) -> None:
         if isinstance(event, Transfer):
@@ -186,14 +175,7 @@ class V1Session(ClientSession):
         elif isinstance(event, Opened):
             self._on_open(event)
         elif isinstance(event, Closed):
-            log_event(
-                log,
-                "connection_closed",
-                f"connection {self.serial} closed: {event.reason}",
-                **self.log_fields(),
-                reason=event.reason,
-            )
-            self.connection_lost()
+            self.closed_for(event.reason)
 
     def _on_open(self, event: Opened) -> None:
         user = self.engine.user
@@ -205,7 +187,7 @@ class V1Session(ClientSession):
         if not self.node.broker.query_vhost_exists(vhost):
             refusal = f"AMQP 1.0 connection failed: virtual host '{vhost}' does not exist"
         if refusal is not None and self.hold_refusal():
-            self._held = [event]
+            self.hold_event(event)
             return
         if refusal is not None:  # RabbitMQ closes the socket, in the handshake, with no frame
             for closed in self.engine.refuse_open("amqp:unauthorized-access", refusal):
@@ -238,6 +220,11 @@ class V1Session(ClientSession):
                 self._attach_publisher(state, address)
             else:
                 self._attach_consumer(state, address)
+        except PermissionRefused as error:
+            if self.hold_refusal():
+                self.hold_event(LinkOpened(link))
+            else:
+                self.link_error(link, condition_of(error.code), error_text(error))
         except (AddressError, ChannelError) as error:
             code = error.code if isinstance(error, ChannelError) else ReplyCode.NOT_FOUND
             condition = "amqp:invalid-field" if isinstance(error, AddressError) else None

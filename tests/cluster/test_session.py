@@ -238,3 +238,28 @@ def test_a_refusal_that_stands_after_catching_up_is_final() -> None:
     assert client.connection.closed  # no authentication_failure_close: no frame, as RabbitMQ
     assert client.session.serial not in node.sessions  # the session has ended
     assert sum(isinstance(command, broker.Barrier) for command in node.log.proposed) == 1
+
+
+def test_a_refused_permission_waits_too_and_what_came_after_it_waits_behind_it() -> None:
+    node = FakeNode()
+    carol_proposed(node, permissions=False)
+    node.log.propose(
+        broker.SetPermissions(user="carol", vhost="/", configure="", write="", read="")
+    )
+    node.log.commit()
+    client = Client(node, user="carol", password="pw")
+    client.send_method(1, commands.Channel.Open())
+    client.methods()
+    node.log.propose(  # the grant, through another node: not applied here yet
+        broker.SetPermissions(user="carol", vhost="/", configure=".*", write=".*", read=".*")
+    )
+    client.send(
+        frame.marshal(commands.Queue.Declare(queue="carol.q"), 1)
+        + frame.marshal(commands.Basic.Qos(prefetch_count=5), 1)
+    )
+    assert client.methods() == [] and not client.transport.reading
+    assert not any(isinstance(command, broker.Qos) for command in node.log.proposed)
+    node.log.commit()  # the grant, then the barrier: the declare is decided again
+    node.log.commit()
+    assert [method.name for method in client.methods()] == ["Queue.DeclareOk", "Basic.QosOk"]
+    assert client.transport.reading
