@@ -70,6 +70,7 @@ from warrenmq.replication.raft_wire import (
     journal_of,
     last_response_times,
     poller_of,
+    raft_clock,
     send_append_entries_now,
     snapshot_progress,
     transport_of,
@@ -263,6 +264,7 @@ class RaftLog:
         transport = transport_of(syncobj)
         journal.poll_sync()
         transport.send_synced(journal.synced_seq)
+        transport.keep_alive()
         syncobj.doTick(0.0)
         journal.begin_sync()  # what this turn wrote starts for the disk now
         self._run_outbox()
@@ -390,7 +392,7 @@ class RaftLog:
         if not self.is_leader:
             return {}
         last_response = last_response_times(self._syncobj)
-        now_s = time.monotonic()
+        now_s = raft_clock()
         return {node.id: now_s - seen_s for node, seen_s in last_response.items()}
 
     # --- applying -------------------------------------------------------------------------

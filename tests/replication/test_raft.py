@@ -20,7 +20,7 @@ from warrenmq.replication.raft import (
     RaftLog,
     RaftSettings,
 )
-from warrenmq.replication.raft_wire import journal_of, transport_of
+from warrenmq.replication.raft_wire import journal_of, raft_clock, transport_of
 from warrenmq.replication.replies import QueueDeclared, Routed
 from warrenmq.replication.state import messages_of
 
@@ -442,3 +442,60 @@ def test_a_leader_tells_its_followers_of_a_commit_before_it_applies_the_entry(
     index = next(index for kind, index in events if kind == "applied")
     told_before = events[: events.index(("applied", index))]
     assert any(kind == "told" and told >= index for kind, told in told_before)
+
+
+def election_deadline(driver: Driver) -> float:
+    deadline: float = driver.log._syncobj._SyncObj__raftElectionDeadline
+    return deadline
+
+
+def postpone_elections(drivers: list[Driver]) -> None:
+    """Election timeouts of a minute from now on: no election here comes from a timeout."""
+    for driver in drivers:
+        syncobj = driver.log._syncobj
+        conf = syncobj._SyncObj__conf
+        conf.raftMinTimeout, conf.raftMaxTimeout = 60.0, 120.0
+        syncobj._SyncObj__raftElectionDeadline = raft_clock() + 60.0
+
+
+def test_followers_that_lose_the_leaders_connection_elect_a_new_one_at_once(
+    group: Group,
+) -> None:
+    """As SIGKILL does: the dead leader's sockets close, and its followers stand for election
+    then, not after their election timeout (here a minute)."""
+    group.run([publish_command(REF, "q", b"before")])
+    postpone_elections(group.drivers)
+    leader = group.leader()
+    group.drivers.remove(leader)
+    leader.log.close()
+    group.turn_until(lambda: any(driver.log.is_leader for driver in group.drivers), 10.0)
+    group.run([publish_command(REF, "q", b"after")])
+    assert group.leader().log.broker.query_queue(VHOST, "q").ready == 2
+
+
+@pytest.mark.parametrize("candidate_behind", [True, False])
+def test_a_candidate_behind_this_follower_makes_it_stand_itself(
+    group: Group, candidate_behind: bool
+) -> None:
+    """Raft §5.4.1: such a candidate cannot have this follower's vote, so waiting for this
+    follower's own timeout would only stretch the election; a level one gets the vote."""
+    group.run([publish_command(REF, "q", b"m")])
+    postpone_elections(group.drivers)
+    leader_address = group.leader().log.leader_address
+    follower = next(driver for driver in group.drivers if not driver.log.is_leader)
+    syncobj = follower.log._syncobj
+    rival = next(node for node in syncobj.otherNodes if node.id != leader_address)
+    _, index, term = journal_of(syncobj)[-1]
+    transport_of(syncobj)._onMessageReceived(
+        rival,
+        {
+            "type": "request_vote",
+            "term": syncobj.raftCurrentTerm + 1,
+            "last_log_index": index - 1 if candidate_behind else index,
+            "last_log_term": term,
+        },
+    )
+    if candidate_behind:
+        assert election_deadline(follower) <= raft_clock()
+    else:  # the vote is granted, and that waits a whole timeout again
+        assert election_deadline(follower) > raft_clock() + 50.0
