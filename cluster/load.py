@@ -28,6 +28,7 @@ __all__ = ["Load", "LoadStats", "wait_until"]
 CONNECT_TIMEOUT_S = 3.0
 PUBLISH_TIMEOUT_S = 5.0
 RECONNECT_PAUSE_S = 0.2
+FAULT_GRACE_S = 0.5  # events in flight at a fault arrive within this after it
 DRAIN_S = 30.0  # after publishing ends, how long consumers may take to receive the rest
 
 
@@ -38,6 +39,17 @@ async def wait_until(condition: typing.Callable[[], object], timeout_s: float, w
         if time.monotonic() > deadline_s:
             raise TimeoutError(f"{what} did not happen within {timeout_s} s")
         await asyncio.sleep(0.05)
+
+
+def _pauses(times_s: list[float], after_s: float, begun_by_s: float) -> list[tuple[float, float]]:
+    """The silences between consecutive events that end after `after_s` and begin by
+    `begun_by_s`."""
+    times_s = sorted(times_s)
+    return [
+        (before, after)
+        for before, after in zip(times_s, times_s[1:], strict=False)
+        if after > after_s and before <= begun_by_s
+    ]
 
 
 @dataclass
@@ -60,20 +72,23 @@ class LoadStats:
         return sum(count - 1 for count in self.delivered.values() if count > 1)
 
     @staticmethod
-    def resumed_after(times_s: list[float], moment_s: float, window_s: float) -> float | None:
-        """How long after `moment_s` a stream resumed: the end of its longest pause spanning it.
+    def resumed_after(times_s: list[float], moment_s: float) -> float | None:
+        """How long after `moment_s` (a fault) a stream resumed: the end of the outage.
 
-        Events already in flight when a node died still arrive just after the fault; the outage
-        is the longest silence that starts before the fault (or within `window_s` after it).
+        Events already in flight at the fault still arrive just after it, so the outage is the
+        longest silence that ends after the fault and begins before FAULT_GRACE_S has passed.
+        A pause that begins later is another matter (see `longest_pause`); counting it here
+        made a later, longer pause look like the outage's end.
         """
-        times_s = sorted(times_s)
-        longest: tuple[float, float] | None = None
-        for before, after in zip(times_s, times_s[1:], strict=False):
-            if after <= moment_s or before > moment_s + window_s:
-                continue
-            if longest is None or after - before > longest[1] - longest[0]:
-                longest = (before, after)
-        return None if longest is None else longest[1] - moment_s
+        pauses = _pauses(times_s, moment_s, moment_s + FAULT_GRACE_S)
+        return None if not pauses else max(pauses, key=lambda p: p[1] - p[0])[1] - moment_s
+
+    @staticmethod
+    def longest_pause(times_s: list[float], moment_s: float, window_s: float) -> float | None:
+        """The longest silence of a stream from `moment_s` to `window_s` after it, whatever
+        caused it (the outage, or what the cluster did later, such as declaring a node lost)."""
+        pauses = _pauses(times_s, moment_s, moment_s + window_s)
+        return None if not pauses else max(after - before for before, after in pauses)
 
     def summary(self) -> str:
         return (

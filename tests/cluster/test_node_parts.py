@@ -15,6 +15,7 @@ from warrenmq.amqp.spec import ReplyCode as ProtocolReplyCode
 from warrenmq.cluster import failover, local, nemesis
 from warrenmq.cluster.config import load_config
 from warrenmq.cluster.definitions import ignored_sections, import_commands
+from warrenmq.cluster.load import LoadStats
 from warrenmq.cluster.passwords import hash_password, is_password_hash, verify_password
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.resources import ResourceMonitor
@@ -237,3 +238,14 @@ def test_the_tools_that_restart_nodes_use_ports_below_the_ephemeral_range(
     module.add_arguments(parser)
     base = parser.parse_args([]).base_port
     assert base + 2000 + 2 < local._ephemeral_ports_start()
+
+
+def test_the_outage_after_a_fault_is_the_pause_that_begins_with_it() -> None:
+    """Confirms in flight arrive just after the fault; a longer pause seconds later (a node
+    declared lost) is reported as the longest pause, not as the end of the outage."""
+    fault_s = 10.0
+    # the outage: 10.02 to 10.3; steady again, then a pause of 2.6 s from 10.7
+    times_s = [9.8, 9.9, 10.01, 10.02, 10.3, 10.4, 10.5, 10.6, 10.7, 13.3, 13.4]
+    assert LoadStats.resumed_after(times_s, fault_s) == pytest.approx(0.3)
+    assert LoadStats.longest_pause(times_s, fault_s, 8.0) == pytest.approx(2.6)
+    assert LoadStats.resumed_after([9.0, 9.5], fault_s) is None  # nothing after the fault

@@ -14,12 +14,10 @@ from warrenmq.cluster.load import Load, LoadStats, wait_until
 
 from .conftest import NODES, ContainerCluster
 
-WINDOW_S = 15.0  # how long after a fault the recovery is looked for
-
 
 def report(what: str, stats: LoadStats, fault_s: float) -> None:
-    confirms = stats.resumed_after(stats.confirm_times_s, fault_s, WINDOW_S)
-    deliveries = stats.resumed_after(stats.delivery_times_s, fault_s, WINDOW_S)
+    confirms = stats.resumed_after(stats.confirm_times_s, fault_s)
+    deliveries = stats.resumed_after(stats.delivery_times_s, fault_s)
     print(
         f"\n{what}: confirms resumed after {confirms:.2f} s, deliveries after "
         f"{deliveries:.2f} s; {stats.summary()}"
