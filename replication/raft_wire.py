@@ -68,10 +68,7 @@ SYNCOBJ_PRIVATE_ATTRIBUTES = (
     "_poller",
 )
 # followers that lost their leader's connection stand for election one after another, in
-# the order of their ids: the first this long after, each next one this far apart (the first
-# asks alone, the next only if it must). Standing at once elected a leader in 3 ms, but in 2
-# of 6 kills confirms then stalled for 4.7-7.7 s, for a reason not yet found; 0.15 s did not
-LEADER_LOST_FIRST_S = 0.15
+# the order of their ids, this far apart: the first at once, alone, the next only if it must
 LEADER_LOST_STAGGER_S = 0.1
 # every peer hears from this node at least this often. pysyncobj drops a connection it has
 # read nothing from for connectionTimeout (3.5 s), and sees that only when it next sends: the
@@ -418,7 +415,7 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
                 [syncobj.selfNode.id] + [peer.id for peer in syncobj.otherNodes if peer != node]
             )
             rank = followers.index(syncobj.selfNode.id)
-            hasten_election(syncobj, LEADER_LOST_FIRST_S + rank * LEADER_LOST_STAGGER_S)
+            hasten_election(syncobj, rank * LEADER_LOST_STAGGER_S)
 
 
 def _acknowledges(message: typing.Any) -> bool:
