@@ -332,20 +332,18 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
     def __init__(self, syncObj: typing.Any, *nodes: typing.Any) -> None:  # noqa: N803
         # SyncObj made its poller just before; the transport is the first to subscribe to it
         syncObj._poller = EpollPoller()
-        self._peers_up: dict[str, typing.Any] = {}  # connected peers by id
         self._last_sent_s: dict[str, float] = {}  # when each peer was last sent to
         super().__init__(syncObj, *nodes)
 
     def keep_alive(self) -> None:
         """Send KEEPALIVE to every connected peer not sent anything for KEEPALIVE_S."""
         now_s = time.monotonic()
-        for node_id, node in list(self._peers_up.items()):
-            if now_s - self._last_sent_s.get(node_id, 0.0) >= KEEPALIVE_S:
+        syncobj = self._syncObj
+        for node in syncobj.otherNodes:
+            if syncobj.isNodeConnected(node) and (
+                now_s - self._last_sent_s.get(node.id, 0.0) >= KEEPALIVE_S
+            ):
                 self.send(node, KEEPALIVE)
-
-    def _onNodeConnected(self, node: typing.Any) -> None:  # noqa: N802
-        self._peers_up[node.id] = node
-        super()._onNodeConnected(node)
 
     def send(self, node: typing.Any, message: typing.Any) -> bool:
         if self.isolated:
@@ -406,7 +404,6 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         or the network between the two failed. Either way heartbeats will not come; stand
         for election now rather than after the election timeout, as Ra's followers do when
         Erlang reports the leader's node down."""
-        self._peers_up.pop(node.id, None)
         super()._onNodeDisconnected(node)
         syncobj = self._syncObj
         leader = syncobj._getLeader()

@@ -20,7 +20,7 @@ from warrenmq.replication.raft import (
     RaftLog,
     RaftSettings,
 )
-from warrenmq.replication.raft_wire import journal_of, raft_clock, transport_of
+from warrenmq.replication.raft_wire import KEEPALIVE, journal_of, raft_clock, transport_of
 from warrenmq.replication.replies import QueueDeclared, Routed
 from warrenmq.replication.state import messages_of
 
@@ -499,3 +499,26 @@ def test_a_candidate_behind_this_follower_makes_it_stand_itself(
         assert election_deadline(follower) <= raft_clock()
     else:  # the vote is granted, and that waits a whole timeout again
         assert election_deadline(follower) > raft_clock() + 50.0
+
+
+def test_a_peer_not_sent_anything_for_a_second_gets_a_keepalive_that_pysyncobj_never_sees(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without it the followers' own link, silent while a leader lives, passes pysyncobj's
+    connectionTimeout and dies under the first vote request."""
+    follower = next(driver for driver in group.drivers if not driver.log.is_leader)
+    syncobj = follower.log._syncobj
+    transport = transport_of(syncobj)
+    sent: list[tuple[str, object]] = []
+    monkeypatch.setattr(transport, "send", lambda node, message: sent.append((node.id, message)))
+    transport.keep_alive()
+    assert sent == []  # both peers were sent to within the second
+    transport._last_sent_s.clear()
+    transport.keep_alive()
+    assert sorted(sent) == sorted((node.id, KEEPALIVE) for node in syncobj.otherNodes)
+    received: list[object] = []
+    monkeypatch.setattr(
+        transport, "_onMessageReceivedCallback", lambda *args: received.append(args)
+    )
+    transport._onMessageReceived(next(iter(syncobj.otherNodes)), dict(KEEPALIVE))
+    assert received == []
