@@ -56,8 +56,7 @@ EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
-TICK_S = 0.001  # the shortest gap between two of pysyncobj's turns: batches grow meanwhile
-IDLE_TICK_S = 0.025  # the longest, when no socket or sync wakes the loop earlier (timers)
+IDLE_TICK_S = 0.025  # the longest gap between two of pysyncobj's turns (its timers)
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 CATCH_UP_TIMEOUT_S = 1.0  # how long a refusal waits for the node to catch up (no majority)
@@ -451,8 +450,10 @@ class Node:
         try:
             while True:
                 self.log.tick()
-                await asyncio.sleep(TICK_S)
-                await _readable(loop, self.log.wakeup_fds, IDLE_TICK_S - TICK_S)
+                if self.log.has_work:
+                    await asyncio.sleep(0)  # clients' reads and writes first, then at once
+                else:
+                    await _readable(loop, self.log.wakeup_fds, IDLE_TICK_S)
         except Exception:
             log.critical(
                 "node %s: the Raft loop failed; exiting", self.config.node_id, exc_info=True

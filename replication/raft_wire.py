@@ -326,6 +326,9 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
 
     last_leader_contact_s = 0.0
     isolated = False
+    # a peer's message arrived in pysyncobj's last turn: it acts on most of them only in its
+    # next (a forwarded command is appended, an acknowledgement commits, a commit is applied)
+    received = False
     # messages waiting for the journal to sync: (node, message, its write sequence number)
     _held: collections.deque[tuple[typing.Any, typing.Any, int]] | None = None
 
@@ -374,6 +377,7 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == KEEPALIVE["type"]:
             return  # reading it was the point
+        self.received = True
         if kind == "append_entries":
             self.last_leader_contact_s = time.monotonic()
             clamp_commit_index(message)

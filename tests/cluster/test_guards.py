@@ -65,7 +65,7 @@ async def test_a_failing_raft_loop_ends_the_process_non_zero(
 
     monkeypatch.setattr(node_module.os, "_exit", exit_process)
     fake = types.SimpleNamespace(
-        log=types.SimpleNamespace(tick=tick, wakeup_fds=()),
+        log=types.SimpleNamespace(tick=tick, has_work=False, wakeup_fds=()),
         config=types.SimpleNamespace(node_id="n1"),
     )
     with pytest.raises(Exited) as exited:

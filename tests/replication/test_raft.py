@@ -458,6 +458,27 @@ def postpone_elections(drivers: list[Driver]) -> None:
         syncobj._SyncObj__raftElectionDeadline = raft_clock() + 60.0
 
 
+def test_a_commit_round_needs_no_timer(group: Group) -> None:
+    """A node's loop ticks when a socket or a finished sync wakes it, or at once when its
+    last tick read a peer's message (`has_work`): pysyncobj acts on a message only in the
+    turn after the one that read it. Driven by those alone, a forwarded command is appended,
+    committed, applied on the follower and answered; without `has_work` each of those hops
+    waits for a timer tick (the node's idle tick, 25 ms)."""
+    postpone_elections(group.drivers)
+    follower = next(driver for driver in group.drivers if not driver.log.is_leader)
+    replies: list = []
+    follower.log.propose(publish_command(REF, "q", b"m"), replies.append)
+    deadline_s = time.monotonic() + 10.0
+    while not replies:
+        assert time.monotonic() < deadline_s, "the round waits for a timer"
+        for driver in group.drivers:
+            woken = any(_readable(descriptor) for descriptor in driver.log.wakeup_fds)
+            if driver.scheduled or driver.log.has_work or woken:
+                driver.turn()
+        time.sleep(0.001)
+    assert replies == [Routed(1)]
+
+
 def test_followers_that_lose_the_leaders_connection_elect_a_new_one_at_once(
     group: Group,
 ) -> None:
