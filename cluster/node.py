@@ -56,7 +56,7 @@ EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
-IDLE_TICK_S = 0.025  # the longest gap between two of pysyncobj's turns (its timers)
+IDLE_TICK_S = 0.1  # the longest gap between two Raft ticks (resends, keepalives, reconnects)
 WATCH_S = 0.1  # how often the watcher looks at membership
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 CATCH_UP_TIMEOUT_S = 1.0  # how long a refusal waits for the node to catch up (no majority)
@@ -474,7 +474,7 @@ class Node:
                 if self.log.has_work:
                     await asyncio.sleep(0)  # clients' reads and writes first, then at once
                 else:
-                    await wakeup.wait(IDLE_TICK_S)
+                    await wakeup.wait(self.log.idle_wait_s(IDLE_TICK_S))
         except Exception:
             log.critical(
                 "node %s: the Raft loop failed; exiting", self.config.node_id, exc_info=True

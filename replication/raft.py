@@ -69,6 +69,7 @@ from warrenmq.replication.raft_wire import (
     clamp_commit_index,
     journal_of,
     last_response_times,
+    next_timer_s,
     poller_of,
     raft_clock,
     send_append_entries_now,
@@ -345,6 +346,12 @@ class RaftLog:
         waiting for a socket to turn readable instead would hold every hop of a commit round
         (forward, acknowledge, apply) up to a whole idle tick."""
         return transport_of(self._syncobj).received
+
+    def idle_wait_s(self, longest_s: float) -> float:
+        """How long the loop may sleep when no descriptor wakes it: until pysyncobj's next
+        timer (a leader's heartbeat, a follower's election deadline), at most `longest_s`
+        (for the timers of our own: resends, keepalives, reconnects)."""
+        return max(0.0, min(longest_s, next_timer_s(self._syncobj) - raft_clock()))
 
     @property
     def wakeup_fds(self) -> tuple[int, int]:

@@ -119,6 +119,17 @@ def hasten_election(syncobj: typing.Any, within_s: float) -> None:
         syncobj._SyncObj__raftElectionDeadline = deadline_s
 
 
+def next_timer_s(syncobj: typing.Any) -> float:
+    """When pysyncobj's next timer is due (on raft_clock): a leader's next heartbeat, or
+    anyone else's election deadline."""
+    due_s: float = (
+        syncobj._SyncObj__newAppendEntriesTime
+        if syncobj._isLeader()
+        else syncobj._SyncObj__raftElectionDeadline
+    )
+    return due_s
+
+
 def last_response_times(syncobj: typing.Any) -> dict[typing.Any, float]:
     """The leader's bookkeeping: when each follower last answered (on raft_clock)."""
     times: dict[typing.Any, float] = syncobj._SyncObj__lastResponseTime
@@ -326,8 +337,8 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
 
     last_leader_contact_s = 0.0
     isolated = False
-    # a peer's message arrived in pysyncobj's last turn: it acts on most of them only in its
-    # next (a forwarded command is appended, an acknowledgement commits, a commit is applied)
+    # pysyncobj's last turn read a peer's message that it acts on only in its next: a
+    # forwarded command to append, an acknowledgement that may commit, a commit to apply
     received = False
     # messages waiting for the journal to sync: (node, message, its write sequence number)
     _held: collections.deque[tuple[typing.Any, typing.Any, int]] | None = None
@@ -377,7 +388,6 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == KEEPALIVE["type"]:
             return  # reading it was the point
-        self.received = True
         if kind == "append_entries":
             self.last_leader_contact_s = time.monotonic()
             clamp_commit_index(message)
@@ -385,6 +395,17 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         super()._onMessageReceived(node, message)
         if stands_instead and not self._syncObj._isLeader():
             hasten_election(self._syncObj, 0.0)
+        self.received = self.received or self._acted_on_next_turn(kind, message)
+
+    def _acted_on_next_turn(self, kind: object, message: typing.Any) -> bool:
+        """Whether pysyncobj still has to act on a message it has just read, in its next
+        turn. An idle heartbeat and its answer change nothing: no turn for them."""
+        syncobj = self._syncObj
+        if kind == "append_entries":
+            return "serialized" in message or syncobj.raftCommitIndex > syncobj.raftLastApplied
+        if kind == "next_node_idx":
+            return bool(message["reset"]) or message["next_node_idx"] - 1 > syncobj.raftCommitIndex
+        return True
 
     def _is_behind(self, request_vote: dict[str, typing.Any]) -> bool:
         """A candidate of a new term (or a rival of this one's own) whose log is behind this

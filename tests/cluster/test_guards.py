@@ -65,7 +65,9 @@ async def test_a_failing_raft_loop_ends_the_process_non_zero(
 
     monkeypatch.setattr(node_module.os, "_exit", exit_process)
     fake = types.SimpleNamespace(
-        log=types.SimpleNamespace(tick=tick, has_work=False, wakeup_fds=()),
+        log=types.SimpleNamespace(
+            tick=tick, has_work=False, wakeup_fds=(), idle_wait_s=lambda longest_s: 0.0
+        ),
         config=types.SimpleNamespace(node_id="n1"),
     )
     with pytest.raises(Exited) as exited:

@@ -20,7 +20,13 @@ from warrenmq.replication.raft import (
     RaftLog,
     RaftSettings,
 )
-from warrenmq.replication.raft_wire import KEEPALIVE, journal_of, raft_clock, transport_of
+from warrenmq.replication.raft_wire import (
+    KEEPALIVE,
+    hasten_election,
+    journal_of,
+    raft_clock,
+    transport_of,
+)
 from warrenmq.replication.replies import QueueDeclared, Routed
 from warrenmq.replication.state import messages_of
 
@@ -477,6 +483,19 @@ def test_a_commit_round_needs_no_timer(group: Group) -> None:
                 driver.turn()
         time.sleep(0.001)
     assert replies == [Routed(1)]
+
+
+def test_an_idle_loop_sleeps_until_pysyncobjs_next_timer(group: Group) -> None:
+    """A leader sleeps until its next heartbeat is due, a follower until its election
+    deadline, each at most as long as the caller allows."""
+    postpone_elections(group.drivers)
+    leader = group.leader()
+    follower = next(driver for driver in group.drivers if driver is not leader)
+    leader.turn()
+    assert 0.0 <= leader.log.idle_wait_s(10.0) <= RaftSettings().append_entries_period_s
+    assert follower.log.idle_wait_s(10.0) == 10.0  # its deadline is a minute away
+    hasten_election(follower.log._syncobj, 0.0)
+    assert follower.log.idle_wait_s(10.0) == 0.0
 
 
 def test_followers_that_lose_the_leaders_connection_elect_a_new_one_at_once(
