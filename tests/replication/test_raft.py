@@ -494,8 +494,20 @@ def test_an_idle_loop_sleeps_until_pysyncobjs_next_timer(group: Group) -> None:
     leader.turn()
     assert 0.0 <= leader.log.idle_wait_s(10.0) <= RaftSettings().append_entries_period_s
     assert follower.log.idle_wait_s(10.0) == 10.0  # its deadline is a minute away
-    hasten_election(follower.log._syncobj, 0.0)
-    assert follower.log.idle_wait_s(10.0) == 0.0
+    hasten_election(follower.log._syncobj, 0.5)
+    assert 0.0 < follower.log.idle_wait_s(10.0) <= 0.5
+
+
+def test_a_node_connected_to_no_peer_does_not_spin(tmp_path: Path) -> None:
+    """Its election deadline passes and stays behind (pysyncobj stands only when connected
+    to someone): the loop sleeps its longest, as at start before the peers are up."""
+    log = unreachable_partners_log(tmp_path, partners=2)
+    try:
+        hasten_election(log._syncobj, 0.0)
+        log.tick()
+        assert log.idle_wait_s(10.0) == 10.0
+    finally:
+        log.close()
 
 
 def test_followers_that_lose_the_leaders_connection_elect_a_new_one_at_once(
