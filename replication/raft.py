@@ -350,11 +350,13 @@ class RaftLog:
     def idle_wait_s(self, longest_s: float) -> float:
         """How long the loop may sleep when no descriptor wakes it: until pysyncobj's next
         timer (a leader's heartbeat, a follower's election deadline), at most `longest_s`
-        (for the timers of our own: resends, keepalives, reconnects). A deadline that a tick
-        has left behind waits on something else (a follower connected to no peer does not
-        stand): `longest_s` then, not a loop that spins."""
-        due_in_s = next_timer_s(self._syncobj) - raft_clock()
-        return min(longest_s, due_in_s) if due_in_s > 0.0 else longest_s
+        (for the timers of our own: resends, keepalives, reconnects). A follower connected
+        to no peer waits `longest_s`: its deadline has passed, and a loop that took that as
+        due now would spin (at start, before the peers are up, or on the last node up)."""
+        due_s = next_timer_s(self._syncobj)
+        if due_s is None:
+            return longest_s
+        return max(0.0, min(longest_s, due_s - raft_clock()))
 
     @property
     def wakeup_fds(self) -> tuple[int, int]:

@@ -119,15 +119,17 @@ def hasten_election(syncobj: typing.Any, within_s: float) -> None:
         syncobj._SyncObj__raftElectionDeadline = deadline_s
 
 
-def next_timer_s(syncobj: typing.Any) -> float:
+def next_timer_s(syncobj: typing.Any) -> float | None:
     """When pysyncobj's next timer is due (on raft_clock): a leader's next heartbeat, or
-    anyone else's election deadline."""
-    due_s: float = (
-        syncobj._SyncObj__newAppendEntriesTime
-        if syncobj._isLeader()
-        else syncobj._SyncObj__raftElectionDeadline
-    )
-    return due_s
+    anyone else's election deadline. None for a follower connected to no peer: pysyncobj
+    does not stand then, however far behind its deadline is."""
+    if syncobj._isLeader():
+        heartbeat_s: float = syncobj._SyncObj__newAppendEntriesTime
+        return heartbeat_s
+    if not any(syncobj.isNodeConnected(node) for node in syncobj.otherNodes):
+        return None
+    deadline_s: float = syncobj._SyncObj__raftElectionDeadline
+    return deadline_s
 
 
 def last_response_times(syncobj: typing.Any) -> dict[typing.Any, float]:

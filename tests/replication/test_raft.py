@@ -496,6 +496,8 @@ def test_an_idle_loop_sleeps_until_pysyncobjs_next_timer(group: Group) -> None:
     assert follower.log.idle_wait_s(10.0) == 10.0  # its deadline is a minute away
     hasten_election(follower.log._syncobj, 0.5)
     assert 0.0 < follower.log.idle_wait_s(10.0) <= 0.5
+    hasten_election(follower.log._syncobj, 0.0)  # as when the leader's connection closes
+    assert follower.log.idle_wait_s(10.0) == 0.0
 
 
 def test_a_node_connected_to_no_peer_does_not_spin(tmp_path: Path) -> None:
