@@ -342,7 +342,7 @@ class RaftLog:
 
     @property
     def has_work(self) -> bool:
-        """The last tick read a peer's message, which pysyncobj acts on only in its next turn:
+        """The last tick read a peer's message that pysyncobj acts on only in its next turn:
         waiting for a socket to turn readable instead would hold every hop of a commit round
         (forward, acknowledge, apply) up to a whole idle tick."""
         return transport_of(self._syncobj).received
@@ -362,8 +362,7 @@ class RaftLog:
     def wakeup_fds(self) -> tuple[int, int]:
         """Descriptors that turn readable when a tick has work to do: a Raft socket is ready,
         or a background sync has finished (`has_work`: the last tick left some). Otherwise
-        only pysyncobj's timers (heartbeats, elections) want a tick, and a few a second at
-        their periods' scale serve them."""
+        only timers want a tick (`idle_wait_s`)."""
         return poller_of(self._syncobj).fileno(), journal_of(self._syncobj).sync_wake_fd
 
     # --- status (local views: "there could be multiple leaders at the same time") -----

@@ -121,12 +121,13 @@ def hasten_election(syncobj: typing.Any, within_s: float) -> None:
 
 def next_timer_s(syncobj: typing.Any) -> float | None:
     """When pysyncobj's next timer is due (on raft_clock): a leader's next heartbeat, or
-    anyone else's election deadline. None for a follower connected to no peer: pysyncobj
-    does not stand then, however far behind its deadline is."""
+    anyone else's election deadline. None for a follower connected to no peer (of a group of
+    more than one, pysyncobj's own rule): it does not stand then, however far behind its
+    deadline is."""
     if syncobj._isLeader():
         heartbeat_s: float = syncobj._SyncObj__newAppendEntriesTime
         return heartbeat_s
-    if not any(syncobj.isNodeConnected(node) for node in syncobj.otherNodes):
+    if not syncobj._SyncObj__connectedToAnyone():
         return None
     deadline_s: float = syncobj._SyncObj__raftElectionDeadline
     return deadline_s
