@@ -469,7 +469,7 @@ def test_a_commit_round_needs_no_timer(group: Group) -> None:
     last tick read a peer's message (`has_work`): pysyncobj acts on a message only in the
     turn after the one that read it. Driven by those alone, a forwarded command is appended,
     committed, applied on the follower and answered; without `has_work` each of those hops
-    waits for a timer tick (the node's idle tick, 25 ms)."""
+    waits for a timer (the node's idle wait)."""
     postpone_elections(group.drivers)
     follower = next(driver for driver in group.drivers if not driver.log.is_leader)
     replies: list = []
@@ -508,6 +508,16 @@ def test_a_node_connected_to_no_peer_does_not_spin(tmp_path: Path) -> None:
         hasten_election(log._syncobj, 0.0)
         log.tick()
         assert log.idle_wait_s(10.0) == 10.0
+    finally:
+        log.close()
+
+
+def test_a_group_of_one_stands_when_its_deadline_is_due(tmp_path: Path) -> None:
+    """With no peers to be connected to, pysyncobj stands all the same: no wait."""
+    log = unreachable_partners_log(tmp_path, partners=0)
+    try:
+        hasten_election(log._syncobj, 0.0)
+        assert log.idle_wait_s(10.0) == 0.0
     finally:
         log.close()
 
