@@ -15,6 +15,9 @@ reclaims in bounded steps: a sealed segment with no live body is deleted, one wh
 fell under half of its size is rewritten with its live records only, a few MiB per loop turn,
 into a temporary file that replaces it once complete and synced. One old unacked message thus
 pins its own bytes and the few around it that are still live, never the segment's dead ones.
+A segment is rewritten only once no body in it has died for a while (`quiet_s`): a consumer
+draining a backlog kills a segment's bodies in order, and rewriting it half way copied the
+other half only for it to die moments later (a drain of 100,000 wrote 62% of them again).
 
 Crash safety. A sealed segment has an index file beside it, written once it is complete and
 synced; the active one is read record by record on start, and a torn record at its end (a
@@ -32,6 +35,7 @@ import functools
 import logging
 import os
 import struct
+import time
 import typing
 import zlib
 from array import array
@@ -52,6 +56,7 @@ WRITE_BUFFER_BYTES = 1024 * 1024  # buffered writes reach the file past this, or
 READ_AHEAD_BYTES = 256 * 1024
 COMPACT_STEP_BYTES = 4 * 1024 * 1024  # what one compaction step copies at most
 COMPACT_LIVE_RATIO = 0.5  # a sealed segment below this share of live bytes is rewritten
+COMPACT_QUIET_S = 1.0  # ... once none of its bodies has died for this long
 _SUFFIX = ".seg"
 _INDEX_SUFFIX = ".idx"
 _TEMPORARY_SUFFIX = ".tmp"
@@ -82,6 +87,7 @@ class _Segment:
         self.file_bytes = 0  # written, whether flushed or still buffered
         self.buffer = bytearray()  # records not yet written to the file
         self.sealed = False
+        self.last_death_s = 0.0  # when a body in it died last (the store's clock)
         self._last_read = -2  # the position read last
         self._ahead: tuple[int, bytes] = (0, b"")  # (file offset, bytes) read ahead
 
@@ -237,9 +243,18 @@ class _Compaction:
 class BodyStore:
     """The node's message bodies: `keep`, `read`, `release`, and reclaiming in steps."""
 
-    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = SEGMENT_BYTES,
+        quiet_s: float = COMPACT_QUIET_S,
+        clock: typing.Callable[[], float] = time.monotonic,
+    ) -> None:
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.quiet_s = quiet_s
+        self._clock = clock
         directory.mkdir(parents=True, exist_ok=True)
         self._holder = Holder(self)
         self._segments: list[_Segment] = []  # by number
@@ -249,7 +264,8 @@ class BodyStore:
         # a removal that waits for the journal to sync past the releases that allow it:
         # (the journal's write sequence number when it was decided, the removal)
         self._removal: tuple[int, typing.Callable[[], None]] | None = None
-        self.reclaimable = False  # a body died since compaction last found nothing to do
+        # a body died since compaction last found nothing to do, or a segment waits to be quiet
+        self.reclaimable = False
         # what a crash left of a compaction or an index file being written
         for pattern in (f"*{_TEMPORARY_SUFFIX}", f"*{_SUFFIX}{_INDEX_SUFFIX}"):
             for leftover in directory.glob(pattern):
@@ -295,6 +311,7 @@ class BodyStore:
         if found is None:
             return
         found[0].set_live(found[1], False)
+        found[0].last_death_s = self._clock()
         self.reclaimable = True
         compaction = self._compaction
         if compaction is not None and found[0] is compaction.source:
@@ -372,7 +389,7 @@ class BodyStore:
     def compact_step(
         self, budget_bytes: int = COMPACT_STEP_BYTES, *, written: int = 0, durable: int = 0
     ) -> bool:
-        """One bounded step of reclaiming dead bodies; False when there is nothing to do.
+        """One bounded step of reclaiming dead bodies; False when there is nothing to do now.
 
         A body dies when an applied entry lets go of it, and a crash replays only the entries
         the journal has synced. So a step that deletes dead bodies from the disk waits until
@@ -386,8 +403,7 @@ class BodyStore:
                 removal()
             return True
         if self._compaction is None:
-            self.reclaimable = self._start_compaction(written)
-            return self.reclaimable
+            return self._start_compaction(written)
         compaction = self._compaction
         source, target = compaction.source, compaction.target
         copied = 0
@@ -469,17 +485,27 @@ class BodyStore:
         return segment
 
     def _start_compaction(self, written: int) -> bool:
+        """Start deleting or rewriting a segment; False if none is due. One that is not quiet
+        yet keeps the store reclaimable, so a later step looks again."""
+        waiting = False
         for segment in list(self._segments):
             if not segment.sealed:
                 continue
             if segment.live_count == 0:
                 self._removal = (written, functools.partial(self._remove_if_dead, segment))
-                return True
+                break
             if segment.live_share < COMPACT_LIVE_RATIO:
+                if self._clock() - segment.last_death_s < self.quiet_s:
+                    waiting = True
+                    continue
                 path = segment.path.with_name(segment.path.name + _TEMPORARY_SUFFIX)
                 self._compaction = _Compaction(segment, _Segment(path, segment.number))
-                return True
-        return False
+                break
+        else:
+            self.reclaimable = waiting
+            return False
+        self.reclaimable = True
+        return True
 
     def _unshadowed_segments(self) -> set[int]:
         """The numbers of the segments whose id range no newer segment's overlaps."""

@@ -57,6 +57,12 @@ def abandon(store: BodyStore) -> None:
             segment.descriptor = -1  # its number may be another file's next
 
 
+def new_store(directory: Path, **options: typing.Any) -> BodyStore:
+    """A store that rewrites a segment as soon as it qualifies: these tests are about what
+    compaction does, not when (the quiet rule has tests of its own)."""
+    return BodyStore(directory, quiet_s=0.0, **options)
+
+
 def kept(store: BodyStore, body_id: int, data: bytes) -> Body:
     body = Body(body_id, data)
     store.keep(body)
@@ -71,7 +77,7 @@ def compact_all(store: BodyStore) -> None:
 
 
 def test_a_kept_body_leaves_memory_and_reads_back(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     body = kept(store, 7, b"hello")
     assert not body.in_memory and len(body) == 5
     assert body.read() == b"hello"
@@ -81,7 +87,7 @@ def test_a_kept_body_leaves_memory_and_reads_back(tmp_path: Path) -> None:
 
 
 def test_a_body_dies_with_the_last_message_that_holds_it(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     body = kept(store, 1, b"x" * 10)
     copy = body  # a dead-lettered copy shares the Body
     del body
@@ -92,7 +98,7 @@ def test_a_body_dies_with_the_last_message_that_holds_it(tmp_path: Path) -> None
 
 def test_one_old_live_body_pins_only_its_own_bytes(tmp_path: Path) -> None:
     """rabbitmq-server#12141: one old unacked message must not pin everything after it."""
-    store = BodyStore(tmp_path, segment_bytes=64 * 1024)
+    store = new_store(tmp_path, segment_bytes=64 * 1024)
     old = kept(store, 1, b"old" * 100)
     for body_id in range(2, 2002):  # 2 MiB through, released as they go
         kept(store, body_id, bytes(1024))
@@ -104,12 +110,53 @@ def test_one_old_live_body_pins_only_its_own_bytes(tmp_path: Path) -> None:
     assert store.disk_bytes < 2 * 64 * 1024 + 2 * 1024
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_a_segment_drained_in_order_is_deleted_whole_not_rewritten(tmp_path: Path) -> None:
+    """A consumer draining a backlog kills a segment's bodies one after another: rewriting the
+    segment once half of it is dead would copy the other half just before it dies too."""
+    clock = Clock()
+    store = BodyStore(tmp_path, segment_bytes=10 * 1024, quiet_s=1.0, clock=clock)
+    backlog = [kept(store, n, bytes(1024)) for n in range(1, 31)]  # three segments
+    store.sync()
+    while backlog:
+        del backlog[0]  # one delivery acknowledged every 10 ms
+        clock.now_s += 0.01
+        store.compact_step()
+        assert not list(tmp_path.glob("*.tmp")), "a segment being drained was rewritten"
+    compact_all(store)
+    assert [path.name for path in tmp_path.glob("*.seg")] == [store._active.path.name]
+
+
+def test_a_segment_whose_bodies_stopped_dying_is_rewritten_once_quiet(tmp_path: Path) -> None:
+    """The consumer stopped half way through a segment (or one old message stays unacked):
+    a second later the segment keeps only its live bodies."""
+    clock = Clock()
+    store = BodyStore(tmp_path, segment_bytes=10 * 1024, quiet_s=1.0, clock=clock)
+    bodies = [kept(store, n, bytes([n]) * 1024) for n in range(1, 12)]  # 10 seal a segment
+    del bodies[:7]
+    clock.now_s += 0.5
+    assert store.compact_step() is False and store.reclaimable  # not quiet yet: it waits
+    clock.now_s += 0.6
+    compact_all(store)
+    assert not store.reclaimable
+    sealed = store._segments[0]
+    assert list(sealed.ids) == [8, 9, 10] and sealed.file_bytes == 3 * (RECORD.size + 1024)
+    assert [body.read() for body in bodies] == [bytes([n]) * 1024 for n in range(8, 12)]
+
+
 def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
     tmp_path: Path,
 ) -> None:
     """A crash replays only what the journal synced: the entry that let go of a body may come
     back, and with it the body's holder."""
-    store = BodyStore(tmp_path, segment_bytes=2048)
+    store = new_store(tmp_path, segment_bytes=2048)
     bodies = [kept(store, n, bytes(500)) for n in range(1, 6)]  # the first four fill a segment
     del bodies[:4]  # released by entries up to the journal's write number 10
     steps = [store.compact_step(written=10, durable=9) for _ in range(5)]
@@ -123,7 +170,7 @@ def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
 def test_a_new_state_drops_a_compaction_that_waits_for_the_journal(tmp_path: Path) -> None:
     """A follower installs a snapshot while a compaction waits to replace its segment: the
     wait ends with the compaction, not with a write to its removed temporary file."""
-    store = BodyStore(tmp_path, segment_bytes=2048)
+    store = new_store(tmp_path, segment_bytes=2048)
     bodies = [kept(store, n, bytes([n]) * 300) for n in range(1, 20)]
     del bodies[::2]
     for _ in range(50):
@@ -140,7 +187,7 @@ def test_bodies_read_in_order_come_back_exact_across_read_ahead_and_the_write_bu
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(body_store, "READ_AHEAD_BYTES", 5000)  # a few records at a time
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     expected = {n: bytes([n % 251]) * (n * 37 % 3000 + 1) for n in range(1, 400)}
     bodies = [kept(store, n, data) for n, data in expected.items()]
     store._active.flush()  # on the file up to here; the rest stays in the write buffer
@@ -154,13 +201,13 @@ def test_bodies_read_in_order_come_back_exact_across_read_ahead_and_the_write_bu
 
 
 def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path, segment_bytes=4096)
+    store = new_store(tmp_path, segment_bytes=4096)
     live = {n: kept(store, n, b"%04d" % n * 100) for n in range(1, 60)}
     for n in range(1, 60, 2):
         del live[n]
     compact_all(store)
     store.close()
-    again = BodyStore(tmp_path, segment_bytes=4096)
+    again = new_store(tmp_path, segment_bytes=4096)
     held = [Body.stored(n, 400) for n in live]  # the restored state's
     again.adopt(held)
     assert all(again.read(n) == b"%04d" % n * 100 for n in live)
@@ -168,7 +215,7 @@ def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
 
 
 def test_a_torn_record_at_the_end_is_cut_off_on_start(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     kept(store, 1, b"whole")
     kept(store, 2, b"torn body")
     store.sync()
@@ -176,7 +223,7 @@ def test_a_torn_record_at_the_end_is_cut_off_on_start(tmp_path: Path) -> None:
     (segment,) = tmp_path.glob("*.seg")
     with open(segment, "r+b") as file:
         file.truncate(os.path.getsize(segment) - 3)  # a crash in the middle of writing 2
-    again = BodyStore(tmp_path)
+    again = new_store(tmp_path)
     assert again.read(1) == b"whole"
     with pytest.raises(LookupError):
         again.read(2)
@@ -184,7 +231,7 @@ def test_a_torn_record_at_the_end_is_cut_off_on_start(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_record_is_not_believed(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     kept(store, 1, b"first")
     kept(store, 2, b"second")
     store.sync()
@@ -193,14 +240,14 @@ def test_a_corrupt_record_is_not_believed(tmp_path: Path) -> None:
     with open(segment, "r+b") as file:
         file.seek(-1, os.SEEK_END)
         file.write(b"X")  # the checksum no longer matches
-    again = BodyStore(tmp_path)
+    again = new_store(tmp_path)
     assert again.read(1) == b"first"
     with pytest.raises(LookupError):
         again.read(2)
 
 
 def test_a_compaction_cut_short_by_a_crash_leaves_the_old_segment(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path, segment_bytes=2048)
+    store = new_store(tmp_path, segment_bytes=2048)
     live = [kept(store, n, bytes([n]) * 300) for n in range(1, 20)]
     del live[::2]
     store.sync()  # what was confirmed
@@ -208,7 +255,7 @@ def test_a_compaction_cut_short_by_a_crash_leaves_the_old_segment(tmp_path: Path
     store.compact_step(budget_bytes=300)  # copies a little into the temporary file
     assert list(tmp_path.glob("*.tmp"))
     # SIGKILL now: the store is not closed; a new one starts from what is on disk
-    again = BodyStore(tmp_path, segment_bytes=2048)
+    again = new_store(tmp_path, segment_bytes=2048)
     assert not list(tmp_path.glob("*.tmp"))
     held = [Body.stored(body.id, body.size) for body in live]
     again.adopt(held)
@@ -216,13 +263,13 @@ def test_a_compaction_cut_short_by_a_crash_leaves_the_old_segment(tmp_path: Path
 
 
 def test_a_replayed_publish_finds_its_body_and_does_not_store_it_twice(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     first = kept(store, 5, b"payload")
     store.sync()
     disk_bytes = store.disk_bytes
     store.close()
     del first
-    again = BodyStore(tmp_path)
+    again = new_store(tmp_path)
     again.adopt(())  # a restart without a snapshot: nothing is live until replayed
     replayed = kept(again, 5, b"payload")
     assert replayed.read() == b"payload" and again.disk_bytes == disk_bytes
@@ -231,7 +278,7 @@ def test_a_replayed_publish_finds_its_body_and_does_not_store_it_twice(tmp_path:
 def test_a_body_kept_while_its_dead_copy_is_being_compacted_is_written_again(
     tmp_path: Path,
 ) -> None:
-    store = BodyStore(tmp_path, segment_bytes=2000)
+    store = new_store(tmp_path, segment_bytes=2000)
     bodies = {n: kept(store, n, bytes([n]) * 200) for n in range(1, 12)}  # 1-10 fill one
     for n in (2, 3, 4, 6, 7, 8):
         del bodies[n]  # the first segment falls under half live
@@ -246,7 +293,7 @@ def test_a_body_kept_while_its_dead_copy_is_being_compacted_is_written_again(
 def test_a_body_kept_twice_stays_in_memory_rather_than_being_freed_early(
     tmp_path: Path,
 ) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     first = kept(store, 3, b"one")
     second = Body(3, b"one")
     store.keep(second)
@@ -256,7 +303,7 @@ def test_a_body_kept_twice_stays_in_memory_rather_than_being_freed_early(
 
 
 def test_bodies_of_a_retired_state_release_nothing(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     old = kept(store, 1, b"shared")
     new = [Body.stored(1, 6)]  # the new state holds body 1 as well
     store.adopt(new)
@@ -274,12 +321,21 @@ class BodyStoreMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.directory = Path(self._tmp())
         self.segment_bytes = 600  # a few bodies a segment: sealing and compaction are common
-        self.store = BodyStore(self.directory, segment_bytes=self.segment_bytes)
+        self.now_s = 0.0  # the stores' clock: a segment is rewritten once quiet for 1 s of it
+        self.store = self._open()
         self.live: dict[int, Body] = {}
         self.data: dict[int, bytes] = {}
         self.synced: set[int] = set()  # kept before the last sync: a crash keeps them
         self.synced_at: tuple[Path, int] | None = None  # the active segment and its synced size
         self.next_id = 1
+
+    def _open(self) -> BodyStore:
+        return BodyStore(
+            self.directory, segment_bytes=self.segment_bytes, quiet_s=1.0, clock=self._now
+        )
+
+    def _now(self) -> float:
+        return self.now_s
 
     def _tmp(self) -> str:
         import tempfile
@@ -312,6 +368,10 @@ class BodyStoreMachine(RuleBasedStateMachine):
     def compact(self, budget: int, steps: int) -> None:
         for _ in range(steps):
             self.store.compact_step(budget_bytes=budget)
+
+    @rule(seconds=st.sampled_from([0.5, 2.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.now_s += seconds
 
     @rule()
     def sync(self) -> None:
@@ -346,7 +406,7 @@ class BodyStoreMachine(RuleBasedStateMachine):
 
     def _reopen(self, survivors: set[int]) -> None:
         abandon(self.store)  # the process is gone
-        self.store = BodyStore(self.directory, segment_bytes=self.segment_bytes)
+        self.store = self._open()
         stored = {n: Body.stored(n, len(self.data[n])) for n in self.live if n in survivors}
         self.store.adopt(stored.values())
         self.live = {n: body for n, body in self.live.items() if n not in survivors} | stored
@@ -405,7 +465,7 @@ def fanout_state() -> BrokerState:
 
 
 def test_a_body_two_queues_hold_is_one_object_after_a_snapshot_load(tmp_path: Path) -> None:
-    store = BodyStore(tmp_path)
+    store = new_store(tmp_path)
     state = fanout_state()
     store.adopt(bodies_of(messages_of(state)))  # written down, held by reference
     with loading():
