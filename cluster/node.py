@@ -204,7 +204,7 @@ async def _lock_data_dir(directory: os.PathLike[str]) -> None:
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.broker = Broker()
+        self.broker = Broker(node_id=config.node_id)
         self.sessions: dict[int, Session | V1Session] = {}
         self.incarnation = 0
         self.serving = False  # AMQP clients are welcome (announced, in the majority)

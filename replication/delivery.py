@@ -75,6 +75,8 @@ def dispatch(step: Step, queue: Queue) -> None:
         uncredited = state.uncredited.setdefault((consumer.channel, consumer.consumer_tag), [0, 0])
         uncredited[0] += 1
         uncredited[1] += len(message.body)
+        if not step.carries_out(consumer.channel):
+            continue
         step.effects.append(
             Deliver(
                 consumer.channel,

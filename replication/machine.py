@@ -156,9 +156,17 @@ HANDLERS: dict[type, Handler] = {
 
 
 class Broker(Queries):
-    def __init__(self, state: BrokerState | None = None, bodies: Keeper | None = None) -> None:
+    def __init__(
+        self,
+        state: BrokerState | None = None,
+        bodies: Keeper | None = None,
+        node_id: str | None = None,
+    ) -> None:
         self.state = state or BrokerState()
         self.bodies = bodies  # the node's body store (body_store.py); None keeps them in memory
+        # the node it runs on: deliveries to other nodes' channels are not built, as that
+        # node alone sends them (None: every effect is, as in the pure tests)
+        self.node_id = node_id
 
     def install(self, state: BrokerState) -> None:
         """Take a whole state (a snapshot); the body store learns which bodies it holds."""
@@ -186,7 +194,7 @@ class Broker(Queries):
             )
         ):
             return Applied(Ignored())
-        step = Step(state, self.bodies)
+        step = Step(state, self.bodies, self.node_id)
         try:
             reply = HANDLERS[type(command)](step, command)
         except Refusal as refusal:

@@ -72,10 +72,18 @@ def check_exclusive_access(channel: c.ChannelRef, queue: Queue) -> None:
 class Step:
     """One command being applied: the state it changes and the effects it has emitted."""
 
-    def __init__(self, state: BrokerState, bodies: Keeper | None = None) -> None:
+    def __init__(
+        self, state: BrokerState, bodies: Keeper | None = None, node_id: str | None = None
+    ) -> None:
         self.state = state
         self.effects: list[Effect] = []
         self._bodies = bodies  # the node's body store; without one, bodies stay in memory
+        self._node_id = node_id  # the node applying; None: one that carries out every effect
+
+    def carries_out(self, owner: c.ChannelRef) -> bool:
+        """Whether the node applying carries out `owner`'s effects: every other node drops
+        them, so the hot ones (deliveries) are not built for it."""
+        return self._node_id is None or owner.node == self._node_id
 
     def keep(self, body: Body) -> None:
         """The state holds a message with this body: the store writes it down."""

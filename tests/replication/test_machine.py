@@ -52,6 +52,47 @@ def test_deliveries_name_their_owner_and_count_tags_per_channel() -> None:
     ]
 
 
+def test_a_node_builds_only_the_deliveries_it_sends_and_reaches_the_same_state() -> None:
+    """Every node applies every delivery, and only the consumer's node sends it: the others
+    skip building the effect, and nothing else about the step may differ."""
+    everything, on_n2 = Harness(), Harness()
+    on_n2.broker.node_id = "n2"
+    here, there = channel_ref(1, node="n1"), channel_ref(2, connection=2, node="n2")
+    commands = [
+        declare_queue_command(here, "q"),
+        c.Qos(channel=here, prefetch_count=1, global_=False),
+        c.Consume(
+            channel=here,
+            vhost=VHOST,
+            queue="q",
+            consumer_tag="a",
+            no_ack=False,
+            exclusive=False,
+            arguments={},
+        ),
+        c.Consume(
+            channel=there,
+            vhost=VHOST,
+            queue="q",
+            consumer_tag="b",
+            no_ack=False,
+            exclusive=False,
+            arguments={},
+        ),
+        *(publish_command(here, "q", str(n).encode()) for n in range(4)),
+        c.Settle(channel=there, delivery_tag=2, multiple=True),
+    ]
+    sent: list[tuple[str, int, bytes]] = []
+    for command in commands:
+        applied, mine = everything.apply(command), on_n2.apply(command)
+        assert mine.reply == applied.reply
+        others = [e for e in applied.effects if not isinstance(e, Deliver) or e.owner == there]
+        assert mine.effects == others
+        sent += [(e.consumer_tag, e.delivery_tag, e.body.read()) for e in mine.effects]
+    assert sent == [("b", 1, b"1"), ("b", 2, b"2"), ("b", 3, b"3")]
+    assert pickle.dumps(on_n2.broker.state) == pickle.dumps(everything.broker.state)
+
+
 def test_node_up_releases_what_older_incarnations_held() -> None:
     harness = Harness()
     old = channel_ref(1, incarnation=1)
