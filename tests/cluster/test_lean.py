@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pamqp import commands, frame, header
 
@@ -96,6 +96,7 @@ def _acks(data: bytes) -> list[tuple[int, bool]]:
     return found
 
 
+@settings(deadline=None)  # a cut of 1 byte takes 60,000 reads: time is no property here
 @given(
     sizes=st.lists(st.integers(16, 20_000), min_size=1, max_size=12),
     frame_max=st.integers(4096, 8192),
