@@ -64,15 +64,19 @@ def dispatch(step: Step, queue: Queue) -> None:
     round-robin among equals; with x-single-active-consumer only to the active one."""
     state = step.state
     expire(step, queue)
+    seats: dict[int, _Seat] = {}
     while queue.ready_count:
-        consumer = _next_consumer(step, queue)
+        consumer = _next_consumer(step, queue, seats)
         if consumer is None:
             return
         entry = queue.take()
-        channel = state.channels[consumer.channel]
-        delivery_tag = hand_out(step, channel, queue, entry, consumer, consumer.no_ack)
+        seat = seats[consumer.id]
+        delivery_tag = hand_out(step, seat.channel, queue, entry, consumer, consumer.no_ack)
         message = entry.message
-        uncredited = state.uncredited.setdefault((consumer.channel, consumer.consumer_tag), [0, 0])
+        uncredited = seat.uncredited
+        if uncredited is None:
+            key = (consumer.channel, consumer.consumer_tag)
+            uncredited = seat.uncredited = state.uncredited.setdefault(key, [0, 0])
         uncredited[0] += 1
         uncredited[1] += len(message.body)
         if not step.carries_out(consumer.channel):
@@ -121,17 +125,29 @@ def annotations_of(queue: Queue, entry: Entry) -> Annotations | None:
     return Annotations(delivery_count, message.deaths, message.first_death, message.last_death)
 
 
-def _next_consumer(step: Step, queue: Queue) -> Consumer | None:
+class _Seat:
+    """A consumer's channel and undelivered credit, looked up once per `dispatch` (hashing
+    its ChannelRef twice a message cost more than the rest of the credit check)."""
+
+    __slots__ = ("channel", "uncredited")
+
+    def __init__(self, step: Step, consumer: Consumer) -> None:
+        state = step.state
+        self.channel = state.channels[consumer.channel]
+        self.uncredited = state.uncredited.get((consumer.channel, consumer.consumer_tag))
+
+
+def _next_consumer(step: Step, queue: Queue, seats: dict[int, _Seat]) -> Consumer | None:
     if queue.limits.single_active_consumer:
         active = active_consumer(queue)
-        return active if active is not None and _has_credit(step, active) else None
+        return active if active is not None and _has_credit(step, active, seats) else None
     count = len(queue.consumers)
     level = queue.top_priority
     while True:  # round-robin within a level, from where it stopped; lower levels after
         for offset in range(count):
             position = (queue.next_consumer + offset) % count
             consumer = queue.consumers[position]
-            if consumer.priority == level and _has_credit(step, consumer):
+            if consumer.priority == level and _has_credit(step, consumer, seats):
                 queue.next_consumer = (position + 1) % count
                 return consumer
         lower = [consumer.priority for consumer in queue.consumers if consumer.priority < level]
@@ -154,9 +170,11 @@ def active_consumer(queue: Queue) -> Consumer | None:
     return best
 
 
-def _has_credit(step: Step, consumer: Consumer) -> bool:
-    state = step.state
-    uncredited = state.uncredited.get((consumer.channel, consumer.consumer_tag))
+def _has_credit(step: Step, consumer: Consumer, seats: dict[int, _Seat]) -> bool:
+    seat = seats.get(consumer.id)
+    if seat is None:
+        seat = seats[consumer.id] = _Seat(step, consumer)
+    uncredited = seat.uncredited
     if uncredited is not None and (
         uncredited[0] >= DELIVERY_CREDIT_MESSAGES or uncredited[1] >= DELIVERY_CREDIT_BYTES
     ):
@@ -165,7 +183,7 @@ def _has_credit(step: Step, consumer: Consumer) -> bool:
         return True
     if consumer.prefetch_count and consumer.unacked_count >= consumer.prefetch_count:
         return False
-    channel = state.channels[consumer.channel]
+    channel = seat.channel
     return not (
         channel.global_prefetch_count and len(channel.unacked) >= channel.global_prefetch_count
     )

@@ -3,6 +3,8 @@ and giving back what a closing channel held."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from warrenmq.replication import commands as c
 from warrenmq.replication import dead_letter, delivery
 from warrenmq.replication.queue import Entry, Queue, QueueRef
@@ -44,7 +46,8 @@ Settled = list[tuple[c.ChannelRef, Unacked]]  # what was settled, with its chann
 
 def give_back_unacked(step: Step, channel: Channel) -> Settled:
     """Return everything `channel` holds to its queues, as redelivered."""
-    settled = [(channel.ref, _settle_one(step, unacked)) for unacked in channel.unacked.values()]
+    settled = [(channel.ref, unacked) for unacked in channel.unacked.values()]
+    _settle_counts(step, channel.unacked.values())
     channel.unacked.clear()
     for _, unacked in settled:
         queue = find_queue(step.state, unacked.queue)
@@ -56,9 +59,11 @@ def give_back_unacked(step: Step, channel: Channel) -> Settled:
 def redispatch(step: Step, settled: Settled) -> None:
     """Settling frees credit: dispatch every queue it may unblock, each once, in order."""
     unblocked: dict[QueueRef, None] = {}
+    looked_up: c.ChannelRef | None = None  # a multiple ack settles many of one channel
     for ref, unacked in settled:
         unblocked.setdefault(unacked.queue)
-        if unacked.consumer is not None:
+        if unacked.consumer is not None and ref is not looked_up:
+            looked_up = ref
             channel = step.state.channels.get(ref)
             for queue_ref in channel.consumers.values() if channel is not None else ():
                 unblocked.setdefault(queue_ref)
@@ -71,29 +76,45 @@ def redispatch(step: Step, settled: Settled) -> None:
 def _take_unacked(step: Step, command: c.Settle | c.Reject) -> list[Unacked]:
     channel = step.state.channels.get(command.channel)
     unacked = channel.unacked if channel is not None else {}
+    last = command.delivery_tag
     if command.multiple:
-        tags = [tag for tag in unacked if command.delivery_tag == 0 or tag <= command.delivery_tag]
-        if not tags and command.delivery_tag not in unacked and command.delivery_tag != 0:
-            raise _unknown_tag(command.delivery_tag)
-    elif command.delivery_tag in unacked:
-        tags = [command.delivery_tag]
+        if last == 0:
+            tags = list(unacked)
+        else:  # the tags ascend: those up to `last` come first
+            tags = []
+            for tag in unacked:
+                if tag > last:
+                    break
+                tags.append(tag)
+            if not tags:
+                raise _unknown_tag(last)
+    elif last in unacked:
+        tags = [last]
     else:
-        raise _unknown_tag(command.delivery_tag)
-    return [_settle_one(step, unacked.pop(tag)) for tag in tags]
+        raise _unknown_tag(last)
+    taken = [unacked.pop(tag) for tag in tags]
+    _settle_counts(step, taken)
+    return taken
 
 
 def _unknown_tag(delivery_tag: int) -> Refusal:
     return refusal(ReplyCode.PRECONDITION_FAILED, f"unknown delivery tag {delivery_tag}")
 
 
-def _settle_one(step: Step, unacked: Unacked) -> Unacked:
-    queue = find_queue(step.state, unacked.queue)
-    if queue is not None:
-        queue.unacked_count -= 1
-        consumer = find_consumer(queue, unacked.consumer)
-        if consumer is not None:
-            consumer.unacked_count -= 1
-    return unacked
+def _settle_counts(step: Step, settled: Iterable[Unacked]) -> None:
+    """The deliveries no longer count as unacknowledged for their queues and consumers
+    (counted first, so a multiple ack looks each queue and consumer up once)."""
+    counts: dict[tuple[QueueRef, int | None], int] = {}
+    for unacked in settled:
+        key = (unacked.queue, unacked.consumer)
+        counts[key] = counts.get(key, 0) + 1
+    for (ref, consumer_id), count in counts.items():
+        queue = find_queue(step.state, ref)
+        if queue is not None:
+            queue.unacked_count -= count
+            consumer = find_consumer(queue, consumer_id)
+            if consumer is not None:
+                consumer.unacked_count -= count
 
 
 def _return(step: Step, queue: Queue, entry: Entry, count_delivery: bool = True) -> None:
