@@ -115,7 +115,7 @@ class GetEmpty:
 Reply = Ok | Refused | Ignored | QueueDeclared | MessageCount | Routed | GetOk | GetEmpty
 
 
-@dataclass(slots=True)  # not frozen: a frozen init cost 2.3 µs more, once per delivery
+@dataclass(frozen=True, slots=True)
 class Deliver:
     """basic.deliver to one consumer. Only the node holding `owner`'s connection sends it."""
 
