@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import struct
 import typing
 from dataclasses import dataclass
@@ -574,35 +575,54 @@ def encode_entry(commands: typing.Sequence[Command]) -> bytes:
     return b"".join(parts)
 
 
+class _Reading(typing.NamedTuple):
+    """How decode_entry reads one command type's json fields as one version wrote them."""
+
+    written: tuple[str, ...]  # the field names, in the order that version wrote them
+    channel_fields: tuple[str, ...]  # of those, the ones that hold a ChannelRef
+    tuple_fields: tuple[str, ...]  # ... and a tuple
+    dropped: tuple[str, ...]  # ... and fields of an older version, gone since
+
+
+@functools.cache
+def _reading(version: int, command_type: type) -> _Reading:
+    layout = _LAYOUTS[command_type]
+    written = _OLDER_PLAIN.get(version, {}).get(command_type, layout.plain)
+    return _Reading(
+        written,
+        tuple(name for name in written if name in layout.channel_fields),
+        tuple(name for name in written if name in layout.tuple_fields),
+        tuple(name for name in written if name not in layout.plain),
+    )
+
+
 def decode_entry(data: bytes) -> list[Command]:
     version, count = struct.unpack_from(">BI", data, 0)
     if version not in _DECODABLE_VERSIONS:
         raise ValueError(f"log entry version {version} is not one of {sorted(_DECODABLE_VERSIONS)}")
-    older = _OLDER_PLAIN.get(version, {})
     offset = 5
     commands: list[Command] = []
     for _ in range(count):
         tag, length = _HEAD.unpack_from(data, offset)
         offset += _HEAD.size
         command_type = _COMMAND_TYPES[tag]
-        layout = _LAYOUTS[command_type]
-        plain = older.get(command_type, layout.plain)
+        reading = _reading(version, command_type)
         values = orjson.loads(data[offset : offset + length])
         offset += length
-        fields: dict[str, object] = {}
-        if len(values) > len(plain):
+        if len(values) > len(reading.written):
             raise ValueError(
-                f"{command_type.__name__} has {len(values)} fields, not <= {len(plain)}"
+                f"{command_type.__name__} has {len(values)} fields, not <= {len(reading.written)}"
             )
-        for name, value in zip(plain, values, strict=False):  # missing: defaults
-            if name not in layout.plain:
-                continue  # a field of an older version, gone since
-            if name in layout.channel_fields:
-                value = ChannelRef(*value)
-            elif name in layout.tuple_fields:
-                value = tuple(value)
-            fields[name] = value
-        for name in layout.raw:
+        fields = dict(zip(reading.written, values, strict=False))  # missing: defaults
+        for name in reading.channel_fields:
+            if name in fields:
+                fields[name] = ChannelRef(*fields[name])
+        for name in reading.tuple_fields:
+            if name in fields:
+                fields[name] = tuple(fields[name])
+        for name in reading.dropped:
+            fields.pop(name, None)
+        for name in _LAYOUTS[command_type].raw:
             (length,) = _U32.unpack_from(data, offset)
             offset += _U32.size
             fields[name] = data[offset : offset + length]
