@@ -258,6 +258,9 @@ class BodyStore:
         directory.mkdir(parents=True, exist_ok=True)
         self._holder = Holder(self)
         self._segments: list[_Segment] = []  # by number
+        # the segment `_find` found last, tried first: a drain asks for bodies in order
+        self._hint: _Segment | None = None
+        self._unshadowed: set[int] = set()  # see _unshadowed_segments
         self._compaction: _Compaction | None = None
         self._dirty = False  # written since the last sync or hand-over
         self._handed = False  # handed to a background sync (dup_unsynced) that may still run
@@ -280,6 +283,7 @@ class BodyStore:
                 segment.seal()  # the segment that was active when the node stopped
             self._segments.append(segment)
         self._active = self._new_segment()
+        self._segments_changed()
 
     # --- what the state machine calls -------------------------------------------------
 
@@ -334,7 +338,7 @@ class BodyStore:
         # A queue holds its bodies in id order, mostly: try the record after the last one
         # found before searching (1M bodies: 3.4 s of a restart went on searching), in a
         # segment no newer one overlaps: `_find` takes a body's newest copy.
-        unshadowed = self._unshadowed_segments()
+        unshadowed = self._unshadowed
         current: _Segment | None = None
         position = -1
         for body in bodies:
@@ -457,9 +461,17 @@ class BodyStore:
     # --- inside ---------------------------------------------------------------------------
 
     def _find(self, body_id: int) -> tuple[_Segment, int] | None:
+        """Where the newest copy of a body is. Copies of one id in two segments come from
+        replayed publishes; a segment whose range no newer one overlaps holds the only copy."""
+        hint = self._hint
+        if hint is not None and hint.number in self._unshadowed:
+            position = hint.position(body_id)
+            if position is not None:
+                return hint, position
         for segment in reversed(self._segments):
             position = segment.position(body_id)
             if position is not None:
+                self._hint = segment
                 return segment, position
         return None
 
@@ -477,6 +489,8 @@ class BodyStore:
             active = self._active = self._new_segment()
         active.append(body_id, data)
         self._dirty = True
+        if len(active.ids) == 1:  # where its ids begin is known now
+            self._segments_changed()
 
     def _new_segment(self) -> _Segment:
         number = self._segments[-1].number + 1 if self._segments else 1
@@ -508,17 +522,24 @@ class BodyStore:
         return True
 
     def _unshadowed_segments(self) -> set[int]:
-        """The numbers of the segments whose id range no newer segment's overlaps."""
+        """The numbers of the segments whose id range no newer segment's overlaps (the active
+        segment's range taken as open-ended: it grows)."""
         segments = self._segments
         return {
             segment.number
             for at, segment in enumerate(segments)
             if segment.ids
             and not any(
-                newer.ids and newer.ids[0] <= segment.ids[-1] and segment.ids[0] <= newer.ids[-1]
+                newer.ids
+                and newer.ids[0] <= segment.ids[-1]
+                and (newer is self._active or segment.ids[0] <= newer.ids[-1])
                 for newer in segments[at + 1 :]
             )
         }
+
+    def _segments_changed(self) -> None:
+        self._unshadowed = self._unshadowed_segments()
+        self._hint = None
 
     def _abandon_compaction(self) -> None:
         """Drop a compaction under way, and a removal still waiting for the journal (it was
@@ -532,6 +553,7 @@ class BodyStore:
         if segment.live_count == 0:  # a replayed publish may have kept a body again
             self._segments.remove(segment)
             segment.remove()
+            self._segments_changed()
 
     def _finish_compaction(self, compaction: _Compaction) -> None:
         source, target = compaction.source, compaction.target
@@ -544,6 +566,7 @@ class BodyStore:
         source.descriptor = -1
         self._segments[self._segments.index(source)] = target
         self._compaction = None
+        self._segments_changed()
         log.info(
             "body segment %d compacted: %d live bodies, %d bytes",
             target.number,

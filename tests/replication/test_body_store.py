@@ -151,6 +151,25 @@ def test_a_segment_whose_bodies_stopped_dying_is_rewritten_once_quiet(tmp_path: 
     assert [body.read() for body in bodies] == [bytes([n]) * 1024 for n in range(8, 12)]
 
 
+def test_a_body_kept_twice_is_released_in_its_newest_copy_whatever_was_found_last(
+    tmp_path: Path,
+) -> None:
+    """`_find` tries the segment it found last first. A publish replayed while its dead copy's
+    segment is being compacted is written again, into a newer segment: the older one holds a
+    copy too, and finding something else there last must not make it the answer."""
+    store = new_store(tmp_path, segment_bytes=2048)
+    bodies = [kept(store, n, bytes([n]) * 500) for n in range(1, 6)]  # 1-4 fill a segment
+    del bodies[:3]
+    store.compact_step()  # starts rewriting the first segment; nothing copied yet
+    replayed = kept(store, 3, bytes([3]) * 500)  # its dead copy waits in the first segment
+    assert store.read(4) == bytes([4]) * 500  # found last: the first segment
+    assert store.live_count == 3
+    del replayed
+    assert store.live_count == 2
+    compact_all(store)
+    assert [body.read() for body in bodies] == [bytes([4]) * 500, bytes([5]) * 500]
+
+
 def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
     tmp_path: Path,
 ) -> None:
