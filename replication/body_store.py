@@ -261,6 +261,7 @@ class BodyStore:
         # the segment `_find` found last, tried first: a drain asks for bodies in order
         self._hint: _Segment | None = None
         self._unshadowed: set[int] = set()  # see _unshadowed_segments
+        self._highest_id = 0  # no segment holds a higher id: a new publish's is not stored
         self._compaction: _Compaction | None = None
         self._dirty = False  # written since the last sync or hand-over
         self._handed = False  # handed to a background sync (dup_unsynced) that may still run
@@ -463,6 +464,8 @@ class BodyStore:
     def _find(self, body_id: int) -> tuple[_Segment, int] | None:
         """Where the newest copy of a body is. Copies of one id in two segments come from
         replayed publishes; a segment whose range no newer one overlaps holds the only copy."""
+        if body_id > self._highest_id:
+            return None
         hint = self._hint
         if hint is not None and hint.number in self._unshadowed:
             position = hint.position(body_id)
@@ -489,6 +492,7 @@ class BodyStore:
             active = self._active = self._new_segment()
         active.append(body_id, data)
         self._dirty = True
+        self._highest_id = max(self._highest_id, body_id)
         if len(active.ids) == 1:  # where its ids begin is known now
             self._segments_changed()
 
@@ -540,6 +544,9 @@ class BodyStore:
     def _segments_changed(self) -> None:
         self._unshadowed = self._unshadowed_segments()
         self._hint = None
+        self._highest_id = max(
+            (segment.ids[-1] for segment in self._segments if segment.ids), default=0
+        )
 
     def _abandon_compaction(self) -> None:
         """Drop a compaction under way, and a removal still waiting for the journal (it was
