@@ -89,6 +89,12 @@ def route(
     headers: c.Arguments | None,
 ) -> list[Queue]:
     """The queues one message reaches: each routing key walks the exchanges on its own."""
+    if exchange.name == "" and len(routing_keys) == 1:
+        # the default exchange has no bindings (it takes none), and its alternate applies
+        # only to what it cannot route: the queue named, if there is one, is the answer
+        queue = vhost.queues.get(routing_keys[0])
+        if queue is not None:
+            return [queue]
     found: dict[str, Queue] = {}
     visited: set[str] = set()
 
