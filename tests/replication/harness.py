@@ -63,6 +63,15 @@ def publish_command(
     )
 
 
+def consume_command(
+    channel: c.ChannelRef, queue: str, consumer_tag: str, **fields: typing.Any
+) -> c.Consume:
+    options = {"no_ack": False, "exclusive": False, "arguments": {}, **fields}
+    return c.Consume(
+        channel=channel, vhost=VHOST, queue=queue, consumer_tag=consumer_tag, **options
+    )
+
+
 class Harness:
     def __init__(self) -> None:
         self.broker = Broker()
@@ -110,13 +119,5 @@ class Harness:
         exclusive: bool = False,
     ) -> Applied:
         return self.apply(
-            c.Consume(
-                channel=channel,
-                vhost=VHOST,
-                queue=queue,
-                consumer_tag=consumer_tag,
-                no_ack=no_ack,
-                exclusive=exclusive,
-                arguments={},
-            )
+            consume_command(channel, queue, consumer_tag, no_ack=no_ack, exclusive=exclusive)
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from warrenmq.replication import commands as c
 from warrenmq.replication.replies import Deliver, Refused, Routed
 
-from .harness import VHOST, Harness, channel_ref
+from .harness import VHOST, Harness, channel_ref, consume_command
 
 LINK = channel_ref(c.LINK_CHANNEL_BASE + 1)
 QUORUM = {"x-queue-type": "quorum"}
@@ -17,20 +17,7 @@ def deliveries(applied: object) -> list[Deliver]:
 
 
 def consume_on_credit(harness: Harness, credit: int) -> list[Deliver]:
-    return deliveries(
-        harness.apply(
-            c.Consume(
-                channel=LINK,
-                vhost=VHOST,
-                queue="q",
-                consumer_tag="link",
-                no_ack=False,
-                exclusive=False,
-                arguments={},
-                credit=credit,
-            )
-        )
-    )
+    return deliveries(harness.apply(consume_command(LINK, "q", "link", credit=credit)))
 
 
 def filled(messages: int) -> Harness:
