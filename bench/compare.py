@@ -94,7 +94,9 @@ def run_workloads(name: str, urls: list[str]) -> list[dict]:
             f"{name:>8} {label:>16}: confirmed {report['confirmed_per_s']:>8}/s, consumed while "
             f"publishing {report['consumed_while_publishing_per_s']:>8}/s, confirm p50/p99 "
             f"{report['confirm_latency_ms'].get('p50')}/{report['confirm_latency_ms'].get('p99')}"
-            f" ms, lost {report['lost']}, busiest client {client_cpu_max(report)}% of a core",
+            f" ms, lost {report['lost']} (left in the queues {report['left_in_queues']}, client"
+            f" errors {report['client_errors']}), busiest client {client_cpu_max(report)}%"
+            " of a core",
             flush=True,
         )
         reports.append(report)

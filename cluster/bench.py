@@ -324,6 +324,24 @@ def _declare(options: dict[str, typing.Any]) -> None:
         connection.close()
 
 
+def _left_in_queues(options: dict[str, typing.Any]) -> int | None:
+    """The messages the queues still hold after the drain (unacked ones went back when their
+    consumers closed): a confirmed message counted lost but left here was not lost by the
+    broker, its consumer gave up waiting. None if no node answers."""
+    for url in options["consume_urls"]:
+        try:
+            connection = lean.Connection(*_endpoint(url))
+        except (OSError, RuntimeError, ConnectionError):
+            continue
+        try:
+            return sum(connection.message_count(queue) for queue in _queues(options))
+        except (OSError, RuntimeError, ConnectionError):
+            continue
+        finally:
+            connection.close()
+    return None
+
+
 def run(arguments: argparse.Namespace) -> int:
     problem = _problem(arguments)
     if problem:
@@ -360,6 +378,7 @@ def run(arguments: argparse.Namespace) -> int:
     counters.start_s.value = time.time() + 0.2
     collected = _collect(arguments, processes, counters, results)
     report = _report(arguments, collected)
+    report["left_in_queues"] = _left_in_queues(options)
     if arguments.json:
         print(json.dumps(report, indent=2))
     else:
@@ -531,7 +550,8 @@ def _print_report(report: dict[str, typing.Any]) -> None:
         print(f"{name}: {report[name]}")
     print(
         f"published {report['published']}, confirmed {report['confirmed']}, consumed "
-        f"{report['consumed']}, lost {report['lost']}, duplicated {report['duplicated']}, "
+        f"{report['consumed']}, lost {report['lost']} (left in the queues "
+        f"{report['left_in_queues']}), duplicated {report['duplicated']}, "
         f"client errors {report['client_errors']}"
     )
     print(f"client CPU (% of one core over the publishing seconds): {report['client_cpu_percent']}")

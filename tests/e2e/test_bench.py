@@ -10,12 +10,11 @@ import sys
 from .conftest import RunningNode
 
 
-def _bench(node: RunningNode, tmp_path, *arguments: str) -> dict:
+def _bench(node: RunningNode, tmp_path, *arguments: str, lossless: bool = True) -> dict:
     command = [sys.executable, "-m", "warrenmq.cluster.cli", "bench", "--url", node.url]
     command += ["--duration", "1.5", "--drain-idle-s", "1", "--json", *arguments]
-    done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True
-    )
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == (0 if lossless else 1), done.stderr  # 1: a message went missing
     return json.loads(done.stdout)
 
 
@@ -23,12 +22,23 @@ def test_bench_reports_rates_latencies_and_no_loss(node: RunningNode, tmp_path) 
     report = _bench(node, tmp_path, "--producers", "2", "--consumers", "2", "--size", "16")
     assert report["confirmed"] > 0 and report["published"] == report["confirmed"]
     assert report["consumed"] == report["confirmed"]
-    assert report["lost"] == 0 and report["duplicated"] == 0
+    assert report["lost"] == 0 and report["duplicated"] == 0 and report["left_in_queues"] == 0
     for latency in ("confirm_latency_ms", "end_to_end_latency_ms"):
         assert set(report[latency]) == {"p50", "p95", "p99", "max", "mean"}
     assert report["workload"]["size"] == 16 and report["workload"]["confirm"] == 1000
     assert 0 < report["confirmed_per_s"] and 0 < report["consumed_while_publishing_per_s"]
     assert len(report["client_cpu_percent"]["producers"]) == 2
+
+
+def test_bench_tells_a_message_the_consumers_missed_from_one_the_broker_lost(
+    node: RunningNode, tmp_path
+) -> None:
+    """With no consumer every confirmed message counts as lost to the run: the queue still
+    holds each of them, and the report says so."""
+    arguments = ("--producers", "1", "--consumers", "0", "--size", "16")
+    report = _bench(node, tmp_path, *arguments, lossless=False)
+    assert report["confirmed"] > 0 and report["consumed"] == 0
+    assert report["lost"] == report["confirmed"] == report["left_in_queues"]
 
 
 def test_bench_fans_out_to_a_pattern_of_queues_with_multiple_acks(
