@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import typing
+from array import array
 from collections.abc import Iterable, Iterator
 
-__all__ = ["Body", "Holder", "Keeper", "bodies_of", "loading"]
+__all__ = ["Body", "Holder", "Keeper", "as_columns", "from_columns", "loading"]
 
 # While a snapshot is loaded (`loading`): the bodies made so far by id, so that every reference
 # to one body in the snapshot gets the one object (two would each release it).
@@ -127,11 +128,36 @@ class Body:
         return f"Body({self.id}, {self.size} bytes)"
 
 
-def bodies_of(messages: Iterable[typing.Any]) -> Iterator[Body]:
-    """The distinct bodies of `messages` (a dead-lettered copy shares its original's)."""
-    seen: set[int] = set()
-    for message in messages:
-        body = message.body
-        if id(body) not in seen:
-            seen.add(id(body))
-            yield body
+# How a queue's backlog pickles its bodies (queue.py): a million of them, one __reduce__ and one
+# Body.stored call each, took 3 s of a snapshot and 1 s of a restart; columns take milliseconds
+# to write, and one loop here to read.
+Columns = tuple["array[int]", "array[int]", dict[int, Body]]
+
+
+def as_columns(bodies: list[Body]) -> Columns:
+    """The bodies' ids and sizes, and those still holding their bytes by position."""
+    ids = array("q", [body.id for body in bodies])
+    sizes = array("q", [body.size for body in bodies])
+    in_memory = {position: body for position, body in enumerate(bodies) if body._data is not None}
+    return ids, sizes, in_memory
+
+
+def from_columns(ids: array[int], sizes: array[int], in_memory: dict[int, Body]) -> list[Body]:
+    """`as_columns` undone; as `Body.stored`, a body named twice in a snapshot is one object."""
+    loaded = _loaded
+    if in_memory or loaded is None or not loaded.keys().isdisjoint(ids) or _repeats(ids):
+        bodies = [Body.stored(body_id, size) for body_id, size in zip(ids, sizes, strict=True)]
+        for position, body in in_memory.items():
+            bodies[position] = body
+        return bodies
+    # each id new: no lookup per body (a restart makes a million of them here)
+    new = Body.__new__
+    bodies = [new(Body) for _ in ids]
+    for body, body_id, size in zip(bodies, ids, sizes, strict=True):
+        body.id, body.size, body._data, body._holder = body_id, size, None, None
+    loaded.update(zip(ids, bodies, strict=True))
+    return bodies
+
+
+def _repeats(ids: array[int]) -> bool:
+    return len(set(ids)) != len(ids)

@@ -31,10 +31,11 @@ def enqueue(step: Step, queue: Queue, message: Message, now_ms: int) -> bool:
         if overflow == "reject-publish-dlx":
             dead_letter.dead_letter(step, queue, message, "maxlen")
         return False
-    entry = queue.append(message, now_ms)
+    seq = queue.append(message, now_ms)
     trim(step, queue)
     dispatch(step, queue)
-    if not queue.limits.quorum and entry.expires_at_ms == now_ms and queue.head() is entry:
+    head = queue.head() if not queue.limits.quorum else None
+    if head is not None and head.seq == seq and head.expires_at_ms == now_ms:
         # a TTL of 0 in a classic queue: RabbitMQ docs, TTL: such a message expires at once
         # unless a consumer takes it at once (quorum queues expire it by the clock only)
         dead_letter.dead_letter(step, queue, queue.take().message, "expired")

@@ -56,7 +56,7 @@ from warrenmq.replication import (
     settle,
 )
 from warrenmq.replication import commands as c
-from warrenmq.replication.body import Keeper, bodies_of
+from warrenmq.replication.body import Keeper
 from warrenmq.replication.delivery import DELIVERY_CREDIT_BYTES, DELIVERY_CREDIT_MESSAGES
 from warrenmq.replication.exchanges import EXCHANGE_TYPES
 from warrenmq.replication.queries import Queries
@@ -79,7 +79,7 @@ from warrenmq.replication.state import (
     Unacked,
     User,
     Vhost,
-    messages_of,
+    bodies_held,
     upgrade_state,
 )
 from warrenmq.replication.step import INTERNAL_ERROR, Refusal, ReplyCode, Step
@@ -172,7 +172,7 @@ class Broker(Queries):
         """Take a whole state (a snapshot); the body store learns which bodies it holds."""
         self.state = state
         if self.bodies is not None:
-            self.bodies.adopt(bodies_of(messages_of(state)))
+            self.bodies.adopt(bodies_held(state))
 
     def apply(self, meta: Meta, command: c.Command) -> Applied:
         """The one entry point: apply `command`, the log's entry `meta.index`."""

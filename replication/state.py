@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from warrenmq.replication import commands as c
 from warrenmq.replication.body import Body
+from warrenmq.replication.message import Message
 from warrenmq.replication.queue import Entry, Queue, QueueRef
-from warrenmq.replication.replies import Death
 
 __all__ = [
     "FULL_ACCESS",
@@ -35,6 +35,7 @@ __all__ = [
     "Unacked",
     "User",
     "Vhost",
+    "bodies_held",
     "messages_of",
     "upgrade_state",
 ]
@@ -69,20 +70,6 @@ class Permission:
 
 
 FULL_ACCESS = Permission(".*", ".*", ".*")  # everything: the default user in the default vhost
-
-
-@dataclass(slots=True)
-class Message:
-    exchange: str  # exchange the publisher named (the dead-letter exchange, once dead-lettered)
-    routing_key: str  # routing key the publisher gave (or the dead-letter routing key)
-    properties: bytes  # encoded content properties, delivered as received
-    body: Body  # the bytes are in the node's body store (body.py)
-    headers: c.Arguments | None = None  # the headers table, plain, for headers-exchange routing
-    deaths: tuple[Death, ...] = ()  # x-death, most recent first
-    first_death: Death | None = None  # the first dead-lettering (x-first-death-*)
-    last_death: Death | None = None  # the latest (x-last-death-*)
-    expiration: str | None = None  # the expiration property (ms), until dead-lettered
-    priority: int = 0  # the priority property
 
 
 @dataclass(slots=True)
@@ -219,10 +206,33 @@ def new_id(state: BrokerState) -> int:
 
 
 def messages_of(state: BrokerState) -> Iterator[Message]:
-    """Every message the state holds: ready, unacked, dead letters waiting, delayed."""
+    """Every message the state holds: ready, unacked, dead letters waiting, delayed (those of a
+    queue's backlog built anew from its columns)."""
     for vhost in state.vhosts.values():
         for queue in vhost.queues.values():
             yield from (entry.message for entry in queue.ready)
+    yield from _messages_beyond_backlogs(state)
+
+
+def bodies_held(state: BrokerState) -> Iterator[Body]:
+    """The distinct bodies the state holds (a dead-lettered or fanned-out copy shares one)."""
+    seen: set[int] = set()
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
+            for body in queue.ready.bodies():
+                if id(body) not in seen:
+                    seen.add(id(body))
+                    yield body
+    for message in _messages_beyond_backlogs(state):
+        if id(message.body) not in seen:
+            seen.add(id(message.body))
+            yield message.body
+
+
+def _messages_beyond_backlogs(state: BrokerState) -> Iterator[Message]:
+    """The messages held as objects: returned, dead letters waiting, delayed, unacked."""
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
             yield from (entry.message for _, entry in queue.returned)
             yield from (pending.message for pending in queue.dead_letters)
         for exchange in vhost.exchanges.values():
@@ -262,13 +272,19 @@ def _bodies_by_reference(state: BrokerState) -> None:
     memory, numbered below zero in the state's order (alike on every node), which the store
     writes when it adopts the state; copies of one message shared one bytes object."""
     bodies: dict[int, Body] = {}
-    for message in messages_of(state):
+
+    def by_reference(data: bytes) -> Body:
+        body = bodies.get(id(data))
+        if body is None:
+            body = bodies[id(data)] = Body(-1 - len(bodies), data)
+        return body
+
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
+            queue.ready.replace_bytes(by_reference)
+    for message in _messages_beyond_backlogs(state):
         if isinstance(message.body, bytes):
-            data: bytes = message.body
-            body = bodies.get(id(data))
-            if body is None:
-                body = bodies[id(data)] = Body(-1 - len(bodies), data)
-            message.body = body
+            message.body = by_reference(message.body)
 
 
 def _number_queues_and_consumers(state: BrokerState) -> None:

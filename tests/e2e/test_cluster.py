@@ -19,10 +19,9 @@ import pytest
 from warrenmq.cluster.config import Member
 from warrenmq.cluster.load import Load, wait_until
 from warrenmq.cluster.local import LocalCluster
-from warrenmq.replication.body import bodies_of
 from warrenmq.replication.body_store import BodyStore
 from warrenmq.replication.raft_snapshot import load_snapshot
-from warrenmq.replication.state import messages_of
+from warrenmq.replication.state import bodies_held, messages_of
 
 from .operations import READY_S, running_cluster
 
@@ -267,8 +266,7 @@ def stored_bodies(data_dir: Path) -> list[bytes]:
     state = load_snapshot(data_dir / "raft.snapshot")[0][1]
     store = BodyStore(data_dir / "bodies")
     try:
-        messages = list(messages_of(state))
-        store.adopt(bodies_of(messages))
-        return [message.body.read() for message in messages]
+        store.adopt(bodies_held(state))
+        return [message.body.read() for message in messages_of(state)]
     finally:
         store.close()

@@ -19,10 +19,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from warrenmq.replication import body_store
 from warrenmq.replication import commands as c
-from warrenmq.replication.body import Body, bodies_of, loading
+from warrenmq.replication.body import Body, loading
 from warrenmq.replication.body_store import RECORD, BodyStore
 from warrenmq.replication.queue import Queue
-from warrenmq.replication.state import BrokerState, messages_of
+from warrenmq.replication.state import BrokerState, bodies_held
 
 from .harness import VHOST, Harness, channel_ref
 
@@ -486,11 +486,11 @@ def fanout_state() -> BrokerState:
 def test_a_body_two_queues_hold_is_one_object_after_a_snapshot_load(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     state = fanout_state()
-    store.adopt(bodies_of(messages_of(state)))  # written down, held by reference
+    store.adopt(bodies_held(state))  # written down, held by reference
     with loading():
         restored = pickle.loads(pickle.dumps(state, protocol=5))
-    store.adopt(bodies_of(messages_of(restored)))
-    a, b = (restored.vhosts[VHOST].queues[name].ready[0].message.body for name in "ab")
+    store.adopt(bodies_held(restored))
+    a, b = (restored.vhosts[VHOST].queues[name].head().message.body for name in "ab")
     assert a is b and not a.in_memory
     assert a.read() == b"to both"
     assert restored == state
