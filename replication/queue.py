@@ -118,8 +118,10 @@ class Backlog:
         shape = _shape(message)
         if self._count:
             previous = chunks[-1].shapes[-1]
-            if previous == shape:
-                shape = previous  # one tuple for a run of equal shapes
+            # one tuple for a run of equal shapes; the headers only if the same table, since
+            # equal is not alike there: {"a": 1} == {"a": True} == {"a": 1.0}
+            if previous is not None and previous[3] is shape[3] and previous == shape:
+                shape = previous
         if not chunks or len(chunks[-1].seqs) == BACKLOG_CHUNK:
             chunks.append(_Chunk())
         chunk = chunks[-1]

@@ -3,6 +3,7 @@ back whole, pickled as columns, and letting go of each body as it leaves."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import typing
 from collections import deque
@@ -107,3 +108,16 @@ def test_a_message_taken_from_the_backlog_lets_go_of_its_body(tmp_path: Path) ->
     assert store.live_count == 2  # one delivered and unacked, one waiting
     assert harness.broker.query_queue(VHOST, "q").ready == 1
     store.close()
+
+
+def test_headers_that_are_equal_but_not_alike_are_not_shared() -> None:
+    """An AMQP 1.0 publish has fixed properties and its own headers table: 1, True and 1.0
+    compare equal, but each message must keep its own."""
+    backlog = Backlog()
+    values = [1, True, 1.0]
+    for number, value in enumerate(values):
+        backlog.append(number, dataclasses.replace(message(number), headers={"a": value}), None)
+    restored = pickle.loads(pickle.dumps(backlog, protocol=5))
+    for each in (backlog, restored):
+        kept = [entry.message.headers["a"] for entry in each]  # type: ignore[index]
+        assert [type(value) for value in kept] == [int, bool, float]
