@@ -146,10 +146,10 @@ def from_columns(ids: array[int], sizes: array[int], in_memory: dict[int, Body])
     """`as_columns` undone; as `Body.stored`, a body named twice in a snapshot is one object."""
     loaded = _loaded
     if in_memory or loaded is None or not loaded.keys().isdisjoint(ids) or _repeats(ids):
-        bodies = [Body.stored(body_id, size) for body_id, size in zip(ids, sizes, strict=True)]
-        for position, body in in_memory.items():
-            bodies[position] = body
-        return bodies
+        return [
+            in_memory[position] if position in in_memory else Body.stored(body_id, size)
+            for position, (body_id, size) in enumerate(zip(ids, sizes, strict=True))
+        ]
     # each id new: no lookup per body (a restart makes a million of them here)
     new = Body.__new__
     bodies = [new(Body) for _ in ids]

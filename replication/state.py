@@ -10,6 +10,7 @@ names them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import typing
 from collections.abc import Iterator
@@ -216,17 +217,18 @@ def messages_of(state: BrokerState) -> Iterator[Message]:
 
 def bodies_held(state: BrokerState) -> Iterator[Body]:
     """The distinct bodies the state holds (a dead-lettered or fanned-out copy shares one)."""
+    backlogs = (
+        body
+        for vhost in state.vhosts.values()
+        for queue in vhost.queues.values()
+        for body in queue.ready.bodies()
+    )
+    others = (message.body for message in _messages_beyond_backlogs(state))
     seen: set[int] = set()
-    for vhost in state.vhosts.values():
-        for queue in vhost.queues.values():
-            for body in queue.ready.bodies():
-                if id(body) not in seen:
-                    seen.add(id(body))
-                    yield body
-    for message in _messages_beyond_backlogs(state):
-        if id(message.body) not in seen:
-            seen.add(id(message.body))
-            yield message.body
+    for body in itertools.chain(backlogs, others):
+        if id(body) not in seen:
+            seen.add(id(body))
+            yield body
 
 
 def _messages_beyond_backlogs(state: BrokerState) -> Iterator[Message]:
