@@ -180,7 +180,13 @@ class Warren:
 
     def start(self) -> None:
         self.cluster.start_all(log_to_file=True)
-        self.cluster.wait_healthy()
+        try:
+            self.cluster.wait_healthy()
+        except TimeoutError:
+            for log in self.logs():  # the scratch dir goes with the failure: say why first
+                lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+                print(f"--- {log.name}, last lines:", *lines[-20:], sep="\n", file=sys.stderr)
+            raise
 
     def restart(self) -> float:
         self.cluster.stop()
