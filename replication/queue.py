@@ -169,12 +169,17 @@ class Backlog:
             return _built(chunk, position, last[1])
         return _built(chunk, position)
 
-    def _cells(self) -> Iterator[tuple[_Chunk, int]]:
+    def _live(self) -> Iterator[tuple[_Chunk, int]]:
+        """Each chunk with the position of its first cell not taken."""
         start = self._head
         for chunk in self._chunks:
+            yield chunk, start
+            start = 0
+
+    def _cells(self) -> Iterator[tuple[_Chunk, int]]:
+        for chunk, start in self._live():
             for position in range(start, len(chunk.seqs)):
                 yield chunk, position
-            start = 0
 
     def __iter__(self) -> Iterator[Entry]:
         """The entries in order, built anew (but the head's): for queries and tests."""
@@ -186,10 +191,8 @@ class Backlog:
                 yield _built(chunk, position)
 
     def bodies(self) -> Iterator[Body]:
-        start = self._head
-        for chunk in self._chunks:
+        for chunk, start in self._live():
             yield from typing.cast(list[Body], chunk.bodies[start:])
-            start = 0
 
     def replace_bytes(self, convert: Callable[[bytes], Body]) -> None:
         """Bodies held as bytes (a snapshot from before the body store) become `convert`'s."""
@@ -203,13 +206,11 @@ class Backlog:
         seqs, expiries = array("q"), array("q")
         shapes: list[Shape | None] = []
         bodies: list[Body | None] = []
-        start = self._head
-        for chunk in self._chunks:
+        for chunk, start in self._live():
             seqs += chunk.seqs[start:]
             expiries += chunk.expiries[start:]
             shapes += chunk.shapes[start:]
             bodies += chunk.bodies[start:]
-            start = 0
         return seqs, expiries, shapes, bodies
 
     def __eq__(self, other: object) -> bool:
