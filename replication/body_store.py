@@ -260,6 +260,8 @@ class BodyStore:
         self._segments: list[_Segment] = []  # by number
         # the segment `_find` found last, tried first: a drain asks for bodies in order
         self._hint: _Segment | None = None
+        # the segment and position `release` let go of last, where it looks first
+        self._released: tuple[_Segment | None, int] = (None, 0)
         self._unshadowed: set[int] = set()  # see _unshadowed_segments
         self._highest_id = 0  # no segment holds a higher id: a new publish's is not stored
         self._compaction: _Compaction | None = None
@@ -312,14 +314,27 @@ class BodyStore:
         return found[0].read(found[1])
 
     def release(self, body_id: int) -> None:
-        found = self._find(body_id)
-        if found is None:
-            return
-        found[0].set_live(found[1], False)
-        found[0].last_death_s = self._clock()
+        # A drain lets go of bodies in the order they were written, or in reverse within a
+        # batch (a list of settled deliveries dies from its end): a record next to the one
+        # released last, in a segment no newer one overlaps, is the newest copy of its id (a
+        # third of a drained message's apply went on `_find` and `set_live` here).
+        segment, last = self._released
+        position = last - 1
+        if segment is not None and (position < 0 or segment.ids[position] != body_id):
+            position = last + 1
+            if position >= len(segment.ids) or segment.ids[position] != body_id:
+                segment = None
+        if segment is None:
+            found = self._find(body_id)
+            if found is None:
+                return
+            segment, position = found
+        self._released = (segment if segment.number in self._unshadowed else None, position)
+        segment.set_live(position, False)
+        segment.last_death_s = self._clock()
         self.reclaimable = True
         compaction = self._compaction
-        if compaction is not None and found[0] is compaction.source:
+        if compaction is not None and segment is compaction.source:
             copied = compaction.target.position(body_id)
             if copied is not None:
                 compaction.target.set_live(copied, False)
@@ -544,6 +559,7 @@ class BodyStore:
     def _segments_changed(self) -> None:
         self._unshadowed = self._unshadowed_segments()
         self._hint = None
+        self._released = (None, 0)
         self._highest_id = max(
             (segment.ids[-1] for segment in self._segments if segment.ids), default=0
         )

@@ -170,6 +170,25 @@ def test_a_body_kept_twice_is_released_in_its_newest_copy_whatever_was_found_las
     assert [body.read() for body in bodies] == [bytes([4]) * 500, bytes([5]) * 500]
 
 
+def test_a_release_in_order_after_a_replayed_publish_frees_the_newest_copy(
+    tmp_path: Path,
+) -> None:
+    """`release` tries the record after the one it freed last. Here that record is body 3's
+    dead copy, and 3 was written again into a newer segment by a replayed publish: letting go
+    of the replayed message must free the newer copy, not mark the dead one dead again."""
+    store = new_store(tmp_path, segment_bytes=2048)
+    bodies = {n: kept(store, n, bytes([n]) * 500) for n in range(1, 6)}  # 1-4 fill a segment
+    for n in (3, 1, 2):  # the last two in order: 3's old copy is next after them
+        del bodies[n]
+    store.compact_step()  # starts rewriting the first segment; nothing copied yet
+    replayed = kept(store, 3, bytes([3]) * 500)
+    assert store.live_count == 3
+    del replayed
+    assert store.live_count == 2
+    compact_all(store)
+    assert [body.read() for body in bodies.values()] == [bytes([4]) * 500, bytes([5]) * 500]
+
+
 def test_dead_bodies_leave_the_disk_only_once_the_journal_synced_their_release(
     tmp_path: Path,
 ) -> None:
