@@ -355,7 +355,7 @@ class Queue:
             heapq.heappush(self.returned, (entry.order, entry))
         else:
             self.ready.append(seq, message, expires_at_ms)
-        self.ready_bytes += len(message.body)
+        self.ready_bytes += message.body.size
         return seq
 
     def _returned_first(self) -> bool:
@@ -374,7 +374,7 @@ class Queue:
             entry = heapq.heappop(self.returned)[1]
         else:
             entry = self.ready.take()
-        self.ready_bytes -= len(entry.message.body)
+        self.ready_bytes -= entry.message.body.size
         return entry
 
     def give_back(self, entry: Entry) -> None:

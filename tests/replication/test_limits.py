@@ -55,6 +55,38 @@ def test_credit_counts_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bodies(harness.apply(grant(1, 12)).effects) == [b"y"]
 
 
+@pytest.mark.parametrize(
+    ("credit_messages", "credit_bytes", "prefetch", "global_", "expected"),
+    [
+        (2, 1000, 0, False, 2),  # the messages of delivery credit
+        (10, 10, 0, False, 3),  # its bytes: the third goes past them
+        (10, 1000, 4, False, 4),  # the consumer's prefetch
+        (10, 1000, 5, True, 5),  # its channel's
+    ],
+)
+def test_a_waiting_backlog_goes_out_only_as_far_as_the_credit(
+    credit_messages: int,
+    credit_bytes: int,
+    prefetch: int,
+    global_: bool,
+    expected: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A consumer alone in its queue is handed what its credit allows in one go: each bound
+    must stop that run where it would stop one message at a time."""
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_MESSAGES", credit_messages)
+    monkeypatch.setattr(delivery, "DELIVERY_CREDIT_BYTES", credit_bytes)
+    harness = Harness()
+    harness.declare_queue(PUBLISHER, "q")
+    for n in range(8):
+        harness.publish(PUBLISHER, "q", b"m%03d" % n)  # 4 bytes each
+    harness.apply(c.Qos(channel=CONSUMER, prefetch_count=prefetch, global_=global_))
+    delivered = bodies(harness.consume(CONSUMER, "q", "ctag", no_ack=not prefetch).effects)
+    assert delivered == [b"m%03d" % n for n in range(expected)]
+    assert harness.broker.query_queue(VHOST, "q").ready == 8 - expected
+    assert harness.replayed() == harness.broker.state
+
+
 def test_other_consumers_take_what_one_without_credit_cannot(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
