@@ -627,16 +627,19 @@ class Node:
 
         Effects fail one at a time: one that cannot be carried out closes its own connection
         (541, whose close returns its unacked messages to their queues) and the rest go out."""
-        for effect in effects:
+        held: c.ChannelRef | None = None  # the channel found held last: a run of deliveries
+        for effect in effects:  # names one ChannelRef object, and hashing it costs 0.5 us
             owner = effect.owner
             if owner.node != self.config.node_id or owner.incarnation != self.incarnation:
                 continue
-            if isinstance(effect, Deliver) and not self.broker.query_holds_channel(owner):
-                # A node catching up (after a pause or a partition) applies a delivery and, in
-                # the same tick, the release of its channel: the message went back to its queue
-                # and on to another consumer, flagged redelivered. Sent now, it would arrive a
-                # second time, unflagged.
-                continue
+            if isinstance(effect, Deliver) and owner is not held:
+                if not self.broker.query_holds_channel(owner):
+                    # A node catching up (after a pause or a partition) applies a delivery
+                    # and, in the same tick, the release of its channel: the message went back
+                    # to its queue and on to another consumer, flagged redelivered. Sent now,
+                    # it would arrive a second time, unflagged.
+                    continue
+                held = owner
             session = self.sessions.get(owner.connection)
             if session is None:
                 continue
