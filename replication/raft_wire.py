@@ -257,8 +257,28 @@ def use_serializer(syncobj: typing.Any, serializer: typing.Any) -> None:
     syncobj._SyncObj__serializer = serializer
 
 
+# What one turn reads from one peer at most; the rest waits in the socket for the next turn.
+READ_BYTES_PER_TURN = 8 * 1024 * 1024
+
+
+def _read_a_share(connection: typing.Any) -> None:
+    """pysyncobj's read of a peer's socket, bounded to READ_BYTES_PER_TURN a turn.
+
+    pysyncobj read until the socket had nothing more. A leader streaming 64 KiB publishes to a
+    follower behind it kept the follower reading: one turn took 4.2 s (growing its buffer by
+    copies, bytes +=), over and over, while its replies and timers waited, so the leader
+    declared it lost and it called elections (terms passed 15 in a 20 s run). The socket stays
+    readable (epoll is level-triggered here) and the next turn reads on."""
+    buffered = len(connection._TcpConnection__readBuffer)
+    while connection._TcpConnection__processRead():
+        if len(connection._TcpConnection__readBuffer) - buffered >= READ_BYTES_PER_TURN:
+            break
+    connection._TcpConnection__lastReadTime = pysyncobj.tcp_connection.monotonicTime()
+
+
 def tune_pysyncobj() -> None:
     logging.getLogger("pysyncobj.syncobj").addFilter(_STALE_APPEND_FILTER)
+    pysyncobj.tcp_connection.TcpConnection._TcpConnection__tryReadBuffer = _read_a_share
     pysyncobj.syncobj.getEncryptor = PeerCipher
     # Pickle protocol 5 keeps bytes as bytes (protocol 2 grows them by half and is slow).
     setattr(pysyncobj.pickle, "__protocol", 5)  # noqa: B010 - a module global named __protocol

@@ -3,6 +3,7 @@ release that renames one fails here, loudly, not as a node that silently stops s
 
 from __future__ import annotations
 
+import errno
 import inspect
 import select
 import socket
@@ -11,6 +12,7 @@ import pysyncobj.journal
 import pysyncobj.poller
 import pysyncobj.serializer
 import pysyncobj.syncobj
+import pysyncobj.tcp_connection
 import pysyncobj.transport
 import pytest
 
@@ -97,3 +99,40 @@ def test_the_epoll_poller_turns_readable_with_any_subscribed_socket() -> None:
         ours.close()
         theirs.close()
         poller.close()
+
+
+MIB = 1024 * 1024
+
+
+class EndlessPeer:
+    """A peer socket that always has another MiB to read, until `total_bytes` have gone."""
+
+    def __init__(self, total_bytes: int) -> None:
+        self.left_bytes = total_bytes
+
+    def recv(self, size: int) -> bytes:
+        if self.left_bytes <= 0:
+            raise BlockingIOError(errno.EAGAIN, "nothing more now")
+        chunk = min(size, MIB, self.left_bytes)
+        self.left_bytes -= chunk
+        return bytes(chunk)
+
+    def getsockopt(self, *_: object) -> int:
+        return 0  # no error pending
+
+
+def test_a_turn_reads_a_bounded_share_of_a_peer_that_keeps_sending() -> None:
+    """pysyncobj read a socket until it had nothing more: a follower behind a leader that kept
+    streaming to it spent seconds in one turn, deaf to everything else (elections followed)."""
+    raft_wire.tune_pysyncobj()
+    connection = pysyncobj.tcp_connection.TcpConnection.__new__(
+        pysyncobj.tcp_connection.TcpConnection
+    )
+    connection._TcpConnection__socket = EndlessPeer(64 * MIB)
+    connection._TcpConnection__recvBufferSize = 4 * MIB
+    connection._TcpConnection__readBuffer = b""
+    connection._TcpConnection__tryReadBuffer()
+    read_bytes = len(connection._TcpConnection__readBuffer)
+    assert raft_wire.READ_BYTES_PER_TURN <= read_bytes < raft_wire.READ_BYTES_PER_TURN + MIB
+    connection._TcpConnection__tryReadBuffer()  # the next turn reads on
+    assert len(connection._TcpConnection__readBuffer) >= 2 * raft_wire.READ_BYTES_PER_TURN
