@@ -203,9 +203,3 @@ def _credit(step: Step, consumer: Consumer, seats: dict[int, _Seat]) -> int:
         if room < credit:
             credit = room
     return credit if credit > 0 else 0
-    if consumer.prefetch_count:
-        credit = min(credit, consumer.prefetch_count - consumer.unacked_count)
-    channel = seat.channel
-    if channel.global_prefetch_count:
-        credit = min(credit, channel.global_prefetch_count - len(channel.unacked))
-    return max(credit, 0)
