@@ -433,9 +433,10 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
     def _is_behind(self, request_vote: dict[str, typing.Any]) -> bool:
         """A candidate of a new term (or a rival of this one's own) whose log is behind this
         node's cannot win this node's vote (Raft §5.4.1), so the election waited for this
-        node's own timeout: another 0.25-0.5 s in every other failover. This node stands at
-        once instead; the candidate, behind, votes for it. (No PreVote in pysyncobj: the new
-        term has already deposed any leader, so standing disturbs nothing that still works.)"""
+        node's own election timeout: another 0.35-0.7 s in every other failover. This node
+        stands at once instead; the candidate, behind, votes for it. (No PreVote in pysyncobj:
+        the new term has already deposed any leader, so standing disturbs nothing that still
+        works.)"""
         syncobj, journal = self._syncObj, journal_of(self._syncObj)
         if request_vote["term"] < syncobj.raftCurrentTerm:
             return False  # pysyncobj ignores it

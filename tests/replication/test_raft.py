@@ -402,8 +402,8 @@ def test_a_finished_sync_wakes_the_loop(
 def test_a_leader_whose_disk_stalls_keeps_its_followers(
     group: Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Heartbeats do not wait for the disk: a sync slower than the election timeout (0.25 to
-    0.5 s) costs no election, and the confirm follows once the leader's own sync ends."""
+    """Heartbeats do not wait for the disk: a sync slower than the election timeout (0.35 to
+    0.7 s) costs no election, and the confirm follows once the leader's own sync ends."""
     leader = group.leader()
     term = leader.log.term
     disk = StalledDisks(monkeypatch, leader.log_directory)
