@@ -56,8 +56,13 @@ EXIT_RAFT_LOOP_FAILED = 70  # EX_SOFTWARE: the node's Raft loop raised
 SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shutdown
 DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
-IDLE_TICK_S = 0.1  # the longest gap between two Raft ticks (resends, keepalives, reconnects)
-WATCH_S = 0.1  # how often the watcher looks at membership
+# The longest Raft sleep: our own timers (resends, keepalives, reconnects) fall due every
+# 0.5 s at the soonest, and a follower's heartbeats wake it every 0.1 s anyway.
+IDLE_TICK_S = 0.25
+WATCH_S = 0.1  # how often a leader's watcher looks at membership and proposes due expiries
+# A follower's watcher checks only alarms (each second), deleted users and vhosts, and a lost
+# majority (after seconds). Each wake-up of an idle node costs about 0.2 ms of CPU.
+FOLLOWER_WATCH_S = 0.5
 STATUS_LOG_S = 5.0  # how often a waiting node says what it waits for
 CATCH_UP_TIMEOUT_S = 1.0  # how long a refusal waits for the node to catch up (no majority)
 TICK_MS = 1000  # how often the leader proposes its clock (Tick)
@@ -486,7 +491,7 @@ class Node:
 
     async def _watch_forever(self) -> None:
         while True:
-            await asyncio.sleep(WATCH_S)
+            await asyncio.sleep(WATCH_S if self.log.is_leader else FOLLOWER_WATCH_S)
             try:
                 await self._watch()
             except Exception:
