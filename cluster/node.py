@@ -57,8 +57,8 @@ SHUTDOWN_GRACE_S = 2.0  # how long clients get to answer connection.close on shu
 DATA_DIR_LOCK_WAIT_S = 120.0  # how long a starting node waits for its data dir's lock
 SNAPSHOT_AT_STOP_S = 60.0  # how long a stopping node waits for its snapshot to be written
 # The longest Raft sleep: our own timers (resends, keepalives, reconnects) fall due every
-# 0.5 s at the soonest, and a follower's heartbeats wake it every 0.1 s anyway.
-IDLE_TICK_S = 0.25
+# 0.5 s at the soonest.
+IDLE_TICK_S = 0.5
 WATCH_S = 0.1  # how often a leader's watcher looks at membership and proposes due expiries
 # A follower's watcher checks only alarms (each second), deleted users and vhosts, and a lost
 # majority (after seconds). Each wake-up of an idle node costs about 0.2 ms of CPU.

@@ -67,6 +67,7 @@ from warrenmq.replication.raft_wire import (
     DurableTransport,
     PeerCipher,
     clamp_commit_index,
+    followers_hold,
     journal_of,
     last_response_times,
     next_timer_s,
@@ -121,12 +122,22 @@ class RaftSettings:
     leader is noticed by its closed connections, not by the election timeout, which is left
     for what closes nothing (a partition, a stopped process). Heartbeats were most of an idle
     cluster's CPU at 20 a second: at 10, a stalled loop still has 0.25 s before an election
-    (pysyncobj wants the timeout above three periods)."""
+    (pysyncobj wants the timeout above three periods), and a quiet cluster slows them down
+    further (below)."""
 
     election_timeout_s_min: float = 0.35
     election_timeout_s_max: float = 0.7
     append_entries_period_s: float = 0.1
     leader_fallback_timeout_s: float = 1.0  # a leader without majority answers steps down
+    # A leader whose followers hold its whole log, and whose log has grown by no more than
+    # QUIET_ENTRIES_PER_S (the clock's Ticks) for quiet_after_s, is quiet: it heartbeats at the
+    # slower pace below and its followers wait the longer timeout for it. Its next busier
+    # second ends it. Entries are sent as they come either way: only the silences change.
+    quiet_after_s: float = 3.0
+    quiet_append_entries_period_s: float = 0.9
+    quiet_election_timeout_s_min: float = 3.0
+    quiet_election_timeout_s_max: float = 3.4  # pysyncobj drops a link silent for 3.5 s
+    quiet_leader_fallback_timeout_s: float = 3.0
     connection_retry_s: float = 0.5
     resend_after_s: float = 1.0
     give_up_after_s: float = 10.0
@@ -142,6 +153,55 @@ class RaftSettings:
 
 
 COMMIT_LATENCY_SAMPLES = 256
+QUIET_ENTRIES_PER_S = 2  # the leader's clock proposes a Tick a second, at a 0.1 s granularity
+
+
+class _HeartbeatPace:
+    """Whether a leader is quiet (RaftSettings.quiet_after_s): it heartbeats ten times a
+    second only while it has work, not in an idle cluster, where those heartbeats were most
+    of the CPU. Counted per second of the log's growth, on time.monotonic."""
+
+    def __init__(self, settings: RaftSettings) -> None:
+        self._settings = settings
+        self.quiet = False
+        self._busy_s = time.monotonic()  # when the log last grew faster, or a follower lagged
+        self._second_s = 0.0  # when the second being counted began
+        self._second_last = 0  # the log's last index then
+        self._quiet_fallback_until_s: float | None = None
+
+    def update(self, syncobj: typing.Any, now_s: float) -> None:
+        """Called on every tick; sets pysyncobj's pace and the transport's mark."""
+        settings = self._settings
+        quiet = False
+        if syncobj._isLeader():
+            last = journal_of(syncobj)[-1][1]  # the last index: compaction leaves it
+            if now_s - self._second_s >= 1.0:
+                # a follower that has not caught up with the second before lags
+                if not followers_hold(syncobj, self._second_last):
+                    self._busy_s = now_s
+                self._second_s, self._second_last = now_s, last
+            if last - self._second_last > QUIET_ENTRIES_PER_S:
+                self._busy_s = now_s
+            quiet = now_s - self._busy_s >= settings.quiet_after_s and (
+                transport_of(syncobj).quiet_understood()
+            )
+        else:
+            self._busy_s = now_s  # a new leader starts busy
+        conf = syncobj.conf
+        if quiet != self.quiet:
+            self.quiet = transport_of(syncobj).quiet = quiet
+            if quiet:
+                conf.appendEntriesPeriod = settings.quiet_append_entries_period_s
+                conf.leaderFallbackTimeout = settings.quiet_leader_fallback_timeout_s
+            else:
+                conf.appendEntriesPeriod = settings.append_entries_period_s
+                # the followers' last answers may be a quiet period old: the busy fallback
+                # only once they have answered at the busy pace
+                self._quiet_fallback_until_s = now_s + settings.quiet_append_entries_period_s
+        until_s = self._quiet_fallback_until_s
+        if until_s is not None and now_s >= until_s:
+            conf.leaderFallbackTimeout = settings.leader_fallback_timeout_s
+            self._quiet_fallback_until_s = None
 
 
 class RaftLog:
@@ -224,6 +284,11 @@ class RaftLog:
             consumers=[self._replica],
             transportClass=DurableTransport,
         )
+        transport_of(self._syncobj).quiet_election_timeout_s = (
+            settings.quiet_election_timeout_s_min,
+            settings.quiet_election_timeout_s_max,
+        )
+        self._heartbeat_pace = _HeartbeatPace(settings)
         journal = journal_of(self._syncobj)
         journal.on_commit = self._tell_commit
         align_journal_with_snapshot(journal, conf.fullDumpFile)
@@ -281,6 +346,7 @@ class RaftLog:
             # leader_fallback_timeout_s without one, and the silence counts from then
             transport.last_leader_contact_s = time.monotonic()
             self._tell_followers_of_progress()
+        self._heartbeat_pace.update(syncobj, time.monotonic())
         if journal.size_bytes > self._compaction_bytes:
             syncobj.forceLogCompaction()  # pysyncobj starts it once; the journal shrinks after
         leader = self.leader_address

@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import os
+import random
 import select
 import struct
 import time
@@ -75,6 +76,7 @@ LEADER_LOST_STAGGER_S = 0.1
 # two followers' link, silent while a leader lives, died under the first vote request
 KEEPALIVE_S = 1.0
 KEEPALIVE = {"type": "warren_keepalive"}
+QUIET_MARK = "warren_quiet"  # in a quiet leader's append-entries (DurableTransport.quiet)
 # pysyncobj's Serializer's, which BodySerializer (raft_snapshot.py) reads and sets
 SERIALIZER_PRIVATE_ATTRIBUTES = ("_Serializer__pid", "_Serializer__currentID")
 # module globals tune_pysyncobj replaces
@@ -131,6 +133,14 @@ def next_timer_s(syncobj: typing.Any) -> float | None:
         return None
     deadline_s: float = syncobj._SyncObj__raftElectionDeadline
     return deadline_s
+
+
+def followers_hold(syncobj: typing.Any, index: int) -> bool:
+    """As leader: every follower has the entries up to `index`, and they are committed."""
+    match_index: dict[typing.Any, int] = syncobj._SyncObj__raftMatchIndex
+    return syncobj.raftCommitIndex >= index and all(
+        match_index.get(node, 0) >= index for node in syncobj.otherNodes
+    )
 
 
 def last_response_times(syncobj: typing.Any) -> dict[typing.Any, float]:
@@ -360,6 +370,11 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
 
     last_leader_contact_s = 0.0
     isolated = False
+    # a quiet leader (RaftLog's heartbeat pace) marks its append-entries; a follower that
+    # reads the mark waits `quiet_election_timeout_s` (low, high) for the next one. Every
+    # answer to append-entries carries the mark too: this node reads it
+    quiet = False
+    quiet_election_timeout_s = (0.0, 0.0)
     # pysyncobj's last turn read a peer's message that it acts on only in its next: a
     # forwarded command to append, an acknowledgement that may commit, a commit to apply
     received = False
@@ -370,7 +385,13 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         # SyncObj made its poller just before; the transport is the first to subscribe to it
         syncObj._poller = EpollPoller()
         self._last_sent_s: dict[str, float] = {}  # when each peer was last sent to
+        self._quiet_readers: set[str] = set()  # peers whose answers say they read QUIET_MARK
         super().__init__(syncObj, *nodes)
+
+    def quiet_understood(self) -> bool:
+        """Every peer has said it reads QUIET_MARK: a node of an earlier version would stand
+        for election in a quiet leader's longer silences."""
+        return all(node.id in self._quiet_readers for node in self._syncObj.otherNodes)
 
     def keep_alive(self) -> None:
         """Send KEEPALIVE to every connected peer not sent anything for KEEPALIVE_S."""
@@ -386,6 +407,9 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         if self.isolated:
             return False
         self._last_sent_s[node.id] = time.monotonic()
+        kind = message.get("type") if isinstance(message, dict) else None
+        if (self.quiet and kind == "append_entries") or kind == "next_node_idx":
+            message[QUIET_MARK] = True  # pysyncobj makes a new dict for every send
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)  # None while it starts
         if isinstance(journal, DurableJournal) and (
             self._held or (_acknowledges(message) and not journal.synced)
@@ -418,7 +442,23 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         super()._onMessageReceived(node, message)
         if stands_instead and not self._syncObj._isLeader():
             hasten_election(self._syncObj, 0.0)
+        if kind == "append_entries" and message.get(QUIET_MARK):
+            self._wait_for_a_quiet_leader(node)
+        elif kind == "next_node_idx" and message.get(QUIET_MARK):
+            self._quiet_readers.add(node.id)
         self.received = self.received or self._acted_on_next_turn(kind, message)
+
+    def _wait_for_a_quiet_leader(self, node: typing.Any) -> None:
+        """pysyncobj has just set the election deadline for this node's leader's next
+        heartbeat at the busy pace: a quiet leader's comes later (RaftLog's heartbeat pace)."""
+        syncobj = self._syncObj
+        leader = syncobj._getLeader()
+        if leader is None or leader.id != node.id or syncobj._isLeader():
+            return  # a stale leader's message: pysyncobj ignored it
+        if syncobj._SyncObj__transferInProgress:
+            return  # the leader asked for an election (TimeoutNow): not to be postponed
+        low_s, high_s = self.quiet_election_timeout_s
+        syncobj._SyncObj__raftElectionDeadline = raft_clock() + random.uniform(low_s, high_s)
 
     def _acted_on_next_turn(self, kind: object, message: typing.Any) -> bool:
         """Whether pysyncobj still has to act on a message it has just read, in its next

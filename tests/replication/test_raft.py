@@ -10,6 +10,7 @@ import time
 import typing
 from pathlib import Path
 
+import pysyncobj.transport
 import pytest
 
 from warrenmq.cluster.local import free_port
@@ -22,6 +23,7 @@ from warrenmq.replication.raft import (
 )
 from warrenmq.replication.raft_wire import (
     KEEPALIVE,
+    QUIET_MARK,
     hasten_election,
     journal_of,
     raft_clock,
@@ -498,6 +500,83 @@ def test_an_idle_loop_sleeps_until_pysyncobjs_next_timer(group: Group) -> None:
     assert 0.0 < follower.log.idle_wait_s(10.0) <= 0.5
     hasten_election(follower.log._syncobj, 0.0)  # as when the leader's connection closes
     assert follower.log.idle_wait_s(10.0) == 0.0
+
+
+QUIET_AFTER_S = 0.5  # quiet_after_s for the tests of the heartbeat pace
+
+
+def quiet_group(directory: Path) -> Group:
+    group = Group(directory, quiet_after_s=QUIET_AFTER_S)
+    group.ready()
+    group.turn_until(lambda: group.leader().log._heartbeat_pace.quiet)
+    return group
+
+
+def turn_for(group: Group, seconds: float) -> None:
+    until_s = time.monotonic() + seconds
+    group.turn_until(lambda: time.monotonic() > until_s)
+
+
+def test_a_quiet_leader_heartbeats_slowly_and_its_followers_wait_for_it(tmp_path: Path) -> None:
+    """With nothing to replicate, heartbeats come every 0.9 s, longer than the busy election
+    timeout: the followers wait the quiet one instead, and nobody stands. A busier log brings
+    the busy pace back, and with it the busy timeout."""
+    group = quiet_group(tmp_path)
+    try:
+        leader = group.leader()
+        followers = [driver for driver in group.drivers if driver is not leader]
+        settings = RaftSettings()
+        assert leader.log._syncobj.conf.appendEntriesPeriod == (
+            settings.quiet_append_entries_period_s
+        )
+        term = leader.log.term
+        turn_for(group, 3 * settings.quiet_append_entries_period_s)
+        assert leader.log.is_leader and all(d.log.term == term for d in group.drivers)
+        assert all(f.log.idle_wait_s(10.0) > settings.election_timeout_s_max for f in followers)
+        group.run([publish_command(REF, "q", b"m%d" % n) for n in range(5)])  # 5 entries
+        assert not leader.log._heartbeat_pace.quiet
+        assert leader.log._syncobj.conf.appendEntriesPeriod == settings.append_entries_period_s
+        group.turn()  # the followers read the last, unmarked, append-entries
+        assert all(f.log.idle_wait_s(10.0) <= settings.election_timeout_s_max for f in followers)
+    finally:
+        group.close()
+
+
+def test_a_follower_that_is_down_keeps_its_leader_at_the_busy_pace(tmp_path: Path) -> None:
+    """Entries it misses would reach it only a quiet heartbeat at a time when it is back."""
+    group = Group(tmp_path, quiet_after_s=QUIET_AFTER_S)
+    try:
+        leader = group.ready()
+        down = next(driver for driver in group.drivers if driver is not leader)
+        group.drivers.remove(down)
+        down.log.close()
+        group.run([publish_command(REF, "q", b"missed")])
+        turn_for(group, 4 * QUIET_AFTER_S)
+        assert leader.log.is_leader and not leader.log._heartbeat_pace.quiet
+    finally:
+        group.close()
+
+
+def test_followers_that_do_not_say_they_read_the_mark_keep_their_leader_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes of an earlier version would stand for election in a quiet leader's silences:
+    until every follower's answers carry the mark, the leader keeps the busy pace."""
+    plain_send = pysyncobj.transport.TCPTransport.send
+
+    def send_as_an_earlier_version(self: typing.Any, node: typing.Any, message: typing.Any) -> bool:
+        if isinstance(message, dict) and message.get("type") == "next_node_idx":
+            message = {key: value for key, value in message.items() if key != QUIET_MARK}
+        return bool(plain_send(self, node, message))
+
+    monkeypatch.setattr(pysyncobj.transport.TCPTransport, "send", send_as_an_earlier_version)
+    group = Group(tmp_path, quiet_after_s=QUIET_AFTER_S)
+    try:
+        leader = group.ready()
+        turn_for(group, 4 * QUIET_AFTER_S)
+        assert leader.log.is_leader and not leader.log._heartbeat_pace.quiet
+    finally:
+        group.close()
 
 
 def test_a_node_connected_to_no_peer_does_not_spin(tmp_path: Path) -> None:
