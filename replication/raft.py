@@ -161,13 +161,17 @@ class _HeartbeatPace:
     second only while it has work, not in an idle cluster, where those heartbeats were most
     of the CPU. Counted per second of the log's growth, on time.monotonic."""
 
-    def __init__(self, settings: RaftSettings) -> None:
+    def __init__(self, settings: RaftSettings, transport: DurableTransport) -> None:
         self._settings = settings
-        self.quiet = False
+        self._transport = transport  # its `quiet` is the one record of the pace
         self._busy_s = time.monotonic()  # when the log last grew faster, or a follower lagged
         self._second_s = 0.0  # when the second being counted began
         self._second_last = 0  # the log's last index then
         self._quiet_fallback_until_s: float | None = None
+
+    @property
+    def quiet(self) -> bool:
+        return self._transport.quiet
 
     def update(self, syncobj: typing.Any, now_s: float) -> None:
         """Called on every tick; sets pysyncobj's pace and the transport's mark."""
@@ -183,13 +187,13 @@ class _HeartbeatPace:
             if last - self._second_last > QUIET_ENTRIES_PER_S:
                 self._busy_s = now_s
             quiet = now_s - self._busy_s >= settings.quiet_after_s and (
-                transport_of(syncobj).quiet_understood()
+                self._transport.quiet_understood()
             )
         else:
             self._busy_s = now_s  # a new leader starts busy
         conf = syncobj.conf
-        if quiet != self.quiet:
-            self.quiet = transport_of(syncobj).quiet = quiet
+        if quiet != self._transport.quiet:
+            self._transport.quiet = quiet
             if quiet:
                 conf.appendEntriesPeriod = settings.quiet_append_entries_period_s
                 conf.leaderFallbackTimeout = settings.quiet_leader_fallback_timeout_s
@@ -284,11 +288,12 @@ class RaftLog:
             consumers=[self._replica],
             transportClass=DurableTransport,
         )
-        transport_of(self._syncobj).quiet_election_timeout_s = (
+        transport = transport_of(self._syncobj)
+        transport.quiet_election_timeout_s = (
             settings.quiet_election_timeout_s_min,
             settings.quiet_election_timeout_s_max,
         )
-        self._heartbeat_pace = _HeartbeatPace(settings)
+        self._heartbeat_pace = _HeartbeatPace(settings, transport)
         journal = journal_of(self._syncobj)
         journal.on_commit = self._tell_commit
         align_journal_with_snapshot(journal, conf.fullDumpFile)
