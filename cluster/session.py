@@ -40,6 +40,7 @@ from warrenmq.cluster.client import (
     PermissionRefused,
 )
 from warrenmq.cluster.methods import HANDLERS
+from warrenmq.cluster.methods.basic import AcksReceived, join_acks
 from warrenmq.cluster.plain import plain_table
 from warrenmq.cluster.rewriting import annotated, as_0_9_1
 from warrenmq.replication import commands as broker
@@ -101,10 +102,10 @@ class Session(ClientSession):
     # --- events from the connection machine --------------------------------------------------
 
     def events_received(self, events: list[Event]) -> None:
-        self.take_events(events, self._on_event)
+        self.take_events(join_acks(events), self._on_event)
 
-    def _on_event(self, event: Event) -> None:
-        if isinstance(event, (ContentReceived, MethodReceived)):
+    def _on_event(self, event: Event | AcksReceived) -> None:
+        if isinstance(event, (ContentReceived, MethodReceived, AcksReceived)):
             self._on_method(event)
         elif isinstance(event, ChannelOpened):
             channel = ChannelSession(event.channel, self.next_ref())
@@ -122,11 +123,12 @@ class Session(ClientSession):
         elif isinstance(event, ConnectionClosed):
             self.closed_for(event.reason)
 
-    def _on_method(self, event: MethodReceived | ContentReceived) -> None:
+    def _on_method(self, event: MethodReceived | ContentReceived | AcksReceived) -> None:
         """Run the method's handler with the method, or for basic.publish the whole
-        ContentReceived. A refused permission may wait for the node to catch up."""
+        ContentReceived, for basic.ack the AcksReceived. A refused permission may wait for the
+        node to catch up."""
         method = event.method
-        argument = event if isinstance(event, ContentReceived) else method
+        argument = event if isinstance(event, (ContentReceived, AcksReceived)) else method
         channel = self.channels.get(event.channel)
         if channel is None:
             return  # the channel failed earlier in this read; AMQP ignores what follows
@@ -181,7 +183,8 @@ class Session(ClientSession):
             command, (broker.Publish, broker.Settle, broker.Reject)
         ):
             method = typing.cast(base.Frame, context)
-            channel.tx_bytes += len(getattr(command, "body", b"")) + TX_COMMAND_BYTES
+            acks = 1 + len(getattr(command, "more", ()))  # each ack of a Settle counts alone
+            channel.tx_bytes += len(getattr(command, "body", b"")) + TX_COMMAND_BYTES * acks
             limit = self.node.config.tx_bytes_max
             if channel.tx_bytes > limit:
                 text = f"transaction size {channel.tx_bytes} is larger than configured max {limit}"

@@ -414,11 +414,16 @@ class Get:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settle:
-    """basic.ack"""
+    """basic.ack, and the single acks that came right after it on the channel: the same as one
+    Settle for `delivery_tag` followed by one for each of `more`, in order, up to the first
+    unknown tag, which is refused (a 0-9-1 channel closes there; AMQP 1.0 links, which outlive
+    a refusal, never join theirs). A consumer that acks each message sends thousands a
+    second: one command for a read's worth of them (cluster/methods/basic.py joins them)."""
 
     channel: ChannelRef
     delivery_tag: int
     multiple: bool
+    more: tuple[int, ...] = ()  # further delivery tags, each acked alone (multiple=false)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,7 @@ ENTRY_HEADER = struct.Struct(">HQQ")  # node id length, incarnation, entry_seq
 LOST = Refused(CONNECTION_FORCED, "this node's incarnation was declared lost by the cluster")
 GIVEN_UP = Refused(CONNECTION_FORCED, "the cluster did not commit this command in time")
 COMMAND_BYTES = 256  # what a command costs in an entry beside its body
+TAG_BYTES = 21  # and each further delivery tag of a Settle: up to 20 digits and a comma
 
 
 @dataclass(slots=True)
@@ -68,7 +69,11 @@ class Proposer:
         A batch that reaches entry_size_max_bytes is sealed at once."""
         first = not self.batch
         self.batch.append((command, on_reply))
-        self._batch_bytes += len(getattr(command, "body", b"")) + COMMAND_BYTES
+        self._batch_bytes += (
+            COMMAND_BYTES
+            + len(getattr(command, "body", b""))
+            + TAG_BYTES * len(getattr(command, "more", ()))
+        )
         if self._batch_bytes >= self.entry_size_max_bytes:
             self._seal()
         return first

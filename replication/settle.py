@@ -15,8 +15,29 @@ from warrenmq.replication.step import Refusal, ReplyCode, Step, refusal
 
 def apply_settle(step: Step, command: c.Settle) -> Reply:
     settled = _take_unacked(step, command)
+    unknown = _take_more(step, command, settled) if command.more else None
     redispatch(step, [(command.channel, unacked) for unacked in settled])
+    if unknown is not None:  # refused as its own Settle would be: the acks before it stand
+        raise _unknown_tag(unknown)
     return MessageCount(len(settled))
+
+
+def _take_more(step: Step, command: c.Settle, settled: list[Unacked]) -> int | None:
+    """Take the single acks of `command.more` in order, onto `settled`, up to the first tag the
+    channel does not hold; that tag, or None."""
+    channel = step.state.channels.get(command.channel)
+    unacked = channel.unacked if channel is not None else {}
+    taken = []
+    unknown = None
+    for tag in command.more:
+        entry = unacked.pop(tag, None)
+        if entry is None:
+            unknown = tag
+            break
+        taken.append(entry)
+    _settle_counts(step, taken)
+    settled += taken
+    return unknown
 
 
 def apply_reject(step: Step, command: c.Reject) -> Reply:

@@ -3,7 +3,8 @@
 A handler is `on_<class>_<method>(session, channel, method)`: it checks what the channel
 checks itself, turns the method into one broker command and says what to send back when the
 command's reply comes (session.py's `Session` proposes it). basic.publish gets the whole
-ContentReceived: the method with its properties and body.
+ContentReceived: the method with its properties and body; basic.ack an AcksReceived: the ack
+with the single acks right behind it (basic.py's `join_acks`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pamqp import header as content_header
 
 from warrenmq.amqp.connection import ConnectionState
 from warrenmq.amqp.properties import parse_properties
+from warrenmq.cluster.methods import basic
 from warrenmq.cluster.passwords import hash_password
 from warrenmq.replication import commands as broker
 
@@ -263,3 +264,67 @@ def test_a_refused_permission_waits_too_and_what_came_after_it_waits_behind_it()
     node.log.commit()
     assert [method.name for method in client.methods()] == ["Queue.DeclareOk", "Basic.QosOk"]
     assert client.transport.reading
+
+
+def test_single_acks_back_to_back_on_a_channel_go_to_the_log_as_one_settle() -> None:
+    client = opened()
+    client.send_method(2, commands.Channel.Open())
+    client.methods()
+
+    def ack(channel: int, tag: int, multiple: bool = False) -> bytes:
+        return frame.marshal(commands.Basic.Ack(delivery_tag=tag, multiple=multiple), channel)
+
+    one_read = (
+        ack(1, 1)
+        + ack(1, 3)
+        + ack(1, 2)
+        + ack(2, 1)  # another channel: a new Settle
+        + ack(1, 4)
+        + ack(1, 6, multiple=True)  # a multiple ack is not joined to the ones before it
+        + ack(1, 7)
+    )
+    client.send(one_read)
+    client.send(ack(1, 8))  # another read
+    one, two = client.session.channels[1].ref, client.session.channels[2].ref
+    assert client.node.log.proposed[-5:] == [
+        broker.Settle(channel=one, delivery_tag=1, multiple=False, more=(3, 2)),
+        broker.Settle(channel=two, delivery_tag=1, multiple=False),
+        broker.Settle(channel=one, delivery_tag=4, multiple=False),
+        broker.Settle(channel=one, delivery_tag=6, multiple=True, more=(7,)),
+        broker.Settle(channel=one, delivery_tag=8, multiple=False),
+    ]
+
+
+def test_a_joined_ack_of_an_unknown_tag_closes_the_channel_as_a_lone_one_would() -> None:
+    client = opened()
+    declared(client, "q")
+    client.send_method(1, commands.Basic.Consume(queue="q", consumer_tag="ctag"))
+    for number in range(3):
+        client.publish(1, "q", b"%d" % number)
+    client.node.log.commit()
+    client.received()
+    acks = [commands.Basic.Ack(delivery_tag=tag) for tag in (1, 2, 9, 3)]
+    client.send(b"".join(frame.marshal(method, 1) for method in acks))
+    client.node.log.commit()
+    assert client.sent() == [
+        (
+            "Channel.Close",
+            {
+                "reply_code": 406,
+                "reply_text": "PRECONDITION_FAILED - unknown delivery tag 9",
+                "class_id": 60,
+                "method_id": 80,
+            },
+        )
+    ]
+    queue = client.node.broker.state.vhosts["/"].queues["q"]
+    assert queue.unacked_count == 1  # 3 is still held, until the channel's close gives it back
+
+
+def test_no_more_single_acks_join_one_settle_than_the_most() -> None:
+    client = opened()
+    tags = range(1, basic.JOINED_ACKS_MAX + 3)
+    client.send(b"".join(frame.marshal(commands.Basic.Ack(delivery_tag=t), 1) for t in tags))
+    settles = client.node.log.proposed[-2:]
+    assert [len(settle.more) for settle in settles] == [basic.JOINED_ACKS_MAX, 0]
+    assert [settle.delivery_tag for settle in settles] == [1, basic.JOINED_ACKS_MAX + 2]

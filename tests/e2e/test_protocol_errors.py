@@ -166,6 +166,35 @@ def test_empty_queue_name_without_declared_queue_is_404(opened: RawClient) -> No
     opened.open_channel(1)  # the number is free again after close-ok
 
 
+def test_acks_in_one_write_settle_up_to_an_unknown_tag_and_close_the_channel_there(
+    opened: RawClient, node: RunningNode
+) -> None:
+    """The node joins the single acks of one read into one command: the acks before the
+    unknown tag still count, the one after it does not, and the close names the tag."""
+    queue = unique("acks")
+    opened.send_frame(1, commands.Queue.Declare(queue=queue, durable=True))
+    opened.expect(commands.Queue.DeclareOk, 1)
+    for number in range(4):
+        opened.publish(1, "", queue, b"%d" % number)
+    opened.send_frame(1, commands.Basic.Consume(queue=queue))
+    opened.expect(commands.Basic.ConsumeOk, 1)
+    tags = []
+    for _ in range(4):
+        tags.append(opened.expect(commands.Basic.Deliver, 1).delivery_tag)
+        opened.expect(header.ContentHeader, 1)
+        opened.expect(content_body.ContentBody, 1)
+    assert tags == [1, 2, 3, 4]
+    acks = [commands.Basic.Ack(delivery_tag=tag) for tag in (1, 3, 99, 2)]
+    opened.send(b"".join(frame.marshal(ack, 1) for ack in acks))
+    close = assert_channel_closed(opened, 1, 406, 60, 80)
+    assert close.reply_text == "PRECONDITION_FAILED - unknown delivery tag 99"
+    connection = pika.BlockingConnection(pika.URLParameters(node.url))
+    left = connection.channel().queue_declare(queue, passive=True).method.message_count
+    connection.close()
+    assert left == 2  # 2 and 4 went back with the channel; 1 and 3 were acked
+    opened.open_channel(1)
+
+
 def test_methods_pipelined_after_a_channel_error_are_ignored(opened: RawClient) -> None:
     # one write: the get fails in the session (404), the next two arrive in the same read
     opened.send(

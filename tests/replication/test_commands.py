@@ -45,6 +45,8 @@ def strategy_for(hint: object) -> st.SearchStrategy[typing.Any]:
         return st.integers(0, 2**53)
     if hint is str:
         return st.text(max_size=12)
+    if typing.get_args(hint) == (int, ...):  # delivery tags: up to 2**64 - 1
+        return st.lists(st.integers(0, 2**64 - 1), max_size=4).map(tuple)
     if typing.get_origin(hint) is tuple:
         return st.tuples(st.text(max_size=5)) | st.just(())
     return st.none() | arguments  # Arguments or Arguments | None
@@ -142,3 +144,13 @@ def test_a_version_1_publish_decodes_without_its_seq_and_mandatory() -> None:
     assert c.encode_entry(c.decode_entry(entry))[0] == c.ENCODING_VERSION == 2
     with pytest.raises(ValueError, match="version 3"):
         c.decode_entry(struct.pack(">BI", 3, 0))
+
+
+def test_a_settle_written_before_more_existed_decodes_with_no_more_tags() -> None:
+    settle = c.Settle(channel=c.ChannelRef("n1", 1, 1, 1), delivery_tag=7, multiple=True)
+    data = c.encode_entry([settle])
+    header = 5 + 5  # version and count, then tag and json length
+    fields = orjson.loads(data[header:])
+    assert fields == [["n1", 1, 1, 1], 7, True, []]
+    older = orjson.dumps(fields[:3])  # channel, delivery_tag, multiple
+    assert c.decode_entry(data[:6] + struct.pack(">I", len(older)) + older) == [settle]

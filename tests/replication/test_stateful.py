@@ -267,6 +267,17 @@ class BrokerMachine(RuleBasedStateMachine):
         for key in [key for key in self.last_first_delivery if key[0] == ref]:
             del self.last_first_delivery[key]
 
+    def draw_holder(self, data: st.DataObject) -> c.ChannelRef:
+        """A channel that holds unacknowledged deliveries."""
+        return data.draw(
+            st.sampled_from(
+                sorted(
+                    (ref for ref, tags in self.outstanding.items() if tags),
+                    key=lambda ref: (ref.node, ref.connection, ref.channel),
+                )
+            )
+        )
+
     # --- rules ------------------------------------------------------------------------------
 
     @rule(queue=queue_indexes, channel=channel_indexes, fanout=st.booleans())
@@ -362,14 +373,7 @@ class BrokerMachine(RuleBasedStateMachine):
         data=st.data(), multiple=st.booleans(), settle=st.sampled_from(["ack", "requeue", "drop"])
     )
     def settle(self, data: st.DataObject, multiple: bool, settle: str) -> None:
-        ref = data.draw(
-            st.sampled_from(
-                sorted(
-                    (ref for ref, tags in self.outstanding.items() if tags),
-                    key=lambda ref: (ref.node, ref.connection, ref.channel),
-                )
-            )
-        )
+        ref = self.draw_holder(data)
         tags = self.outstanding[ref]
         delivery_tag = data.draw(st.sampled_from(sorted(tags)))
         if settle == "ack":
@@ -397,6 +401,40 @@ class BrokerMachine(RuleBasedStateMachine):
                 else:
                     self.alive[queue].discard(key)
                     self.returns.pop((queue, key), None)
+        self.observe(applied.effects)
+
+    @precondition(lambda self: any(self.outstanding.values()))
+    @rule(data=st.data(), multiple=st.booleans(), unknown=st.none() | st.integers(1000, 1010))
+    def ack_several(self, data: st.DataObject, multiple: bool, unknown: int | None) -> None:
+        """One Settle for an ack and the single acks after it (a read's worth, joined by the
+        session), one of them perhaps unknown: as if each came alone, in order."""
+        ref = self.draw_holder(data)
+        tags = self.outstanding[ref]
+        first = data.draw(st.sampled_from(sorted(tags)))
+        by_first = [tag for tag in sorted(tags) if tag == first or (multiple and tag < first)]
+        rest = sorted(set(tags) - set(by_first))
+        more = data.draw(
+            st.lists(st.sampled_from(rest), unique=True, max_size=6) if rest else st.just([])
+        )
+        if unknown is not None:
+            more.insert(data.draw(st.integers(0, len(more))), unknown)
+        command = c.Settle(channel=ref, delivery_tag=first, multiple=multiple, more=tuple(more))
+        applied = self.harness.apply(command)
+        if self.ignored(ref):
+            assert applied.reply == Ignored()
+            self.observe(applied.effects)
+            return
+        settled = by_first + (more[: more.index(unknown)] if unknown is not None else more)
+        if unknown is None:
+            assert applied.reply == MessageCount(len(settled))
+        else:
+            assert applied.reply == Refused(406, f"unknown delivery tag {unknown}")
+            self.failed.add(ref)
+        for tag in settled:
+            queue, key = tags.pop(tag)
+            self.alive[queue].discard(key)
+            self.returns.pop((queue, key), None)
+        assert sorted(self.harness.broker.state.channels[ref].unacked) == sorted(tags)
         self.observe(applied.effects)
 
     @rule(channel=channel_indexes, delivery_tag=st.integers(1000, 1010))
