@@ -180,6 +180,12 @@ def active_consumer(queue: Queue) -> Consumer | None:
 def _credit(step: Step, consumer: Consumer, seats: dict[int, _Seat]) -> int:
     """How many messages `consumer` may be handed now by their count (its node's delivery
     credit, its prefetch and its channel's); 0 too once its node's byte credit is used up."""
+    if (
+        consumer.prefetch_count
+        and consumer.unacked_count >= consumer.prefetch_count
+        and not consumer.no_ack
+    ):
+        return 0  # the usual answer while a backlog waits, found without a lookup
     seat = seats.get(consumer.id)
     if seat is None:
         seat = seats[consumer.id] = _Seat(step, consumer)
