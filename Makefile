@@ -6,6 +6,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	# bytecode for the editable sources: a node started where PYTHONDONTWRITEBYTECODE is set
+	# would compile them all again on every start (0.9 s of imports against 0.6 s measured)
+	$(VENV)/bin/python -m compileall -q amqp cluster replication
 	touch $(STAMP)
 
 .PHONY: install run test bench bench-backlog conformance-record
