@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import logging
 import os
 import struct
@@ -140,6 +141,11 @@ class _Segment:
             return data
         self._ahead = (start, data)
         return data[:size]
+
+    def count_live(self) -> None:
+        """live_count and live_bytes again, from the live flags."""
+        self.live_count = self.live.count(1)
+        self.live_bytes = sum(itertools.compress(self.sizes, self.live))
 
     def set_live(self, position: int, live: bool) -> None:
         if bool(self.live[position]) == live:
@@ -353,9 +359,13 @@ class BodyStore:
         missing = 0
         # A queue holds its bodies in id order, mostly: try the record after the last one
         # found before searching (1M bodies: 3.4 s of a restart went on searching), in a
-        # segment no newer one overlaps: `_find` takes a body's newest copy.
+        # segment no newer one overlaps: `_find` takes a body's newest copy. The loop only
+        # marks; the segments count what is live once it is done (1M bodies: 0.87 s for the
+        # whole install, 1.24-1.62 s with a method call and two sums per body).
+        holder = self._holder
         unshadowed = self._unshadowed
-        current: _Segment | None = None
+        ids: array[int] = array("q")  # the current segment's, if it has no newer copies
+        live = bytearray()
         position = -1
         for body in bodies:
             if body.in_memory:
@@ -363,20 +373,19 @@ class BodyStore:
                 continue
             body_id = body.id
             position += 1
-            if (
-                current is None
-                or position >= len(current.ids)
-                or current.ids[position] != body_id
-                or current.number not in unshadowed
-            ):
+            if position >= len(ids) or ids[position] != body_id:
                 found = self._find(body_id)
                 if found is None:
                     missing += 1
-                    body.attach(self._holder)
+                    body.attach(holder)
                     continue
-                current, position = found
-            current.set_live(position, True)
-            body.attach(self._holder)
+                segment, position = found
+                ids = segment.ids if segment.number in unshadowed else array("q")
+                live = segment.live
+            live[position] = 1
+            body.attach(holder)
+        for segment in self._segments:
+            segment.count_live()
         if missing:
             # a snapshot from before they were settled: the journal's entries after it, which
             # this node applies next, let go of them again (see "Crash safety" above)
