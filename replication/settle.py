@@ -14,34 +14,15 @@ from warrenmq.replication.step import Refusal, ReplyCode, Step, refusal
 
 
 def apply_settle(step: Step, command: c.Settle) -> Reply:
-    settled = _take_unacked(step, command)
-    unknown = _take_more(step, command, settled) if command.more else None
+    settled, unknown = _take_unacked(step, command, command.more)
     redispatch(step, [(command.channel, unacked) for unacked in settled])
     if unknown is not None:  # refused as its own Settle would be: the acks before it stand
         raise _unknown_tag(unknown)
     return MessageCount(len(settled))
 
 
-def _take_more(step: Step, command: c.Settle, settled: list[Unacked]) -> int | None:
-    """Take the single acks of `command.more` in order, onto `settled`, up to the first tag the
-    channel does not hold; that tag, or None."""
-    channel = step.state.channels.get(command.channel)
-    unacked = channel.unacked if channel is not None else {}
-    taken = []
-    unknown = None
-    for tag in command.more:
-        entry = unacked.pop(tag, None)
-        if entry is None:
-            unknown = tag
-            break
-        taken.append(entry)
-    _settle_counts(step, taken)
-    settled += taken
-    return unknown
-
-
 def apply_reject(step: Step, command: c.Reject) -> Reply:
-    settled = _take_unacked(step, command)
+    settled, _ = _take_unacked(step, command)
     step.state.clock_ms = max(step.state.clock_ms, command.now_ms)
     for unacked in settled:
         queue = find_queue(step.state, unacked.queue)
@@ -94,7 +75,11 @@ def redispatch(step: Step, settled: Settled) -> None:
             delivery.dispatch(step, queue)
 
 
-def _take_unacked(step: Step, command: c.Settle | c.Reject) -> list[Unacked]:
+def _take_unacked(
+    step: Step, command: c.Settle | c.Reject, more: tuple[int, ...] = ()
+) -> tuple[list[Unacked], int | None]:
+    """What `command` settles, then the single acks of `more` in order up to the first tag the
+    channel does not hold: (taken, that tag or None). An unknown `delivery_tag` refuses."""
     channel = step.state.channels.get(command.channel)
     unacked = channel.unacked if channel is not None else {}
     last = command.delivery_tag
@@ -114,8 +99,15 @@ def _take_unacked(step: Step, command: c.Settle | c.Reject) -> list[Unacked]:
     else:
         raise _unknown_tag(last)
     taken = [unacked.pop(tag) for tag in tags]
+    unknown = None
+    for tag in more:
+        entry = unacked.pop(tag, None)
+        if entry is None:
+            unknown = tag
+            break
+        taken.append(entry)
     _settle_counts(step, taken)
-    return taken
+    return taken, unknown
 
 
 def _unknown_tag(delivery_tag: int) -> Refusal:
