@@ -190,9 +190,10 @@ class Backlog:
             else:
                 yield _built(chunk, position)
 
-    def bodies(self) -> Iterator[Body]:
+    def body_runs(self) -> Iterator[list[Body]]:
+        """The bodies in order, a chunk's at a time."""
         for chunk, start in self._live():
-            yield from typing.cast(list[Body], chunk.bodies[start:])
+            yield typing.cast(list[Body], chunk.bodies[start:])
 
     def replace_bytes(self, convert: Callable[[bytes], Body]) -> None:
         """Bodies held as bytes (a snapshot from before the body store) become `convert`'s."""

@@ -10,7 +10,6 @@ names them.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import re
 import typing
 from collections.abc import Iterator
@@ -215,20 +214,14 @@ def messages_of(state: BrokerState) -> Iterator[Message]:
     yield from _messages_beyond_backlogs(state)
 
 
-def bodies_held(state: BrokerState) -> Iterator[Body]:
-    """The distinct bodies the state holds (a dead-lettered or fanned-out copy shares one)."""
-    backlogs = (
-        body
-        for vhost in state.vhosts.values()
-        for queue in vhost.queues.values()
-        for body in queue.ready.bodies()
-    )
-    others = (message.body for message in _messages_beyond_backlogs(state))
-    seen: set[int] = set()
-    for body in itertools.chain(backlogs, others):
-        if id(body) not in seen:
-            seen.add(id(body))
-            yield body
+def bodies_held(state: BrokerState) -> Iterator[list[Body]]:
+    """The bodies the state holds, in runs: each backlog's in order, a chunk at a time, then
+    those of the messages held as objects. A body may be in more than one place (a
+    dead-lettered or fanned-out copy shares it), so in more than one run, or twice in one."""
+    for vhost in state.vhosts.values():
+        for queue in vhost.queues.values():
+            yield from queue.ready.body_runs()
+    yield [message.body for message in _messages_beyond_backlogs(state)]
 
 
 def _messages_beyond_backlogs(state: BrokerState) -> Iterator[Message]:

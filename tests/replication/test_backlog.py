@@ -75,7 +75,9 @@ def test_a_backlog_gives_back_what_was_appended_in_order_across_chunks_and_pickl
                 model.clear()
             assert len(backlog) == len(model)
             assert [(e.seq, e.message, e.expires_at_ms) for e in backlog] == list(model)
-            assert [body.id for body in backlog.bodies()] == [m.body.id for _, m, _ in model]
+            assert [body.id for run in backlog.body_runs() for body in run] == [
+                m.body.id for _, m, _ in model
+            ]
             if model:
                 assert backlog.first_seq() == model[0][0]
 

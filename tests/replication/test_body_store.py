@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -215,7 +215,7 @@ def test_a_new_state_drops_a_compaction_that_waits_for_the_journal(tmp_path: Pat
         store.compact_step(written=10, durable=9)  # copied; the replacement waits
     assert store._removal is not None
     held = [Body.stored(body.id, body.size) for body in bodies]  # the installed state's
-    store.adopt(held)
+    store.adopt([held])
     for _ in range(50):
         store.compact_step(written=11, durable=11)
     assert all(store.read(body.id) == bytes([body.id]) * 300 for body in held)
@@ -247,7 +247,7 @@ def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
     store.close()
     again = new_store(tmp_path, segment_bytes=4096)
     held = [Body.stored(n, 400) for n in live]  # the restored state's
-    again.adopt(held)
+    again.adopt([held])
     assert all(again.read(n) == b"%04d" % n * 100 for n in live)
     assert again.live_count == len(live)
 
@@ -296,7 +296,7 @@ def test_a_compaction_cut_short_by_a_crash_leaves_the_old_segment(tmp_path: Path
     again = new_store(tmp_path, segment_bytes=2048)
     assert not list(tmp_path.glob("*.tmp"))
     held = [Body.stored(body.id, body.size) for body in live]
-    again.adopt(held)
+    again.adopt([held])
     assert all(again.read(body.id) == bytes([body.id]) * 300 for body in live)
 
 
@@ -340,11 +340,76 @@ def test_a_body_kept_twice_stays_in_memory_rather_than_being_freed_early(
     assert first.read() == b"one" and store.live_count == 1
 
 
+def _stretch(start: int, length: int, changes: list[tuple[int, int]]) -> list[int]:
+    """Ids in order from `start`, as a backlog holds them, with a few replaced or repeated."""
+    ids = list(range(start, start + length))
+    for at, body_id in changes:
+        if ids:
+            ids[at % len(ids)] = body_id
+    return ids
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    # a run of publishes, then some written again (replayed) or out of order
+    written=st.tuples(
+        st.integers(1, 40), st.integers(0, 100), st.lists(st.integers(1, 130), max_size=12)
+    ).map(lambda w: list(range(w[0], w[0] + w[1])) + w[2]),
+    segment_bytes=st.integers(100, 2000),
+    runs=st.lists(
+        st.one_of(
+            st.lists(st.integers(1, 130), max_size=40),  # ids in any order, repeats, missing
+            st.builds(
+                _stretch,
+                st.integers(1, 120),
+                st.integers(0, 120),
+                st.lists(st.tuples(st.integers(0, 200), st.integers(1, 130)), max_size=2),
+            ),
+        ),
+        max_size=5,
+    ),
+)
+def test_adopt_marks_the_newest_copy_of_each_held_body_and_nothing_else(
+    tmp_path_factory: pytest.TempPathFactory,
+    written: list[int],
+    segment_bytes: int,
+    runs: list[list[int]],
+) -> None:
+    """Whatever order, repeats and stretches the runs hold, each body held is live in the
+    newest segment that has it, and every other record is garbage. Writing an id again (a
+    replayed publish) makes a newer copy; writing one lower than the last seals the segment,
+    so segments' ranges overlap."""
+    directory = tmp_path_factory.mktemp("store")
+    store = new_store(directory, segment_bytes=segment_bytes)
+    for body_id in written:
+        store._write(body_id, bytes([body_id]) * 40)
+    store.sync()
+    store.close()
+    again = new_store(directory, segment_bytes=segment_bytes)
+    state = [[Body.stored(body_id, 40) for body_id in run] for run in runs]  # held through
+    again.adopt(state)
+    newest = {}  # id: the highest segment number holding it
+    for segment in again._segments:
+        for body_id in segment.ids:
+            newest[body_id] = max(newest.get(body_id, 0), segment.number)
+    held = {body_id for run in runs for body_id in run if body_id in newest}
+    for segment in again._segments:
+        expected = [
+            body_id in held and newest[body_id] == segment.number for body_id in segment.ids
+        ]
+        assert [bool(flag) for flag in segment.live] == expected
+        assert segment.live_count == sum(expected)
+        assert segment.live_bytes == 40 * sum(expected)
+    assert all(again.read(body_id) == bytes([body_id]) * 40 for body_id in held)
+
+
 def test_bodies_of_a_retired_state_release_nothing(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     old = kept(store, 1, b"shared")
     new = [Body.stored(1, 6)]  # the new state holds body 1 as well
-    store.adopt(new)
+    store.adopt([new])
     del old
     assert store.live_count == 1 and store.read(1) == b"shared"
 
@@ -446,7 +511,7 @@ class BodyStoreMachine(RuleBasedStateMachine):
         abandon(self.store)  # the process is gone
         self.store = self._open()
         stored = {n: Body.stored(n, len(self.data[n])) for n in self.live if n in survivors}
-        self.store.adopt(stored.values())
+        self.store.adopt([stored.values()])
         self.live = {n: body for n, body in self.live.items() if n not in survivors} | stored
 
     def teardown(self) -> None:
