@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import signal
 import sys
 import time
 from pathlib import Path
 
-from warrenmq.cluster import bench, ctl, failover, nemesis
+from warrenmq.cluster import ctl
 from warrenmq.cluster.config import load_config, parse_member
 from warrenmq.cluster.local import LocalCluster, consecutive_members
 from warrenmq.cluster.logs import configure_logging
@@ -294,6 +295,25 @@ def _ctl(arguments: argparse.Namespace) -> int:
     return ctl.run(arguments, targets)
 
 
+# The benchmark and fault tools, imported only for their own command: each module has
+# add_arguments and the function named here that runs it. A node's start (the test suite
+# starts hundreds) then skips their imports and their clients' (aio-pika): about 0.1 s of a
+# core each time.
+TOOLS = {
+    "bench": ("warrenmq.cluster.bench", "run", "measure throughput and latency against any broker"),
+    "failover-bench": (
+        "warrenmq.cluster.failover",
+        "run",
+        "kill the leader repeatedly under load",
+    ),
+    "nemesis": (
+        "warrenmq.cluster.nemesis",
+        "main",
+        "random faults under a confirmed load, every id checked",
+    ),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ctl"]:
@@ -314,17 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--prometheus-port", type=int, default=15692)
     up.add_argument("--data-dir", type=Path, default=Path("warren-data"))
     up.add_argument("--log-level", default="INFO")
-    bench.add_arguments(
-        commands.add_parser("bench", help="measure throughput and latency against any broker")
-    )
-    failover.add_arguments(
-        commands.add_parser("failover-bench", help="kill the leader repeatedly under load")
-    )
-    nemesis.add_arguments(
-        commands.add_parser(
-            "nemesis", help="random faults under a confirmed load, every id checked"
-        )
-    )
+    run_tool = None
+    for name, (module_name, entry, text) in TOOLS.items():
+        tool_parser = commands.add_parser(name, help=text)
+        if argv[:1] == [name]:
+            module = importlib.import_module(module_name)
+            module.add_arguments(tool_parser)
+            run_tool = getattr(module, entry)
     # listed for `warren --help` only: `warren ctl …` is parsed above, before this parser
     commands.add_parser(
         "ctl", help="operate a running cluster, like rabbitmqctl and rabbitmq-diagnostics"
@@ -332,12 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         return _up(arguments)
-    if arguments.command == "failover-bench":
-        return failover.run(arguments)
-    if arguments.command == "nemesis":
-        return nemesis.main(arguments)
-    if arguments.command == "bench":
-        return bench.run(arguments)
+    if run_tool is not None:
+        return int(run_tool(arguments))
     configure_logging(arguments.log_level, arguments.log_format)
     asyncio.run(_run_node(arguments))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import decimal
+import subprocess
+import sys
 import types
 import typing
 from pathlib import Path
@@ -249,3 +251,15 @@ def test_the_outage_after_a_fault_is_the_pause_that_begins_with_it() -> None:
     assert LoadStats.resumed_after(times_s, fault_s) == pytest.approx(0.3)
     assert LoadStats.longest_pause(times_s, fault_s, 8.0) == pytest.approx(2.6)
     assert LoadStats.resumed_after([9.0, 9.5], fault_s) is None  # nothing after the fault
+
+
+def test_a_node_start_loads_no_tool_and_no_client_library() -> None:
+    """`warren node` imports the tools (bench, failover-bench, nemesis) only for their own
+    commands, and with them the client libraries they drive: a node process never needs them."""
+    probe = (
+        "import sys, warrenmq.cluster.cli as cli\n"
+        "tools = [module for module, _, _ in cli.TOOLS.values()]\n"
+        "print(sorted(name for name in sys.modules if name in tools or name == 'aio_pika'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
