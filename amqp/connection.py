@@ -36,7 +36,7 @@ from warrenmq.amqp.codec import (
     HeartbeatFrame,
     MethodFrame,
     UnknownMethod,
-    encode_content,
+    content_frames,
     encode_method,
     unchecked,
 )
@@ -573,8 +573,8 @@ class Connection:
             and channel.state is not ChannelState.CLOSING
         ):
             method_frame = method if isinstance(method, bytes) else encode_method(number, method)
-            self._outgoing.append(
-                encode_content(number, method_frame, properties, body, self.frame_max_bytes)
+            self._outgoing += content_frames(
+                number, method_frame, properties, body, self.frame_max_bytes
             )
 
     def close_channel(

@@ -12,7 +12,7 @@ from pamqp import body as content_body
 from pamqp import commands, frame, header
 
 from warrenmq.amqp import codec
-from warrenmq.amqp.codec import encode_content, encode_deliver, encode_method, unchecked
+from warrenmq.amqp.codec import content_frames, encode_deliver, encode_method, unchecked
 from warrenmq.amqp.connection import Connection, ConnectionState, Settings
 from warrenmq.amqp.events import (
     ChannelCloseReceived,
@@ -283,15 +283,9 @@ def test_the_fast_publish_decoding_is_pamqps_in_every_field_and_error(
     assert outcome(lambda: codec._decode_method(payload)) == generic
 
 
-def test_encode_content_splits_the_body_by_frame_max() -> None:
+def test_content_frames_split_the_body_by_frame_max() -> None:
     deliver = commands.Basic.Deliver(consumer_tag="t", delivery_tag=1, exchange="", routing_key="q")
-    data = encode_content(
-        1,
-        encode_method(1, deliver),
-        b"\x00\x00",
-        b"x" * 10_000,
-        4096,
-    )
+    data = b"".join(content_frames(1, encode_method(1, deliver), b"\x00\x00", b"x" * 10_000, 4096))
     kinds = []
     while data:
         consumed, _, value = frame.unmarshal(data)
