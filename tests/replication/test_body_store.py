@@ -238,6 +238,22 @@ def test_bodies_read_in_order_come_back_exact_across_read_ahead_and_the_write_bu
     assert [store.read(n) for n in (420, 3, 399, 5)] == [expected[n] for n in (420, 3, 399, 5)]
 
 
+def test_reading_on_in_order_after_a_segment_is_gone_reads_the_body_where_it_is(
+    tmp_path: Path,
+) -> None:
+    """`read` tries the record after the one it read last: once that segment was deleted and
+    a replayed publish wrote the body again elsewhere, the deleted file may not be read."""
+    store = new_store(tmp_path, segment_bytes=800)
+    first = [kept(store, n, bytes([n]) * 400) for n in (1, 2)]  # fill segment 1
+    later = kept(store, 3, bytes([3]) * 400)  # segment 2, active
+    assert store.read(1) == bytes([1]) * 400
+    del first
+    compact_all(store)  # segment 1 is dead: deleted
+    again = kept(store, 2, bytes([2]) * 400)  # the journal replays the publish of 2
+    assert store.read(2) == bytes([2]) * 400
+    assert later.read() == bytes([3]) * 400 and again.read() == bytes([2]) * 400
+
+
 def test_a_compacted_segment_survives_a_restart(tmp_path: Path) -> None:
     store = new_store(tmp_path, segment_bytes=4096)
     live = {n: kept(store, n, b"%04d" % n * 100) for n in range(1, 60)}
