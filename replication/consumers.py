@@ -133,7 +133,7 @@ def apply_get(step: Step, command: c.Get) -> Reply:
         return GetEmpty()
     channel = step.channel(command.channel)
     entry = queue.take()
-    delivery_tag = delivery.hand_out(step, channel, queue, entry, None, command.no_ack)
+    delivery_tag = delivery.hand_out(step, channel, queue, queue.ref, entry, None, command.no_ack)
     message = entry.message
     return GetOk(
         delivery_tag,

@@ -8,7 +8,7 @@ modules call each other, by module name, as a message can go round between queue
 from __future__ import annotations
 
 from warrenmq.replication import dead_letter
-from warrenmq.replication.queue import Entry, Queue
+from warrenmq.replication.queue import Entry, Queue, QueueRef
 from warrenmq.replication.replies import Annotations, Deliver
 from warrenmq.replication.state import Channel, Consumer, Message, Unacked, find_consumer
 from warrenmq.replication.step import Step
@@ -66,6 +66,7 @@ def dispatch(step: Step, queue: Queue) -> None:
     state = step.state
     expire(step, queue)
     seats: dict[int, _Seat] = {}
+    queue_ref = queue.ref  # one for every delivery's unacked record
     while queue.ready_count:
         consumer = _next_consumer(step, queue, seats)
         if consumer is None:
@@ -75,9 +76,11 @@ def dispatch(step: Step, queue: Queue) -> None:
         # round-robin per message; the byte credit is counted per message below
         batch = _credit(step, consumer, seats) if len(queue.consumers) == 1 else 1
         carried_out = step.carries_out(consumer.channel)
-        for _ in range(batch):
+        for _ in range(min(batch, queue.ready_count)):
             entry = queue.take()
-            delivery_tag = hand_out(step, seat.channel, queue, entry, consumer, consumer.no_ack)
+            delivery_tag = hand_out(
+                step, seat.channel, queue, queue_ref, entry, consumer, consumer.no_ack
+            )
             message = entry.message
             uncredited = seat.uncredited
             if uncredited is None:
@@ -99,7 +102,7 @@ def dispatch(step: Step, queue: Queue) -> None:
                         annotations_of(queue, entry),
                     )
                 )
-            if uncredited[1] >= DELIVERY_CREDIT_BYTES or not queue.ready_count:
+            if uncredited[1] >= DELIVERY_CREDIT_BYTES:
                 break
 
 
@@ -107,16 +110,18 @@ def hand_out(
     step: Step,
     channel: Channel,
     queue: Queue,
+    queue_ref: QueueRef,
     entry: Entry,
     consumer: Consumer | None,
     no_ack: bool,
 ) -> int:
-    """Give `entry` a delivery tag on `channel`, held unacknowledged unless `no_ack`."""
+    """Give `entry` of `queue` (`queue_ref`) a delivery tag on `channel`, held unacknowledged
+    unless `no_ack`."""
     delivery_tag = channel.next_delivery_tag
     channel.next_delivery_tag += 1
     if not no_ack:
         consumer_id = consumer.id if consumer is not None else None
-        channel.unacked[delivery_tag] = Unacked(queue.ref, entry, consumer_id, step.state.clock_ms)
+        channel.unacked[delivery_tag] = Unacked(queue_ref, entry, consumer_id, step.state.clock_ms)
         queue.unacked_count += 1
         if consumer is not None:
             consumer.unacked_count += 1
