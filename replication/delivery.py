@@ -66,11 +66,15 @@ def dispatch(step: Step, queue: Queue) -> None:
     state = step.state
     expire(step, queue)
     seats: dict[int, _Seat] = {}
-    queue_ref = queue.ref  # one for every delivery's unacked record
+    # one for every delivery's unacked record, made once a consumer has credit: a publish to
+    # a queue whose consumers have none (a backlog) dispatches and hands nothing out
+    queue_ref: QueueRef | None = None
     while queue.ready_count:
         consumer = _next_consumer(step, queue, seats)
         if consumer is None:
             return
+        if queue_ref is None:
+            queue_ref = queue.ref
         seat = seats[consumer.id]
         # a consumer alone in its queue takes what its credit allows in one go, without the
         # round-robin per message; the byte credit is counted per message below
