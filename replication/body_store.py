@@ -316,36 +316,25 @@ class BodyStore:
         body.attach(self._holder)
 
     def read(self, body_id: int) -> bytes:
-        # A drain reads bodies in the order they were written: the record after the one read
-        # last, in a segment no newer one overlaps, is the newest copy of its id (the search
-        # took a third of the reading)
-        segment, position = self._read_last
-        position += 1
-        if segment is None or position >= len(segment.ids) or segment.ids[position] != body_id:
-            found = self._find(body_id)
-            if found is None:
-                raise LookupError(f"body {body_id} is not in the store")
-            segment, position = found
-        self._read_last = (segment if segment.number in self._unshadowed else None, position)
+        # A drain reads bodies in the order they were written (the search took a third of the
+        # reading): the record after the one read last first
+        found = self._find_near(self._read_last, body_id, (1,))
+        if found is None:
+            raise LookupError(f"body {body_id} is not in the store")
+        segment, position = found
+        self._read_last = self._place(segment, position)
         return segment.read(position)
 
     def release(self, body_id: int) -> None:
         # A drain lets go of bodies in the order they were written, or in reverse within a
-        # batch (a list of settled deliveries dies from its end): a record next to the one
-        # released last, in a segment no newer one overlaps, is the newest copy of its id (a
-        # third of a drained message's apply went on `_find` and `set_live` here).
-        segment, last = self._released
-        position = last - 1
-        if segment is not None and (position < 0 or segment.ids[position] != body_id):
-            position = last + 1
-            if position >= len(segment.ids) or segment.ids[position] != body_id:
-                segment = None
-        if segment is None:
-            found = self._find(body_id)
-            if found is None:
-                return
-            segment, position = found
-        self._released = (segment if segment.number in self._unshadowed else None, position)
+        # batch (a list of settled deliveries dies from its end): the records either side of
+        # the one released last first (a third of a drained message's apply went on `_find`
+        # and `set_live` here)
+        found = self._find_near(self._released, body_id, (-1, 1))
+        if found is None:
+            return
+        segment, position = found
+        self._released = self._place(segment, position)
         segment.set_live(position, False)
         segment.last_death_s = self._clock()
         self.reclaimable = True
@@ -517,6 +506,24 @@ class BodyStore:
             segment.close()
 
     # --- inside ---------------------------------------------------------------------------
+
+    def _find_near(
+        self, place: tuple[_Segment | None, int], body_id: int, offsets: tuple[int, ...]
+    ) -> tuple[_Segment, int] | None:
+        """`_find`, trying first the records at `offsets` from a remembered place: one in a
+        segment no newer one overlaps (`_place`) holds the newest copy of its id."""
+        segment, last = place
+        if segment is not None:
+            ids = segment.ids
+            for offset in offsets:
+                position = last + offset
+                if 0 <= position < len(ids) and ids[position] == body_id:
+                    return segment, position
+        return self._find(body_id)
+
+    def _place(self, segment: _Segment, position: int) -> tuple[_Segment | None, int]:
+        """A record to remember for `_find_near`: none in a segment a newer one overlaps."""
+        return (segment if segment.number in self._unshadowed else None, position)
 
     def _find(self, body_id: int) -> tuple[_Segment, int] | None:
         """Where the newest copy of a body is. Copies of one id in two segments come from
