@@ -411,8 +411,12 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
         if (self.quiet and kind == "append_entries") or kind == "next_node_idx":
             message[QUIET_MARK] = True  # pysyncobj makes a new dict for every send
         journal = getattr(self._syncObj, "_SyncObj__raftLog", None)  # None while it starts
-        if isinstance(journal, DurableJournal) and (
-            self._held or (_acknowledges(message) and not journal.synced)
+        # what follows a held acknowledgement waits behind it, in order; a command forwarded
+        # to the leader holds nothing of this journal's and goes at once
+        if (
+            kind != "apply_command"
+            and isinstance(journal, DurableJournal)
+            and (self._held or (_acknowledges(message) and not journal.synced))
         ):
             if self._held is None:
                 self._held = collections.deque()
