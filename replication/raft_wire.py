@@ -59,6 +59,8 @@ SYNCOBJ_PRIVATE_ATTRIBUTES = (
     "_SyncObj__transport",
     "_SyncObj__sendAppendEntries",
     "_SyncObj__lastResponseTime",
+    "_SyncObj__raftMatchIndex",
+    "_SyncObj__raftNextIndex",
     "_isLeader",
     "_getLeader",
     "_getRaftLogSize",
@@ -443,7 +445,22 @@ class DurableTransport(pysyncobj.transport.TCPTransport):
             self.last_leader_contact_s = time.monotonic()
             clamp_commit_index(message)
         stands_instead = kind == "request_vote" and self._is_behind(message)
+        syncobj = self._syncObj
+        # the entries sent to `node` so far, for an acknowledgement to a leader (below)
+        sent_up_to = (
+            syncobj._SyncObj__raftNextIndex.get(node)
+            if kind == "next_node_idx" and syncobj._isLeader()
+            else None
+        )
         super()._onMessageReceived(node, message)
+        if sent_up_to is not None and not message["reset"]:
+            # pysyncobj sets the follower's next index to the end of what the answer covers,
+            # also when it answers an earlier message than the last sent, so everything sent
+            # since went again (RAFT-NOTES defect 2; at 64 KiB, half the leader's turns went
+            # into those sends). Only a reset, a follower without what a message followed on,
+            # sends the leader back.
+            next_index = syncobj._SyncObj__raftNextIndex
+            next_index[node] = max(next_index.get(node, 0), sent_up_to)
         if stands_instead and not self._syncObj._isLeader():
             hasten_election(self._syncObj, 0.0)
         if kind == "append_entries" and message.get(QUIET_MARK):

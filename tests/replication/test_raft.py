@@ -397,6 +397,25 @@ def test_a_follower_waiting_on_its_disk_forwards_what_it_proposes_at_once(
     group.turn_until(lambda: replies == [Routed(1)])
 
 
+def test_only_a_reset_sends_a_leader_back_not_an_answer_to_an_earlier_message(
+    group: Group,
+) -> None:
+    """Entries sent after the message a follower answers are on their way: an answer that
+    covers less than was sent (it answers an earlier message) must not have them sent again.
+    A reset (the follower lacks what a message followed on) must."""
+    syncobj = group.leader().log._syncobj
+    follower = next(iter(syncobj.otherNodes))
+    sent = syncobj._SyncObj__raftNextIndex[follower]
+    assert sent > 4
+    syncobj._SyncObj__raftMatchIndex[follower] = sent - 4  # as if the last answers were on the way
+    earlier = {"type": "next_node_idx", "next_node_idx": sent - 2, "reset": False, "success": True}
+    transport_of(syncobj)._onMessageReceived(follower, earlier)
+    assert syncobj._SyncObj__raftNextIndex[follower] == sent
+    assert syncobj._SyncObj__raftMatchIndex[follower] == sent - 3  # what it does say counts
+    transport_of(syncobj)._onMessageReceived(follower, {**earlier, "reset": True, "success": False})
+    assert syncobj._SyncObj__raftNextIndex[follower] == sent - 2
+
+
 def _readable(descriptor: int, timeout_s: float = 0.0) -> bool:
     return bool(select.select([descriptor], [], [], timeout_s)[0])
 
