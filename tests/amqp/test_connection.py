@@ -239,6 +239,28 @@ def test_the_fast_deliver_frame_is_pamqps_byte_for_byte(
     assert encode_deliver(channel, **fields) == encode_method(channel, deliver)
 
 
+@pytest.mark.parametrize("kept", [3, codec.DELIVER_PARTS_KEPT])
+def test_kept_deliver_frames_fit_each_channel_and_tag(
+    monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """The same names on another channel, another tag or bit: pamqp's bytes each time, and
+    no more kept than DELIVER_PARTS_KEPT."""
+    monkeypatch.setattr(codec, "DELIVER_PARTS_KEPT", kept)
+    monkeypatch.setattr(codec, "_DELIVER_PARTS", {})
+    for number in range(24):
+        fields = {
+            "consumer_tag": f"c{number % 2}",
+            "delivery_tag": number * 2**40,
+            "redelivered": number % 3 == 0,
+            "exchange": "x",
+            "routing_key": f"k{number % 3}",
+        }
+        channel = 7 + number % 4
+        deliver = unchecked(commands.Basic.Deliver, **fields)
+        assert encode_deliver(channel, **fields) == encode_method(channel, deliver)
+    assert len(codec._DELIVER_PARTS) <= kept
+
+
 def _publish_payload(
     ticket: int, exchange: bytes, routing_key: bytes, bits: int, cut: int, extra: bytes
 ) -> bytes:
